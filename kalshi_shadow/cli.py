@@ -1,0 +1,43 @@
+"""`kalshi-shadow <command>`: a thin dispatcher; each command lives in the module that owns it.
+
+Imports are lazy so that `kalshi-shadow collect-spot` never imports Dagster.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("kalshi_shadow.supervisor", "Start the simulator (without credentials), both collectors, Dagster webserver and daemon"),
+    "sim": ("kalshi_shadow.sim.cli", "Run the local exchange simulator (Kalshi REST + Coinbase WS) on 127.0.0.1"),
+    "collect-spot": ("collectors.spot", "Coinbase WS -> raw spot_ticks"),
+    "collect-quotes": ("collectors.quotes", "Kalshi REST poller -> raw kalshi_markets / kalshi_quotes"),
+    "status": ("kalshi_shadow.status", "Collector health and warehouse table counts"),
+    "bench": ("kalshi_shadow.bench", "Benchmarks that print throughput and run times"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: kalshi-shadow <command> [options]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`kalshi-shadow <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"kalshi-shadow: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""The Dagster code location (workspace.yaml points here): every domain module's definitions, merged."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from kalshi_shadow.defs import resources as resources_mod
+
+DOMAIN_MODULES = [
+    # "kalshi_shadow.defs.ingest",      # raw loads, contracts, sensor, checks (data plane)
+    # "kalshi_shadow.defs.edges",       # volatility, edges, snapshots (pricing)
+    # "kalshi_shadow.defs.settlements", # settlements and scores
+]
+
+
+def build_definitions() -> dg.Definitions:
+    import importlib
+
+    parts = [importlib.import_module(m).defs for m in DOMAIN_MODULES]
+    return dg.Definitions.merge(*parts, dg.Definitions(resources=resources_mod.resources()))
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""Dagster definitions, one module per domain; `kalshi_shadow.definitions` merges them."""

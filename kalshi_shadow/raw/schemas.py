@@ -1,0 +1,103 @@
+"""Column schemas of the raw tables, one place for collectors (writers) and loaders (readers).
+
+Money and counts stay exact: Kalshi prices are DECIMAL(18,4) dollars, Kalshi counts DECIMAL(18,2),
+Coinbase prices and sizes DECIMAL(18,8). A missing value is null, never a default.
+Timestamps are UTC (`ts` is the exchange's time for the record when it has one, `received_ts` ours).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+UTC_TS = pl.Datetime("us", "UTC")
+PRICE = pl.Decimal(18, 4)
+COUNT = pl.Decimal(18, 2)
+SPOT = pl.Decimal(18, 8)
+
+SPOT_TICKS = {
+    "ts": UTC_TS,  # Coinbase `time` of the match
+    "received_ts": UTC_TS,
+    "product_id": pl.String,
+    "sequence": pl.Int64,
+    "trade_id": pl.Int64,
+    "price": SPOT,
+    "best_bid": SPOT,
+    "best_ask": SPOT,
+    "best_bid_size": SPOT,
+    "best_ask_size": SPOT,
+    "last_size": SPOT,
+    "side": pl.String,
+}
+
+# Top of book as observed. An empty side ("0.0000" bid / "1.0000" ask on the wire) is null here.
+KALSHI_QUOTES = {
+    "ts": UTC_TS,  # when the quote was observed (poll receive time, or the WS message's ts_ms)
+    "received_ts": UTC_TS,
+    "ticker": pl.String,
+    "event_ticker": pl.String,
+    "series_ticker": pl.String,
+    "status": pl.String,
+    "yes_bid": PRICE,
+    "yes_ask": PRICE,
+    "no_bid": PRICE,
+    "no_ask": PRICE,
+    "yes_bid_size": COUNT,
+    "yes_ask_size": COUNT,
+    "last_price": PRICE,
+    "volume": COUNT,
+    "open_interest": COUNT,
+    "source": pl.String,  # rest_markets | rest_orderbook | ws_ticker
+}
+
+# Market metadata as fetched (one row per market per fetch); `raw_json` keeps the whole payload.
+KALSHI_MARKETS = {
+    "ts": UTC_TS,  # when fetched
+    "ticker": pl.String,
+    "event_ticker": pl.String,
+    "series_ticker": pl.String,
+    "market_type": pl.String,
+    "status": pl.String,
+    "result": pl.String,
+    "strike_type": pl.String,
+    "floor_strike": pl.Float64,
+    "cap_strike": pl.Float64,
+    "open_time": UTC_TS,
+    "close_time": UTC_TS,
+    "expected_expiration_time": UTC_TS,
+    "latest_expiration_time": UTC_TS,
+    "settlement_timer_seconds": pl.Int64,
+    "settlement_value": PRICE,
+    "expiration_value": SPOT,
+    "settlement_ts": UTC_TS,
+    "yes_sub_title": pl.String,
+    "updated_time": UTC_TS,
+    "raw_json": pl.String,
+}
+
+# Series metadata (fees) as fetched.
+KALSHI_SERIES = {
+    "ts": UTC_TS,
+    "series_ticker": pl.String,
+    "title": pl.String,
+    "fee_type": pl.String,
+    "fee_multiplier": pl.Float64,
+    "raw_json": pl.String,
+}
+
+# What happened to a collector: reconnects, sequence gaps, malformed messages, HTTP errors.
+COLLECTOR_EVENTS = {
+    "ts": UTC_TS,
+    "collector": pl.String,  # spot | quotes
+    "kind": pl.String,  # reconnect | gap | malformed | http_error | rate_limited | out_of_order | silence
+    "detail": pl.String,
+    "count": pl.Int64,
+}
+
+RAW_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "spot_ticks": SPOT_TICKS,
+    "kalshi_quotes": KALSHI_QUOTES,
+    "kalshi_markets": KALSHI_MARKETS,
+    "kalshi_series": KALSHI_SERIES,
+    "collector_events": COLLECTOR_EVENTS,
+}
+RAW_TABLES = tuple(RAW_SCHEMAS)

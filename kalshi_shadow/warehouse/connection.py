@@ -1,0 +1,63 @@
+"""Opening the warehouse file while honouring DuckDB's one-process lock.
+
+Only one process may hold the file (even a read-only notebook blocks writers). Every opener here retries a
+conflicting lock with backoff for a bounded time, then fails with a message saying who to close.
+Keep connections short: open, write in one transaction, close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+
+class WarehouseLockedError(RuntimeError):
+    """Another process held the DuckDB file for longer than we were willing to wait."""
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    return "lock" in str(exc).lower()
+
+
+def connect(db_path: Path | str, *, read_only: bool = False, timeout_seconds: float = 60.0) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, retrying while another process holds the lock."""
+    db_path = Path(db_path)
+    if not read_only:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_seconds
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(db_path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc) or time.monotonic() >= deadline:
+                if _is_lock_error(exc):
+                    raise WarehouseLockedError(
+                        f"{db_path} stayed locked for {timeout_seconds:.0f}s by another process "
+                        "(an open notebook or `duckdb` shell holds it: close that connection, or query a copy)"
+                    ) from exc
+                raise
+            time.sleep(delay + random.uniform(0, delay))
+            delay = min(delay * 2, 1.0)
+
+
+@contextlib.contextmanager
+def open_warehouse(db_path: Path | str, *, read_only: bool = False, timeout_seconds: float = 60.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`with open_warehouse(path) as conn:` opens, ensures the schema (writers only), and always closes."""
+    conn = connect(db_path, read_only=read_only, timeout_seconds=timeout_seconds)
+    try:
+        if not read_only:
+            from kalshi_shadow.warehouse.ddl import ensure_schema
+
+            ensure_schema(conn)
+        yield conn
+    finally:
+        conn.close()

@@ -1,0 +1,94 @@
+-- Raw tables, loaded from the collectors' Parquet files exactly once (see raw_file_loads).
+-- Columns mirror kalshi_shadow/raw/schemas.py; `load_id` says which file load brought the row in.
+
+CREATE SEQUENCE IF NOT EXISTS raw_file_load_ids START 1;
+
+-- The exactly-once ledger: a file is loaded in the same transaction that records it here.
+CREATE TABLE IF NOT EXISTS raw_file_loads (
+    load_id     BIGINT PRIMARY KEY,
+    table_name  VARCHAR NOT NULL,
+    file_name   VARCHAR NOT NULL,   -- path relative to the raw dir: <table>/date=YYYY-MM-DD/<name>.parquet
+    row_count   BIGINT NOT NULL,
+    loaded_at   TIMESTAMPTZ NOT NULL,
+    UNIQUE (table_name, file_name)
+);
+
+CREATE TABLE IF NOT EXISTS spot_ticks (
+    ts            TIMESTAMPTZ NOT NULL,
+    received_ts   TIMESTAMPTZ,
+    product_id    VARCHAR NOT NULL,
+    sequence      BIGINT,
+    trade_id      BIGINT,
+    price         DECIMAL(18, 8),
+    best_bid      DECIMAL(18, 8),
+    best_ask      DECIMAL(18, 8),
+    best_bid_size DECIMAL(18, 8),
+    best_ask_size DECIMAL(18, 8),
+    last_size     DECIMAL(18, 8),
+    side          VARCHAR,
+    load_id       BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS kalshi_quotes (
+    ts            TIMESTAMPTZ NOT NULL,
+    received_ts   TIMESTAMPTZ,
+    ticker        VARCHAR NOT NULL,
+    event_ticker  VARCHAR,
+    series_ticker VARCHAR,
+    status        VARCHAR,
+    yes_bid       DECIMAL(18, 4),   -- null = that side is not quoted
+    yes_ask       DECIMAL(18, 4),
+    no_bid        DECIMAL(18, 4),
+    no_ask        DECIMAL(18, 4),
+    yes_bid_size  DECIMAL(18, 2),
+    yes_ask_size  DECIMAL(18, 2),
+    last_price    DECIMAL(18, 4),
+    volume        DECIMAL(18, 2),
+    open_interest DECIMAL(18, 2),
+    source        VARCHAR,
+    load_id       BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS kalshi_markets (
+    ts                       TIMESTAMPTZ NOT NULL,
+    ticker                   VARCHAR NOT NULL,
+    event_ticker             VARCHAR,
+    series_ticker            VARCHAR,
+    market_type              VARCHAR,
+    status                   VARCHAR,
+    result                   VARCHAR,
+    strike_type              VARCHAR,
+    floor_strike             DOUBLE,
+    cap_strike               DOUBLE,
+    open_time                TIMESTAMPTZ,
+    close_time               TIMESTAMPTZ,
+    expected_expiration_time TIMESTAMPTZ,
+    latest_expiration_time   TIMESTAMPTZ,
+    settlement_timer_seconds BIGINT,
+    settlement_value         DECIMAL(18, 4),
+    expiration_value         DECIMAL(18, 8),
+    settlement_ts            TIMESTAMPTZ,
+    yes_sub_title            VARCHAR,
+    updated_time             TIMESTAMPTZ,
+    raw_json                 VARCHAR,
+    load_id                  BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS kalshi_series (
+    ts             TIMESTAMPTZ NOT NULL,
+    series_ticker  VARCHAR NOT NULL,
+    title          VARCHAR,
+    fee_type       VARCHAR,
+    fee_multiplier DOUBLE,
+    raw_json       VARCHAR,
+    load_id        BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS collector_events (
+    ts        TIMESTAMPTZ NOT NULL,
+    collector VARCHAR NOT NULL,
+    kind      VARCHAR NOT NULL,
+    detail    VARCHAR,
+    count     BIGINT,
+    load_id   BIGINT NOT NULL
+);

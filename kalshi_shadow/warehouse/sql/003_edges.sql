@@ -1,0 +1,42 @@
+-- Pricing outputs. kalshi_edge_snapshots is append-only: one row per (quote, model_version) with every
+-- input needed to recompute it. kalshi_edges holds the latest snapshot per (ticker, model_version).
+-- Monetary columns per contract, in dollars. `reasons` lists every filter that failed; empty = would be tradable.
+
+CREATE TABLE IF NOT EXISTS kalshi_edge_snapshots (
+    snapshot_id       VARCHAR NOT NULL,      -- deterministic: md5(ticker | quote ts | quote source | model_version)
+    quote_date        DATE NOT NULL,         -- UTC day of quote_ts: the Dagster partition
+    ticker            VARCHAR NOT NULL,
+    series_ticker     VARCHAR NOT NULL,
+    event_ticker      VARCHAR NOT NULL,
+    model_version     VARCHAR NOT NULL,
+    quote_ts          TIMESTAMPTZ NOT NULL,
+    quote_source      VARCHAR,
+    created_at        TIMESTAMPTZ NOT NULL,  -- when this row was computed (not part of its identity)
+    status            VARCHAR,
+    strike_type       VARCHAR,
+    floor_strike      DOUBLE,                -- as known at quote_ts
+    cap_strike        DOUBLE,
+    close_ts          TIMESTAMPTZ,
+    tau_seconds       DOUBLE,                -- close_ts - quote_ts
+    spot              DOUBLE,                -- last spot tick at or before quote_ts
+    spot_ts           TIMESTAMPTZ,
+    spot_age_seconds  DOUBLE,
+    vol               DOUBLE,                -- annualised, as of quote_ts
+    yes_bid           DECIMAL(18, 4),
+    yes_ask           DECIMAL(18, 4),
+    no_bid            DECIMAL(18, 4),
+    no_ask            DECIMAL(18, 4),
+    yes_bid_size      DECIMAL(18, 2),
+    yes_ask_size      DECIMAL(18, 2),
+    lot_size          INTEGER NOT NULL,
+    fee_type          VARCHAR,
+    fee_multiplier    DOUBLE,
+    fee_yes           DOUBLE,                -- per contract: fee of one lot_size order at yes_ask, rounded up to the cent, / lot_size
+    fee_no            DOUBLE,
+    p_model           DOUBLE,                -- model P(YES); NULL when the model cannot price (see reasons)
+    p_mid             DOUBLE,                -- market implied P(YES) from the mid
+    model_minus_mid   DOUBLE,
+    ev_yes            DOUBLE,                -- p_model - yes_ask - fee_yes
+    ev_no             DOUBLE,                -- (1 - p_model) - no_ask - fee_no
+    reasons           VARCHAR[] NOT NULL     -- e.g. ['strike_unknown', 'spot_stale', 'no_yes_ask', 'spread_wide', 'not_active']
+);
