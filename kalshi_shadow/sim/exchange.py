@@ -1,0 +1,336 @@
+"""The simulated Kalshi exchange: BTC series, their events and markets, quotes, lifecycle and settlement.
+
+Everything is a function of the clock: an event exists once its window is near, a market's status follows its
+times, and settlement uses the mean of the index's 60 one-second values in (close - 60 s, close], rounded to the
+cent, compared with the market's strike. Tests may override an outcome (`set_outcome`) to model disputes/amendments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
+
+from kalshi_shadow.sim.clock import Clock, iso
+from kalshi_shadow.sim.index import SECONDS_PER_YEAR, IndexPath
+
+ET = ZoneInfo("America/New_York")
+CENT = Decimal("0.01")
+FOUR = Decimal("0.0001")
+
+
+@dataclass(frozen=True)
+class SeriesSpec:
+    ticker: str
+    title: str
+    cadence: int  # seconds between closes
+    settlement_timer: int
+    kind: str  # updown | above | range
+    minute_in_ticker: bool
+
+
+def series_specs(fast: bool) -> dict[str, SeriesSpec]:
+    hourly = 300 if fast else 3600
+    return {
+        "KXBTC15M": SeriesSpec("KXBTC15M", "Bitcoin price up or down in 15 minutes", 120 if fast else 900, 1, "updown", True),
+        "KXBTCD": SeriesSpec("KXBTCD", "Bitcoin price above/below (hourly)", hourly, 60, "above", fast),
+        "KXBTC": SeriesSpec("KXBTC", "Bitcoin price range (hourly)", hourly, 60, "range", fast),
+    }
+
+
+@dataclass
+class Market:
+    ticker: str
+    event_ticker: str
+    series: str
+    strike_type: str
+    floor: float | None
+    cap: float | None
+    open_ts: int
+    close_ts: int
+    settlement_timer: int
+    yes_sub_title: str
+    strike_known_ts: int  # before this, floor_strike is not published (KXBTC15M)
+    override: dict | None = None
+
+
+@dataclass
+class Event:
+    event_ticker: str
+    series: str
+    open_ts: int
+    close_ts: int
+    markets: list[Market] = field(default_factory=list)
+
+
+def _event_code(close_ts: int, minute: bool) -> str:
+    et = datetime.fromtimestamp(close_ts, tz=timezone.utc).astimezone(ET)
+    code = f"{et:%y}{et.strftime('%b').upper()}{et:%d%H}"
+    return code + (f"{et:%M}" if minute else "")
+
+
+def _fmt_price(x: Decimal) -> str:
+    return str(x.quantize(FOUR))
+
+
+def _noise(*parts: object) -> float:
+    """A deterministic uniform(0,1) from its inputs: quotes are stable within a time bucket and reproducible."""
+    h = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64
+
+
+def _norm_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+class Exchange:
+    FINALIZE_AFTER = 300  # seconds after determination
+
+    def __init__(self, clock: Clock, *, seed: int = 7, fast: bool = False, series: tuple[str, ...] = ("KXBTC15M", "KXBTCD", "KXBTC"), history_seconds: int = 6 * 3600) -> None:
+        self.clock = clock
+        self.seed = seed
+        self.fast = fast
+        self.specs = {k: v for k, v in series_specs(fast).items() if k in series}
+        self.history_seconds = history_seconds
+        start = int(clock.now())
+        self.index = IndexPath(seed, origin=start - history_seconds - 7200)
+        self._events: dict[str, Event] = {}
+        self._markets: dict[str, Market] = {}
+        self._lock = threading.RLock()
+        self.finalize_after = 60 if fast else self.FINALIZE_AFTER
+
+    # ---- event generation -------------------------------------------------------------------------------
+    def _ensure_events(self, now: float) -> None:
+        with self._lock:
+            for spec in self.specs.values():
+                first_close = (math.floor((now - self.history_seconds) / spec.cadence) + 1) * spec.cadence
+                last_close = (math.floor(now / spec.cadence) + 1) * spec.cadence  # the event open now
+                for close in range(int(first_close), int(last_close) + 1, spec.cadence):
+                    code = f"{spec.ticker}-{_event_code(close, spec.minute_in_ticker)}"
+                    if code not in self._events:
+                        self._make_event(spec, code, close)
+
+    def _make_event(self, spec: SeriesSpec, event_ticker: str, close: int) -> None:
+        open_ts = close - spec.cadence
+        ev = Event(event_ticker, spec.ticker, open_ts, close)
+        ref = self.index.value(open_ts)
+        if spec.kind == "updown":
+            # Strike = the previous window's 60-s average, published a little after open.
+            prev = self.index.values(open_ts - 59, open_ts)
+            floor = float(Decimal(str(prev.mean())).quantize(CENT, ROUND_HALF_UP))
+            minute = datetime.fromtimestamp(close, tz=timezone.utc).astimezone(ET).minute
+            delay = 10 if self.fast else 30
+            ev.markets.append(Market(f"{event_ticker}-{minute:02d}", event_ticker, spec.ticker, "greater_or_equal", floor, None, open_ts, close, spec.settlement_timer, "Target price", open_ts + delay))
+        elif spec.kind == "above":
+            centre = round(ref / 250.0) * 250
+            for k in range(-12, 13):
+                f = centre + 250 * k - 0.01
+                ev.markets.append(Market(f"{event_ticker}-T{f:.2f}", event_ticker, spec.ticker, "greater", f, None, open_ts, close, spec.settlement_timer, f"${f + 0.01:,.0f} or above", open_ts))
+        else:
+            width = 500
+            centre = round(ref / width) * width
+            lo, hi = centre - 10 * width, centre + 10 * width
+            ev.markets.append(Market(f"{event_ticker}-T{lo - 0.01:.2f}", event_ticker, spec.ticker, "less", None, float(lo), open_ts, close, spec.settlement_timer, f"${lo - 0.01:,.2f} or below", open_ts))
+            for b in range(lo, hi, width):
+                cap = b + width - 0.01
+                ev.markets.append(Market(f"{event_ticker}-B{b + width // 2}", event_ticker, spec.ticker, "between", float(b), cap, open_ts, close, spec.settlement_timer, f"${b:,} to {cap:,.2f}", open_ts))
+            ev.markets.append(Market(f"{event_ticker}-T{hi - 0.01:.2f}", event_ticker, spec.ticker, "greater", hi - 0.01, None, open_ts, close, spec.settlement_timer, f"${hi:,} or above", open_ts))
+        self._events[event_ticker] = ev
+        for m in ev.markets:
+            self._markets[m.ticker] = m
+
+    # ---- state ------------------------------------------------------------------------------------------
+    def events(self) -> list[Event]:
+        self._ensure_events(self.clock.now())
+        return sorted(self._events.values(), key=lambda e: (e.close_ts, e.event_ticker))
+
+    def markets(self) -> list[Market]:
+        return [m for e in self.events() for m in e.markets]
+
+    def market(self, ticker: str) -> Market | None:
+        self._ensure_events(self.clock.now())
+        return self._markets.get(ticker)
+
+    def event(self, event_ticker: str) -> Event | None:
+        self._ensure_events(self.clock.now())
+        return self._events.get(event_ticker)
+
+    def status(self, m: Market, now: float) -> str:
+        if m.override and m.override.get("status"):
+            return m.override["status"]
+        if now < m.open_ts:
+            return "initialized"
+        if now < m.close_ts:
+            return "active"
+        if now < m.close_ts + m.settlement_timer:
+            return "closed"
+        if now < m.close_ts + m.settlement_timer + self.finalize_after:
+            return "determined"
+        return "finalized"
+
+    def expiration_value(self, m: Market) -> Decimal:
+        vals = self.index.values(m.close_ts - 59, m.close_ts)
+        return Decimal(repr(float(vals.mean()))).quantize(CENT, ROUND_HALF_UP)
+
+    def natural_result(self, m: Market) -> str:
+        x = float(self.expiration_value(m))
+        f, c = m.floor, m.cap
+        won = {
+            "greater": lambda: x > f,
+            "greater_or_equal": lambda: x >= f,
+            "less": lambda: x < c,
+            "less_or_equal": lambda: x <= c,
+            "between": lambda: f <= x <= c,
+        }[m.strike_type]()
+        return "yes" if won else "no"
+
+    def set_outcome(self, ticker: str, result: str, settlement_value: str | None = None, status: str = "determined") -> None:
+        if result not in ("yes", "no", "scalar", "void"):
+            raise ValueError(f"result must be yes/no/scalar/void, not {result!r}")
+        m = self.market(ticker)
+        if m is None:
+            raise KeyError(ticker)
+        if result == "scalar" and settlement_value is None:
+            raise ValueError("a scalar result needs settlement_value")
+        m.override = {"result": result, "settlement_value": settlement_value, "status": status}
+
+    def fair_prob(self, m: Market, now: float) -> float | None:
+        """The market maker's own view (a simple lognormal); None before a 15M strike is known."""
+        if now < m.strike_known_ts:
+            return None
+        s = self.index.at(now)
+        tau = max(m.close_ts - now, 1.0) / SECONDS_PER_YEAR
+        sd = max(self.index.current_vol() * math.sqrt(tau), 1e-9)
+
+        def above(k: float) -> float:
+            return 1.0 - _norm_cdf((math.log(k / s) + 0.5 * sd * sd) / sd)
+
+        if m.strike_type in ("greater", "greater_or_equal"):
+            return above(m.floor)
+        if m.strike_type in ("less", "less_or_equal"):
+            return 1.0 - above(m.cap)
+        return above(m.floor) - above(m.cap)
+
+    def quote(self, m: Market, now: float) -> dict:
+        """Top of book, stable within a 2-second bucket. Prices Decimal; None = empty side."""
+        bucket = int(now // 2)
+        fair = self.fair_prob(m, now)
+        if fair is None or self.status(m, now) != "active":
+            return {"yes_bid": None, "yes_ask": None, "yes_bid_size": Decimal(0), "yes_ask_size": Decimal(0)}
+        u = [_noise(self.seed, m.ticker, bucket, i) for i in range(6)]
+        fair = min(max(fair + (u[0] - 0.5) * 0.06, 0.0), 1.0)
+        half = 0.005 + 0.025 * u[1]
+        bid = math.floor((fair - half) * 100) / 100
+        ask = math.ceil((fair + half) * 100) / 100
+        yes_bid = Decimal(f"{bid:.2f}") if 0.01 <= bid <= 0.99 and u[2] > 0.04 else None
+        yes_ask = Decimal(f"{ask:.2f}") if 0.01 <= ask <= 0.99 and u[3] > 0.04 else None
+        return {
+            "yes_bid": yes_bid,
+            "yes_ask": yes_ask,
+            "yes_bid_size": Decimal(int(50 + 950 * u[4])) if yes_bid is not None else Decimal(0),
+            "yes_ask_size": Decimal(int(50 + 950 * u[5])) if yes_ask is not None else Decimal(0),
+        }
+
+    # ---- wire format ------------------------------------------------------------------------------------
+    def market_json(self, m: Market, now: float) -> dict:
+        status = self.status(m, now)
+        q = self.quote(m, now)
+        yes_bid = q["yes_bid"] if q["yes_bid"] is not None else Decimal(0)
+        yes_ask = q["yes_ask"] if q["yes_ask"] is not None else Decimal(1)
+        settled = status in ("determined", "finalized", "amended", "disputed") and now >= m.close_ts
+        result, settlement_value, expiration_value, settlement_ts = "", None, None, None
+        if settled or m.override:
+            if m.override:
+                result = m.override["result"]
+                sv = m.override.get("settlement_value")
+                settlement_value = Decimal(sv) if sv is not None else ({"yes": Decimal(1), "no": Decimal(0)}.get(result))
+            else:
+                result = self.natural_result(m)
+                settlement_value = Decimal(1) if result == "yes" else Decimal(0)
+            if now >= m.close_ts:
+                expiration_value = self.expiration_value(m)
+            settlement_ts = iso(m.close_ts + m.settlement_timer)
+        last = _noise(self.seed, m.ticker, "last")
+        body = {
+            "ticker": m.ticker,
+            "event_ticker": m.event_ticker,
+            "market_type": "binary",
+            "title": f"Bitcoin price on {iso(m.close_ts)}?",
+            "subtitle": m.yes_sub_title,
+            "yes_sub_title": m.yes_sub_title,
+            "no_sub_title": m.yes_sub_title,
+            "open_time": iso(m.open_ts),
+            "close_time": iso(m.close_ts),
+            "expected_expiration_time": iso(m.close_ts + m.settlement_timer),
+            "expiration_time": iso(m.close_ts + 7 * 86400),
+            "latest_expiration_time": iso(m.close_ts + 7 * 86400),
+            "settlement_timer_seconds": m.settlement_timer,
+            "status": status,
+            "response_price_units": "usd_cent",
+            "yes_bid_dollars": _fmt_price(yes_bid),
+            "yes_ask_dollars": _fmt_price(yes_ask),
+            "no_bid_dollars": _fmt_price(Decimal(1) - yes_ask),
+            "no_ask_dollars": _fmt_price(Decimal(1) - yes_bid),
+            "yes_bid_size_fp": f"{q['yes_bid_size']:.2f}",
+            "yes_ask_size_fp": f"{q['yes_ask_size']:.2f}",
+            "last_price_dollars": _fmt_price(Decimal(f"{0.05 + 0.9 * last:.2f}")),
+            "previous_yes_bid_dollars": "0.0000",
+            "previous_yes_ask_dollars": "0.0000",
+            "previous_price_dollars": "0.0000",
+            "volume_fp": f"{int(5000 * last)}.00",
+            "volume_24h_fp": f"{int(2000 * last)}.00",
+            "liquidity_dollars": "1000.0000",
+            "open_interest_fp": f"{int(3000 * last)}.00",
+            "notional_value_dollars": "1.0000",
+            "result": result,
+            "can_close_early": False,
+            "expiration_value": str(expiration_value) if expiration_value is not None else "",
+            "strike_type": m.strike_type,
+            "rules_primary": "If the simple average of the sixty seconds of CF Benchmarks' Bitcoin Real-Time Index (BRTI) before the close is above the strike, the market resolves to Yes.",
+            "rules_secondary": "",
+            "price_level_structure": "linear_cent",
+            "price_ranges": [{"start": "0.0000", "end": "1.0000", "step": "0.0100"}],
+            "updated_time": iso(max(m.open_ts, min(now, m.close_ts))),
+        }
+        if now >= m.strike_known_ts:
+            if m.floor is not None:
+                body["floor_strike"] = m.floor
+            if m.cap is not None:
+                body["cap_strike"] = m.cap
+        if settlement_value is not None:
+            body["settlement_value_dollars"] = _fmt_price(settlement_value)
+        if settlement_ts is not None:
+            body["settlement_ts"] = settlement_ts
+        return body
+
+    def orderbook_json(self, m: Market, now: float, depth: int | None) -> dict:
+        q = self.quote(m, now)
+        book: dict[str, list[list[str]]] = {}
+        if q["yes_bid"] is not None:
+            levels = [(q["yes_bid"] - CENT * k, q["yes_bid_size"] * (k + 1)) for k in range(3) if q["yes_bid"] - CENT * k > 0]
+            book["yes_dollars"] = [[_fmt_price(p), f"{c:.2f}"] for p, c in reversed(levels)]
+        if q["yes_ask"] is not None:
+            nb = Decimal(1) - q["yes_ask"]
+            levels = [(nb - CENT * k, q["yes_ask_size"] * (k + 1)) for k in range(3) if nb - CENT * k > 0]
+            book["no_dollars"] = [[_fmt_price(p), f"{c:.2f}"] for p, c in reversed(levels)]
+        if depth:
+            book = {k: v[-depth:] for k, v in book.items()}
+        return {"orderbook_fp": book}
+
+    def series_json(self, series: str) -> dict:
+        spec = self.specs[series]
+        return {
+            "ticker": spec.ticker,
+            "frequency": "fifteen_min" if spec.kind == "updown" else "hourly",
+            "title": spec.title,
+            "category": "Crypto",
+            "tags": ["BTC"],
+            "settlement_sources": [{"name": "CF Benchmarks", "url": "https://www.cfbenchmarks.com/"}],
+            "contract_url": "",
+            "fee_type": "quadratic",
+            "fee_multiplier": 1,
+        }

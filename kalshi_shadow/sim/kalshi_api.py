@@ -1,0 +1,268 @@
+"""Kalshi Trade API v2 market-data REST, as served by the simulator (starlette).
+
+Shapes follow the fixed-point era: prices as "0.4500" strings, counts as "300.00". No order or portfolio
+endpoints exist here, as nowhere in this project.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+import time
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from kalshi_shadow.sim.clock import iso
+from kalshi_shadow.sim.exchange import Exchange, Market
+from kalshi_shadow.sim.faults import Faults
+
+PREFIX = "/trade-api/v2"
+STATUS_FILTER = {
+    "unopened": {"initialized"},
+    "open": {"active"},
+    "paused": {"inactive"},
+    "closed": {"closed"},
+    "settled": {"determined", "finalized", "amended", "disputed"},
+}
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+class TokenBucket:
+    def __init__(self, rate: float, capacity: float) -> None:
+        self.rate, self.capacity, self.tokens, self.t = rate, capacity, capacity, time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.t) * self.rate)
+            self.t = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return True
+            return False
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(cursor.encode()).decode().split(":", 1)[1])
+    except (ValueError, IndexError, binascii.Error):
+        raise ValueError("invalid cursor") from None
+
+
+def _page(items: list, request: Request, max_limit: int, default_limit: int = 100) -> tuple[list, str]:
+    try:
+        limit = int(request.query_params.get("limit", default_limit))
+    except ValueError:
+        raise ValueError("limit must be an integer") from None
+    if not 1 <= limit <= max_limit:
+        raise ValueError(f"limit must be between 1 and {max_limit}")
+    offset = _decode_cursor(request.query_params.get("cursor"))
+    chunk = items[offset : offset + limit]
+    more = offset + limit < len(items)
+    return chunk, _encode_cursor(offset + limit) if more else ""
+
+
+def _ts_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a unix timestamp in seconds") from None
+
+
+class KalshiAPI:
+    def __init__(self, exchange: Exchange, faults: Faults, *, rate_limit_per_second: float = 20.0, api_key_id: str | None = None, public_key_pem: bytes | None = None) -> None:
+        self.x = exchange
+        self.faults = faults
+        self.bucket = TokenBucket(rate_limit_per_second, 2 * rate_limit_per_second)
+        self.api_key_id = api_key_id
+        self.public_key = serialization.load_pem_public_key(public_key_pem) if public_key_pem else None
+        self.requests = 0
+
+    # ---- middleware-ish checks --------------------------------------------------------------------------
+    def _auth_error(self, request: Request) -> JSONResponse | None:
+        h = request.headers
+        if not any(k in h for k in ("kalshi-access-key", "kalshi-access-signature", "kalshi-access-timestamp")):
+            return None
+        key, sig, ts = h.get("kalshi-access-key"), h.get("kalshi-access-signature"), h.get("kalshi-access-timestamp")
+        if not (key and sig and ts) or self.public_key is None or key != self.api_key_id:
+            return _error(401, "authentication_error", "invalid or unknown API key")
+        try:
+            if abs(int(ts) / 1000.0 - time.time()) > 60:
+                return _error(401, "authentication_error", "timestamp outside the allowed window")
+            self.public_key.verify(
+                base64.b64decode(sig),
+                (ts + request.method + request.url.path).encode(),
+                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+                hashes.SHA256(),
+            )
+        except (InvalidSignature, ValueError, binascii.Error):
+            return _error(401, "authentication_error", "signature verification failed")
+        return None
+
+    async def dispatch(self, request: Request, handler) -> JSONResponse:
+        self.requests += 1
+        if not self.bucket.take() or self.faults.take("http_429"):
+            return JSONResponse({"error": "too many requests"}, status_code=429)
+        if self.faults.take("http_5xx"):
+            code = (500, 502, 503)[self.requests % 3]
+            return _error(code, "internal_error", "simulated server error")
+        denied = self._auth_error(request)
+        if denied is not None:
+            return denied
+        try:
+            return handler(request, self.x.clock.now())
+        except ValueError as exc:
+            return _error(400, "bad_request", str(exc))
+
+    # ---- endpoints --------------------------------------------------------------------------------------
+    def get_series(self, request: Request, now: float) -> JSONResponse:
+        t = request.path_params["series_ticker"]
+        if t not in self.x.specs:
+            return _error(404, "not_found", f"series {t} not found")
+        return JSONResponse({"series": self.x.series_json(t)})
+
+    def get_fee_changes(self, request: Request, now: float) -> JSONResponse:
+        return JSONResponse({"series_fee_change_arr": []})
+
+    def _filtered_markets(self, request: Request, now: float) -> list[Market]:
+        q = request.query_params
+        markets = self.x.markets()
+        if q.get("series_ticker"):
+            markets = [m for m in markets if m.series == q["series_ticker"]]
+        if q.get("event_ticker"):
+            wanted = set(q["event_ticker"].split(","))
+            markets = [m for m in markets if m.event_ticker in wanted]
+        if q.get("tickers"):
+            wanted = set(q["tickers"].split(","))
+            markets = [m for m in markets if m.ticker in wanted]
+        if q.get("status"):
+            allowed = set().union(*(STATUS_FILTER.get(s, {"__none__"}) for s in q["status"].split(",")))
+            markets = [m for m in markets if self.x.status(m, now) in allowed]
+        lo, hi = _ts_param(request, "min_close_ts"), _ts_param(request, "max_close_ts")
+        if lo is not None:
+            markets = [m for m in markets if m.close_ts >= lo]
+        if hi is not None:
+            markets = [m for m in markets if m.close_ts <= hi]
+        lo, hi = _ts_param(request, "min_settled_ts"), _ts_param(request, "max_settled_ts")
+        if lo is not None or hi is not None:
+            settled = STATUS_FILTER["settled"]
+            markets = [
+                m for m in markets
+                if self.x.status(m, now) in settled
+                and (lo is None or m.close_ts + m.settlement_timer >= lo)
+                and (hi is None or m.close_ts + m.settlement_timer <= hi)
+            ]
+        return markets
+
+    def get_markets(self, request: Request, now: float) -> JSONResponse:
+        chunk, cursor = _page(self._filtered_markets(request, now), request, 1000)
+        return JSONResponse({"markets": [self.x.market_json(m, now) for m in chunk], "cursor": cursor})
+
+    def get_market(self, request: Request, now: float) -> JSONResponse:
+        m = self.x.market(request.path_params["ticker"])
+        if m is None:
+            return _error(404, "not_found", f"market {request.path_params['ticker']} not found")
+        return JSONResponse({"market": self.x.market_json(m, now)})
+
+    def get_orderbook(self, request: Request, now: float) -> JSONResponse:
+        m = self.x.market(request.path_params["ticker"])
+        if m is None:
+            return _error(404, "not_found", f"market {request.path_params['ticker']} not found")
+        depth = request.query_params.get("depth")
+        return JSONResponse(self.x.orderbook_json(m, now, int(depth) if depth else None))
+
+    def _event_json(self, ev, now: float, nested: bool) -> dict[str, Any]:
+        body = {"event_ticker": ev.event_ticker, "series_ticker": ev.series, "title": f"{ev.series} {ev.event_ticker}",
+                "sub_title": "", "mutually_exclusive": ev.series == "KXBTC", "category": "Crypto",
+                "strike_date": iso(ev.close_ts)}
+        if nested:
+            body["markets"] = [self.x.market_json(m, now) for m in ev.markets]
+        return body
+
+    def get_events(self, request: Request, now: float) -> JSONResponse:
+        q = request.query_params
+        events = self.x.events()
+        if q.get("series_ticker"):
+            events = [e for e in events if e.series == q["series_ticker"]]
+        if q.get("status"):
+            allowed = set().union(*(STATUS_FILTER.get(s, {"__none__"}) for s in q["status"].split(",")))
+            events = [e for e in events if any(self.x.status(m, now) in allowed for m in e.markets)]
+        chunk, cursor = _page(events, request, 200)
+        nested = q.get("with_nested_markets", "false").lower() == "true"
+        return JSONResponse({"events": [self._event_json(e, now, nested) for e in chunk], "cursor": cursor})
+
+    def get_event(self, request: Request, now: float) -> JSONResponse:
+        ev = self.x.event(request.path_params["event_ticker"])
+        if ev is None:
+            return _error(404, "not_found", "event not found")
+        return JSONResponse({"event": self._event_json(ev, now, False), "markets": [self.x.market_json(m, now) for m in ev.markets]})
+
+    def get_trades(self, request: Request, now: float) -> JSONResponse:
+        return JSONResponse({"trades": [], "cursor": ""})
+
+    def get_exchange_status(self, request: Request, now: float) -> JSONResponse:
+        return JSONResponse({"exchange_active": True, "trading_active": True})
+
+    # ---- simulator controls (not Kalshi) ----------------------------------------------------------------
+    async def post_faults(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        self.faults.set(**{k: body[k] for k in ("http_5xx", "http_429", "drop_ws", "malformed_ws", "ws_silence_seconds") if k in body})
+        return JSONResponse({"ok": True})
+
+    async def post_outcome(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        try:
+            self.x.set_outcome(request.path_params["ticker"], body["result"], body.get("settlement_value"), body.get("status", "determined"))
+        except (KeyError, ValueError) as exc:
+            return _error(400, "bad_request", str(exc))
+        return JSONResponse({"ok": True})
+
+    async def get_state(self, request: Request) -> JSONResponse:
+        now = self.x.clock.now()
+        return JSONResponse({"now": now, "index": self.x.index.at(now), "markets": len(self.x.markets()), "requests": self.requests})
+
+    def app(self) -> Starlette:
+        def wrap(handler):
+            async def endpoint(request: Request) -> JSONResponse:
+                return await self.dispatch(request, handler)
+            return endpoint
+
+        async def not_found(request: Request, exc: Exception) -> JSONResponse:
+            return _error(404, "not_found", f"no route {request.url.path}")
+
+        routes = [
+            Route(PREFIX + "/series/fee_changes", wrap(self.get_fee_changes)),
+            Route(PREFIX + "/series/{series_ticker}", wrap(self.get_series)),
+            Route(PREFIX + "/events", wrap(self.get_events)),
+            Route(PREFIX + "/events/{event_ticker}", wrap(self.get_event)),
+            Route(PREFIX + "/markets", wrap(self.get_markets)),
+            Route(PREFIX + "/markets/trades", wrap(self.get_trades)),
+            Route(PREFIX + "/markets/{ticker}", wrap(self.get_market)),
+            Route(PREFIX + "/markets/{ticker}/orderbook", wrap(self.get_orderbook)),
+            Route(PREFIX + "/exchange/status", wrap(self.get_exchange_status)),
+            Route("/_sim/faults", self.post_faults, methods=["POST"]),
+            Route("/_sim/markets/{ticker}/outcome", self.post_outcome, methods=["POST"]),
+            Route("/_sim/state", self.get_state),
+        ]
+        return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
