@@ -92,3 +92,18 @@ CREATE TABLE IF NOT EXISTS collector_events (
     count     BIGINT,
     load_id   BIGINT NOT NULL
 );
+
+-- Raw files that could not be read: recorded once, skipped by later loads, surfaced by an asset check.
+CREATE TABLE IF NOT EXISTS raw_file_failures (
+    table_name VARCHAR NOT NULL,
+    file_name  VARCHAR NOT NULL,
+    error      VARCHAR,
+    failed_at  TIMESTAMPTZ NOT NULL,
+    UNIQUE (table_name, file_name)
+);
+
+-- Incremental watermarks of derived assets (e.g. the last kalshi_markets load_id folded into kalshi_contracts).
+CREATE TABLE IF NOT EXISTS asset_watermarks (
+    asset VARCHAR PRIMARY KEY,
+    value BIGINT NOT NULL
+);

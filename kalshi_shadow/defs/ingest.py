@@ -1,0 +1,214 @@
+"""Data plane: raw loads, `kalshi_contracts`, the sensor that batches new raw files into runs, and alerts.
+
+Each raw-load asset loads the collectors' new Parquet files exactly once and reports data checks in the same
+step (same short DuckDB connection, same pool slot).
+"""
+
+
+import json
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from kalshi_shadow.config import Settings
+from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
+from kalshi_shadow.raw import RAW_TABLES
+from kalshi_shadow.raw.store import list_raw_files
+from kalshi_shadow.warehouse.contracts import refresh_contracts
+from kalshi_shadow.warehouse.loader import load_new_files
+
+GROUP = "ingest"
+STALE_AFTER = timedelta(seconds=float(os.environ.get("KALSHI_SHADOW_STALE_SECONDS", "180")))
+
+DESCRIPTIONS = {
+    "spot_ticks": "Coinbase BTC-USD ticker messages (one row per match) from the spot collector.",
+    "kalshi_quotes": "Kalshi top of book per market per poll; an empty side is NULL, never 0.",
+    "kalshi_markets": "Kalshi market metadata as fetched, written when it changes (or every 10 minutes).",
+    "kalshi_series": "Kalshi series metadata: fee_type and fee_multiplier.",
+    "collector_events": "Reconnects, sequence gaps, malformed messages and HTTP errors seen by the collectors.",
+}
+
+# Which loaded tables carry a market-data timestamp worth a staleness check, and of what.
+FRESHNESS_CHECKED = {"spot_ticks", "kalshi_quotes"}
+
+QUOTE_SANITY_SQL = """
+SELECT count(*) FILTER (WHERE yes_bid > yes_ask OR no_bid > no_ask)                        AS crossed,
+       count(*) FILTER (WHERE least(yes_bid, yes_ask, no_bid, no_ask) < 0
+                           OR greatest(yes_bid, yes_ask, no_bid, no_ask) > 1)             AS out_of_range,
+       count(*) FILTER (WHERE yes_ask <> 1 - no_bid OR no_ask <> 1 - yes_bid)             AS inconsistent
+FROM kalshi_quotes WHERE load_id IN (SELECT load_id FROM raw_file_loads
+                                      WHERE table_name = 'kalshi_quotes' AND loaded_at > now() - INTERVAL 1 HOUR)
+"""
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() if ts is not None else None
+
+
+def _raw_load_asset(table: str) -> dg.AssetsDefinition:
+    checks = [dg.AssetCheckSpec("no_unreadable_raw_files", asset=table, description="Every raw file could be read.")]
+    if table in FRESHNESS_CHECKED:
+        checks.append(dg.AssetCheckSpec("newest_row_is_recent", asset=table, description=f"Newest row is younger than {STALE_AFTER}."))
+    if table == "kalshi_quotes":
+        checks.append(dg.AssetCheckSpec("quotes_are_consistent", asset=table, description="bid <= ask, prices in [0, 1], yes_ask = 1 - no_bid (last hour's loads)."))
+
+    @dg.asset(
+        name=table,
+        group_name=GROUP,
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb", "parquet"},
+        owners=["team:data-platform"],
+        description=DESCRIPTIONS[table] + " Loaded exactly once from the collectors' raw files.",
+        check_specs=checks,
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=10), warn_window=timedelta(minutes=3))
+        if table in FRESHNESS_CHECKED else None,
+    )
+    def _load(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.get_connection() as conn:
+            res = load_new_files(conn, warehouse.raw_path, table)
+            failures = conn.execute("SELECT count(*) FROM raw_file_failures WHERE table_name = ?", [table]).fetchone()[0]
+            results = [dg.AssetCheckResult(check_name="no_unreadable_raw_files", passed=failures == 0,
+                                           severity=dg.AssetCheckSeverity.ERROR, metadata={"unreadable_files": failures})]
+            if table in FRESHNESS_CHECKED:
+                newest = conn.execute(f"SELECT max(ts) FROM {table}").fetchone()[0]
+                age = (datetime.now(timezone.utc) - newest).total_seconds() if newest else None
+                results.append(dg.AssetCheckResult(
+                    check_name="newest_row_is_recent", passed=age is not None and age < STALE_AFTER.total_seconds(),
+                    severity=dg.AssetCheckSeverity.WARN, metadata={"newest_ts": _iso(newest), "age_seconds": age}))
+            if table == "kalshi_quotes":
+                crossed, out_of_range, inconsistent = conn.execute(QUOTE_SANITY_SQL).fetchone()
+                results.append(dg.AssetCheckResult(
+                    check_name="quotes_are_consistent", passed=crossed + out_of_range + inconsistent == 0,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"crossed": crossed, "out_of_range": out_of_range, "inconsistent": inconsistent}))
+            total = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        if res.failed_files:
+            context.log.error(f"{len(res.failed_files)} unreadable {table} files: {res.failed_files[:5]}")
+        return dg.MaterializeResult(
+            metadata={"files": res.files, "rows": res.rows, "min_ts": _iso(res.min_ts), "max_ts": _iso(res.max_ts),
+                      "failed_files": len(res.failed_files), "table_rows": total},
+            check_results=results,
+        )
+
+    return _load
+
+
+raw_assets = [_raw_load_asset(t) for t in RAW_TABLES]
+
+
+@dg.asset(
+    group_name=GROUP,
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    owners=["team:data-platform"],
+    deps=["kalshi_markets", "kalshi_series"],
+    description="One row per Kalshi market: latest static terms, series fees, and (from the settlements asset) the outcome.",
+    check_specs=[dg.AssetCheckSpec("contracts_have_terms", asset="kalshi_contracts",
+                                   description="Every contract has a close time, a known strike type and fees.")],
+)
+def kalshi_contracts(warehouse: Warehouse) -> dg.MaterializeResult:
+    with warehouse.get_connection() as conn:
+        counts = refresh_contracts(conn)
+        missing_close, bad_strike, missing_fee = conn.execute("""
+            SELECT count(*) FILTER (WHERE close_ts IS NULL),
+                   count(*) FILTER (WHERE strike_type NOT IN ('between','greater','greater_or_equal','less','less_or_equal')
+                                       OR strike_type IS NULL),
+                   count(*) FILTER (WHERE fee_type IS NULL)
+            FROM kalshi_contracts""").fetchone()
+        per_series = dict(conn.execute("SELECT series_ticker, count(*) FROM kalshi_contracts GROUP BY 1 ORDER BY 1").fetchall())
+    check = dg.AssetCheckResult(
+        check_name="contracts_have_terms", passed=missing_close + bad_strike + missing_fee == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"missing_close_ts": missing_close, "unknown_strike_type": bad_strike, "missing_fee_type": missing_fee})
+    return dg.MaterializeResult(metadata={**counts, "per_series": json.dumps(per_series)}, check_results=[check])
+
+
+ingest_job = dg.define_asset_job(
+    "ingest_job",
+    selection=dg.AssetSelection.groups(GROUP),
+    description="Load new raw files and refresh derived tables; launched by raw_files_sensor.",
+)
+
+ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def newest_raw_files(raw_dir: Path) -> dict[str, str]:
+    """The newest complete file name per raw table (looking at the two newest day folders only)."""
+    out = {}
+    for t in RAW_TABLES:
+        root = raw_dir / t
+        days = sorted(p for p in root.glob("date=*")) if root.is_dir() else []
+        names = [f"{p.parent.name}/{p.name}" for d in days[-2:] for p in d.glob("*.parquet")]
+        if names:
+            out[t] = max(names)
+    return out
+
+
+def job_sensor_interval() -> int:
+    return int(os.environ.get("KALSHI_SHADOW_SENSOR_INTERVAL_SECONDS", "30"))
+
+
+def make_raw_files_sensor(job, name: str = "raw_files_sensor") -> dg.SensorDefinition:
+    @dg.sensor(name=name, job=job, minimum_interval_seconds=job_sensor_interval(), default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Requests one run per tick when the collectors wrote new raw files (reads the raw folder, never DuckDB).")
+    def _sensor(context: dg.SensorEvaluationContext):
+        raw_dir = Settings.from_env().raw_dir
+        newest = newest_raw_files(raw_dir)
+        seen = json.loads(context.cursor) if context.cursor else {}
+        if not any(newest.get(t, "") > seen.get(t, "") for t in newest):
+            return dg.SkipReason("no new raw files")
+        active = context.instance.get_runs(dg.RunsFilter(job_name=job.name, statuses=ACTIVE), limit=1)
+        if active:
+            return dg.SkipReason(f"run {active[0].run_id[:8]} is still loading; new files wait for the next tick")
+        context.update_cursor(json.dumps(newest))
+        return dg.RunRequest(run_key=f"raw:{max(newest.values())}", tags={"kalshi_shadow/trigger": "raw_files"})
+
+    return _sensor
+
+
+raw_files_sensor = make_raw_files_sensor(ingest_job)
+
+
+def _append_alert(kind: str, **fields) -> Path:
+    settings = Settings.from_env()
+    path = settings.data_dir / "alerts.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps({"ts": datetime.now(timezone.utc).isoformat(), "kind": kind, **fields}) + "\n")
+    return path
+
+
+@dg.run_failure_sensor(name="alert_on_run_failure", default_status=dg.DefaultSensorStatus.RUNNING,
+                       description="Appends a line to <data_dir>/alerts.jsonl for every failed run.")
+def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
+    msg = context.failure_event.message if context.failure_event else ""
+    path = _append_alert("run_failure", job=context.dagster_run.job_name, run_id=context.dagster_run.run_id, message=msg)
+    context.log.error(f"run {context.dagster_run.run_id} of {context.dagster_run.job_name} failed; alert in {path}")
+
+
+@dg.sensor(name="alert_on_failed_checks", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Appends a line to <data_dir>/alerts.jsonl when a data check (staleness, consistency) fails.")
+def alert_on_failed_checks(context: dg.SensorEvaluationContext):
+    last = float(context.cursor) if context.cursor else 0.0
+    records = context.instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION), limit=200, ascending=False)
+    newest = last
+    for rec in records:
+        if rec.timestamp <= last:
+            break
+        newest = max(newest, rec.timestamp)
+        ev = rec.event_log_entry.dagster_event.event_specific_data
+        if not ev.passed:
+            _append_alert("check_failed", asset=ev.asset_key.to_user_string(), check=ev.check_name,
+                          severity=str(ev.severity.value), metadata={k: str(v.value) for k, v in ev.metadata.items()})
+    context.update_cursor(str(newest))
+    return dg.SkipReason("alerts written" if newest > last else "no new check evaluations")
+
+
+defs = dg.Definitions(
+    assets=[*raw_assets, kalshi_contracts],
+    jobs=[ingest_job],
+    sensors=[raw_files_sensor, alert_on_run_failure, alert_on_failed_checks],
+)
