@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS kalshi_edge_snapshots (
     no_ask            DECIMAL(18, 4),
     yes_bid_size      DECIMAL(18, 2),
     yes_ask_size      DECIMAL(18, 2),
+    quote_age_seconds DOUBLE,                -- received_ts - quote_ts (0 for REST polls)
+    window_mean       DOUBLE,                -- mean spot in (close - 60 s, quote_ts] when inside the settlement window
     lot_size          INTEGER NOT NULL,
     fee_type          VARCHAR,
     fee_multiplier    DOUBLE,
@@ -38,5 +40,23 @@ CREATE TABLE IF NOT EXISTS kalshi_edge_snapshots (
     model_minus_mid   DOUBLE,
     ev_yes            DOUBLE,                -- p_model - yes_ask - fee_yes
     ev_no             DOUBLE,                -- (1 - p_model) - no_ask - fee_no
-    reasons           VARCHAR[] NOT NULL     -- e.g. ['strike_unknown', 'spot_stale', 'no_yes_ask', 'spread_wide', 'not_active']
+    reasons           VARCHAR[] NOT NULL,    -- e.g. ['strike_unknown', 'spot_stale', 'no_yes_ask', 'spread_wide', 'not_active']
+    rules_version     VARCHAR NOT NULL       -- which filter thresholds produced `reasons` (kalshi_shadow/pricing/rules.py)
 );
+
+-- Point-in-time volatility grid: one row per minute, from trades at or before grid_ts only.
+CREATE TABLE IF NOT EXISTS spot_vol (
+    grid_ts        TIMESTAMPTZ PRIMARY KEY,
+    price          DOUBLE NOT NULL,          -- last BTC-USD trade at or before grid_ts
+    log_return     DOUBLE NOT NULL,
+    var_per_minute DOUBLE NOT NULL,          -- EWMA state
+    vol            DOUBLE NOT NULL           -- annualised, floored and capped
+);
+
+-- The latest snapshot per (ticker, model_version): what the model thinks of each contract now.
+CREATE OR REPLACE VIEW kalshi_edges AS
+SELECT * EXCLUDE (rn) FROM (
+    SELECT *, row_number() OVER (PARTITION BY ticker, model_version ORDER BY quote_ts DESC) AS rn
+    FROM kalshi_edge_snapshots
+    WHERE quote_date >= current_date - 1
+) WHERE rn = 1;

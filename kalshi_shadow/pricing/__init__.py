@@ -1,0 +1,1 @@
+"""Pricing: point-in-time volatility, the probability model, Kalshi fees, and edge snapshots."""

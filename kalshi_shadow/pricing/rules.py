@@ -1,0 +1,37 @@
+"""Health and selection filters: every failed rule becomes a reason on the snapshot, never a silent drop.
+
+Changing a threshold changes `RULES_VERSION`, which each snapshot records.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Rules:
+    max_spot_age_seconds: float = 30.0     # spot_stale
+    max_quote_age_seconds: float = 15.0    # quote_stale
+    max_spread: float = 0.10               # spread_wide (yes_ask - yes_bid, dollars)
+    max_tau_seconds: float = 26 * 3600.0   # too_far_from_close
+    min_p: float = 0.02                    # deep_out_of_money / deep_in_money: p_model outside [min_p, 1 - min_p]
+
+    @property
+    def version(self) -> str:
+        return "rules-v1:" + ",".join(f"{k}={v:g}" for k, v in asdict(self).items())
+
+
+RULES = Rules()
+
+
+def lot_size() -> int:
+    """Contracts per hypothetical order; fees are per order, so this changes fees per contract."""
+    raw = os.environ.get("KALSHI_SHADOW_LOT_SIZE", "100")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"KALSHI_SHADOW_LOT_SIZE={raw!r} is not a whole number") from None
+    if n < 1:
+        raise ValueError(f"KALSHI_SHADOW_LOT_SIZE={raw!r} must be >= 1")
+    return n

@@ -1,0 +1,90 @@
+"""Synthetic market data generated in DuckDB SQL, for the pricing tests and the benchmark.
+
+Spot: one BTC-USD trade per second on a seeded random walk. Markets: per hour, a KXBTCD "greater" ladder and a
+KXBTC "between" ladder of `strikes` markets each, plus four KXBTC15M markets whose strike is published 30 s after
+open. Quotes: every `quote_every` seconds per open market, a two-sided book around a noisy mid, sometimes one-sided.
+Rows go to staging tables `syn_*`; `publish_until` copies what would have been loaded by a given time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+
+
+def generate(conn: duckdb.DuckDBPyConnection, start: datetime, hours: int, *, strikes: int = 20,
+             quote_every: int = 5, seed: float = 0.42) -> None:
+    conn.execute(f"SELECT setseed({seed})")
+    params = {"start": start, "secs": hours * 3600, "hours": hours, "strikes": strikes, "every": quote_every}
+    conn.execute("""
+        CREATE OR REPLACE TEMP TABLE syn_spot AS
+        WITH s AS (SELECT i, $start::TIMESTAMPTZ + to_seconds(i) AS ts,
+                          sqrt(-2 * ln(random())) * cos(2 * pi() * random()) AS z
+                   FROM range(0, $secs) AS r(i))
+        SELECT ts, ts AS received_ts, 'BTC-USD' AS product_id, 1000 + i AS sequence, i AS trade_id,
+               round(95000 * exp(0.6 / sqrt(31557600) * sum(z) OVER (ORDER BY i)), 2)::DECIMAL(18, 8) AS price
+        FROM s
+    """, {k: params[k] for k in ("start", "secs")})
+    conn.execute("""
+        CREATE OR REPLACE TEMP TABLE syn_markets AS
+        WITH hours AS (SELECT h, $start::TIMESTAMPTZ + to_hours(h) AS open_ts FROM range(0, $hours) AS r(h)),
+        ladder AS (
+            SELECT 'KXBTCD' AS series, 'greater' AS strike_type, h, open_ts, k,
+                   95000 + 250 * (k - $strikes // 2) - 0.01 AS floor_strike, NULL::DOUBLE AS cap_strike, 0 AS strike_delay
+            FROM hours, range(0, $strikes) AS r(k)
+            UNION ALL
+            SELECT 'KXBTC', 'between', h, open_ts, k, 95000 + 500 * (k - $strikes // 2), 95000 + 500 * (k - $strikes // 2) + 499.99, 0
+            FROM hours, range(0, $strikes) AS r(k)
+            UNION ALL
+            SELECT 'KXBTC15M', 'greater_or_equal', h, open_ts + to_minutes(15 * q), q, 95000, NULL, 30
+            FROM hours, range(0, 4) AS r(q)
+        )
+        SELECT series AS series_ticker, strike_type, floor_strike, cap_strike, open_ts AS open_time,
+               open_ts + CASE WHEN series = 'KXBTC15M' THEN INTERVAL 15 MINUTE ELSE INTERVAL 1 HOUR END AS close_time,
+               series || '-H' || h || '-' || k AS ticker, series || '-H' || h AS event_ticker, strike_delay
+        FROM ladder
+    """, {k: params[k] for k in ("start", "hours", "strikes")})
+    conn.execute("""
+        CREATE OR REPLACE TEMP TABLE syn_quotes AS
+        WITH q AS (
+            SELECT m.*, m.open_time + to_seconds(i) AS ts, random() AS u, random() AS v, random() AS w
+            FROM syn_markets AS m, range(0, 3600, $every) AS r(i)
+            WHERE m.open_time + to_seconds(i) < m.close_time
+        ), p AS (SELECT *, round(0.03 + 0.94 * u, 2) AS mid FROM q)
+        SELECT ts, ts AS received_ts, ticker, event_ticker, series_ticker, 'active' AS status,
+               CASE WHEN w < 0.05 THEN NULL ELSE greatest(mid - 0.01 - round(v * 0.03, 2), 0.01) END::DECIMAL(18, 4) AS yes_bid,
+               CASE WHEN w > 0.95 THEN NULL ELSE least(mid + 0.01, 0.99) END::DECIMAL(18, 4) AS yes_ask,
+               CASE WHEN w > 0.95 THEN NULL ELSE 1 - least(mid + 0.01, 0.99) END::DECIMAL(18, 4) AS no_bid,
+               CASE WHEN w < 0.05 THEN NULL ELSE 1 - greatest(mid - 0.01 - round(v * 0.03, 2), 0.01) END::DECIMAL(18, 4) AS no_ask,
+               round(100 + 900 * v)::DECIMAL(18, 2) AS yes_bid_size, round(100 + 900 * u)::DECIMAL(18, 2) AS yes_ask_size,
+               mid::DECIMAL(18, 4) AS last_price, NULL::DECIMAL(18, 2) AS volume, NULL::DECIMAL(18, 2) AS open_interest,
+               'rest_markets' AS source
+        FROM p
+    """, {k: params[k] for k in ("every",)})
+    # Market metadata as the poller writes it: at first sight, and again when the 15M strike is published.
+    conn.execute("""
+        CREATE OR REPLACE TEMP TABLE syn_market_rows AS
+        SELECT open_time AS ts, ticker, event_ticker, series_ticker, 'binary' AS market_type, 'active' AS status,
+               NULL AS result, strike_type, CASE WHEN strike_delay > 0 THEN NULL ELSE floor_strike END AS floor_strike,
+               cap_strike, open_time, close_time, close_time AS expected_expiration_time,
+               close_time AS latest_expiration_time, 60 AS settlement_timer_seconds, '{}' AS raw_json
+        FROM syn_markets
+        UNION ALL
+        SELECT open_time + to_seconds(strike_delay), ticker, event_ticker, series_ticker, 'binary', 'active', NULL,
+               strike_type, floor_strike, cap_strike, open_time, close_time, close_time, close_time, 60, '{}'
+        FROM syn_markets WHERE strike_delay > 0
+    """)
+
+
+def publish_until(conn: duckdb.DuckDBPyConnection, until: datetime, load_id: int) -> None:
+    """Copy the staged rows with ts < until (not yet copied) into the warehouse tables, as one load would."""
+    conn.execute("INSERT INTO kalshi_series (ts, series_ticker, fee_type, fee_multiplier, load_id) "
+                 "SELECT min(ts) - INTERVAL 1 SECOND, s, 'quadratic', 1.0, 0 FROM syn_spot, (VALUES ('KXBTCD'), ('KXBTC'), ('KXBTC15M')) AS v(s) "
+                 "WHERE NOT EXISTS (SELECT 1 FROM kalshi_series WHERE series_ticker = s) GROUP BY s")
+    for table, staged in (("spot_ticks", "syn_spot"), ("kalshi_quotes", "syn_quotes"), ("kalshi_markets", "syn_market_rows")):
+        conn.execute(f"""
+            INSERT INTO {table} BY NAME
+            SELECT *, {int(load_id)} AS load_id FROM {staged}
+            WHERE ts < $until AND ts > (SELECT coalesce(max(ts), '-infinity'::TIMESTAMPTZ) FROM {table})
+        """, {"until": until})
