@@ -47,5 +47,32 @@ def warehouse_from_settings(settings: Settings | None = None) -> Warehouse:
     return Warehouse(database=str(settings.db_path), raw_dir=str(settings.raw_dir))
 
 
+
+
+class KalshiAPI(dg.ConfigurableResource):
+    """Read-only Kalshi market data for assets (settlements). Credentials, if any, come from the environment."""
+
+    base_url: str
+    key_id: str | None = None
+    private_key_path: str | None = None
+    reads_per_second: float = 10.0
+
+    def client(self):
+        from kalshi_shadow.kalshi.auth import KalshiSigner
+        from kalshi_shadow.kalshi.client import KalshiClient
+
+        signer = KalshiSigner.from_key_file(self.key_id, self.private_key_path) if self.key_id and self.private_key_path else None
+        return KalshiClient(self.base_url, signer=signer, reads_per_second=self.reads_per_second)
+
+
+def kalshi_api_from_settings(settings: Settings | None = None) -> KalshiAPI:
+    settings = settings or Settings.from_env()
+    return KalshiAPI(
+        base_url=settings.kalshi_base_url,
+        key_id=dg.EnvVar("KALSHI_API_KEY_ID") if settings.kalshi_api_key_id else None,
+        private_key_path=str(settings.kalshi_private_key_path) if settings.kalshi_private_key_path else None,
+    )
+
+
 def resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
-    return {"warehouse": warehouse_from_settings(settings)}
+    return {"warehouse": warehouse_from_settings(settings), "kalshi": kalshi_api_from_settings(settings)}

@@ -1,0 +1,122 @@
+"""Settlements from the exchange and snapshot scores.
+
+`kalshi_settlements` runs on a schedule (every minute with the simulator's fast clock, else every 5): it reads
+the closed contracts still lacking a final outcome, asks the exchange for exactly those tickers (with no DuckDB
+connection open), then writes outcomes and the observation history in one short transaction. A sensor then
+scores the snapshot days of contracts whose outcome is new or changed. Backfill any day of scores in the UI;
+set `since_seconds` in the launchpad to re-read every contract closed in that window.
+"""
+
+import json
+import os
+from datetime import date
+
+import dagster as dg
+
+from kalshi_shadow.defs.pricing import daily
+from kalshi_shadow.defs.resources import WAREHOUSE_POOL, KalshiAPI, Warehouse
+from kalshi_shadow.scoring.scores import score_day
+from kalshi_shadow.scoring.settlements import apply_observations, fetch_outcomes, pending_tickers, quote_dates_of, utcnow
+
+GROUP = "scoring"
+
+
+class SettlementConfig(dg.Config):
+    since_seconds: int | None = None  # also re-read contracts closed this long ago, even if final
+
+
+@dg.asset(
+    group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"}, owners=["team:quant"], deps=["kalshi_contracts"],
+    description="Outcomes (result, settlement value, expiration value, settlement time) read from the exchange for each "
+                "closed contract's own ticker into kalshi_contracts, plus every observation in kalshi_settlement_observations.",
+    check_specs=[dg.AssetCheckSpec("final_contracts_have_outcomes", asset="kalshi_settlements",
+                                   description="No contract the exchange calls finalized lacks an outcome.")],
+)
+def kalshi_settlements(context: dg.AssetExecutionContext, config: SettlementConfig, warehouse: Warehouse,
+                       kalshi: KalshiAPI) -> dg.MaterializeResult:
+    now = utcnow()
+    with warehouse.get_connection() as conn:
+        todo = pending_tickers(conn, now, config.since_seconds)
+    with kalshi.client() as client:  # no warehouse lock held during HTTP
+        observations = fetch_outcomes(client, todo)
+    missing = sorted(set(todo) - {o.ticker for o in observations})
+    if missing:
+        context.log.warning(f"{len(missing)} closed tickers unknown to the exchange, e.g. {missing[:3]}")
+    with warehouse.get_connection() as conn:
+        changed = apply_observations(conn, observations, now)
+        days = quote_dates_of(conn, changed)
+        final_without = conn.execute("""SELECT count(*) FROM kalshi_contracts
+                                        WHERE settlement_status = 'finalized' AND outcome IS NULL""").fetchall()[0][0]
+        by_outcome = dict(conn.execute("SELECT coalesce(outcome, 'pending'), count(*) FROM kalshi_contracts "
+                                       "WHERE close_ts <= ? GROUP BY 1", [now]).fetchall())
+    return dg.MaterializeResult(
+        metadata={"checked": len(todo), "observed": len(observations), "changed": len(changed),
+                  "changed_tickers": json.dumps(changed[:50]), "quote_dates": json.dumps(days),
+                  "closed_contracts_by_outcome": json.dumps(by_outcome), "unknown_tickers": len(missing)},
+        check_results=[dg.AssetCheckResult(check_name="final_contracts_have_outcomes", passed=final_without == 0,
+                                           metadata={"finalized_without_outcome": final_without})],
+    )
+
+
+class ScoreConfig(dg.Config):
+    full_recompute: bool = False  # also implied by a backfill
+
+
+@dg.asset(
+    group_name=GROUP, pool=WAREHOUSE_POOL, partitions_def=daily, kinds={"duckdb"}, owners=["team:quant"],
+    deps=["kalshi_edge_snapshots", "kalshi_settlements"],
+    description="Per snapshot of a settled contract: Brier and log loss of the model and of the market mid, "
+                "PnL per contract of taking YES / NO at the ask net of fees, beside the predicted EV. Void excluded with a reason.",
+    check_specs=[
+        dg.AssetCheckSpec("scores_in_range", asset="kalshi_edge_snapshot_scores"),
+        dg.AssetCheckSpec("settled_snapshots_all_scored", asset="kalshi_edge_snapshot_scores"),
+    ],
+)
+def kalshi_edge_snapshot_scores(context: dg.AssetExecutionContext, config: ScoreConfig, warehouse: Warehouse) -> dg.MaterializeResult:
+    day = date.fromisoformat(context.partition_key)
+    full = config.full_recompute or "dagster/backfill" in context.run.tags
+    with warehouse.get_connection() as conn:
+        counts = score_day(conn, day, full=full)
+        out_of_range, unscored, n, brier_model, brier_mid = conn.execute("""
+            SELECT (SELECT count(*) FROM kalshi_edge_snapshot_scores WHERE quote_date = $day
+                      AND (brier_model NOT BETWEEN 0 AND 1 OR brier_mid NOT BETWEEN 0 AND 1 OR logloss_model < 0
+                           OR abs(pnl_yes) > 1 OR abs(pnl_no) > 1)),
+                   (SELECT count(*) FROM kalshi_edge_snapshots AS s JOIN kalshi_contracts AS c USING (ticker)
+                      WHERE s.quote_date = $day AND c.outcome IS NOT NULL
+                        AND NOT EXISTS (SELECT 1 FROM kalshi_edge_snapshot_scores AS x WHERE x.snapshot_id = s.snapshot_id)),
+                   count(*), avg(brier_model), avg(brier_mid)
+            FROM kalshi_edge_snapshot_scores WHERE quote_date = $day""", {"day": day}).fetchall()[0]
+    return dg.MaterializeResult(
+        metadata={**counts, "mode": "full recompute" if full else "incremental", "rows_in_day": n,
+                  "mean_brier_model": brier_model, "mean_brier_mid": brier_mid},
+        check_results=[
+            dg.AssetCheckResult(check_name="scores_in_range", passed=out_of_range == 0, metadata={"bad_rows": out_of_range}),
+            dg.AssetCheckResult(check_name="settled_snapshots_all_scored", passed=unscored == 0, metadata={"unscored": unscored}),
+        ],
+    )
+
+
+settlements_job = dg.define_asset_job("settlements_job", selection=dg.AssetSelection.assets("kalshi_settlements"))
+scores_job = dg.define_asset_job("scores_job", selection=dg.AssetSelection.assets("kalshi_edge_snapshot_scores"))
+
+settlements_schedule = dg.ScheduleDefinition(
+    name="settlements_schedule", job=settlements_job,
+    cron_schedule="* * * * *" if os.environ.get("KALSHI_SHADOW_FAST_CLOCK") else "*/5 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING, execution_timezone="UTC",
+    description="Reads outcomes of closed contracts from the exchange.",
+)
+
+
+@dg.asset_sensor(asset_key=dg.AssetKey("kalshi_settlements"), job=scores_job, name="settlements_to_scores_sensor",
+                 default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=15,
+                 description="Scores the snapshot days of contracts whose outcome is new or changed.")
+def settlements_to_scores_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    md = asset_event.dagster_event.event_specific_data.materialization.metadata
+    days = json.loads(md["quote_dates"].value) if "quote_dates" in md else []
+    if not days:
+        return dg.SkipReason("no outcome changed")
+    return [dg.RunRequest(run_key=f"{asset_event.run_id}:{d}", partition_key=d) for d in days]
+
+
+defs = dg.Definitions(assets=[kalshi_settlements, kalshi_edge_snapshot_scores], jobs=[settlements_job, scores_job],
+                      schedules=[settlements_schedule], sensors=[settlements_to_scores_sensor])

@@ -1,0 +1,1 @@
+"""Settlement ingestion and snapshot scoring."""
