@@ -78,11 +78,17 @@ def _wait_for_port(port: int, timeout: float) -> bool:
 
 
 def _prepare_dagster_home(home: Path) -> None:
+    """Install dagster.yaml and create the instance storage once, before the webserver and daemon start:
+    started together on a fresh home, both would create it and leave two migration heads behind."""
     home.mkdir(parents=True, exist_ok=True)
     src = REPO_ROOT / "dagster.yaml"
     dst = home / "dagster.yaml"
     if src.exists() and (not dst.exists() or dst.read_text() != src.read_text()):
         shutil.copyfile(src, dst)
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    proc = subprocess.run([_bin("dagster"), "instance", "migrate"], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"could not initialise the Dagster instance in {home}: {proc.stderr[-2000:]}")
 
 
 def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
@@ -180,7 +186,8 @@ def main(argv: list[str]) -> int:
         print(f"kalshi-shadow up: {exc}", file=sys.stderr)
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    _prepare_dagster_home(settings.dagster_home)
+    if not args.no_dagster:
+        _prepare_dagster_home(settings.dagster_home)
     children = build_children(args, settings)
     source = "the local exchange simulator" if any(c.name == "sim" for c in children) else settings.kalshi_base_url
     print(f"kalshi-shadow: shadow mode (no orders). Market data from {source}.")

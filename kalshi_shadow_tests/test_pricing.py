@@ -186,3 +186,13 @@ def test_backfill_of_a_day_equals_the_incremental_rows(tmp_path: Path) -> None:
         quotes = conn.execute("SELECT count(*) FROM kalshi_quotes").fetchall()[0][0]
     assert len(live) == 2 * quotes > 2000
     assert backfilled == live
+
+
+def test_live_sensor_targets_today_and_it_is_a_partition() -> None:
+    """Live quotes land in the UTC day in progress: the sensor must request it and it must exist."""
+    today = datetime.now(timezone.utc)
+    days = pricing._days((today - timedelta(minutes=3)).isoformat(), today.isoformat())
+    assert days[-1] == today.date().isoformat()
+    assert all(pricing.daily.has_partition_key(d) for d in days)
+    around_midnight = pricing._days("2026-07-01T23:59:58+00:00", "2026-07-02T00:00:03+00:00")
+    assert around_midnight == ["2026-07-01", "2026-07-02"]

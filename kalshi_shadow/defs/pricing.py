@@ -16,7 +16,8 @@ from kalshi_shadow.pricing.rules import RULES, lot_size
 from kalshi_shadow.pricing.snapshots import compute_snapshots, refresh_spot_vol
 
 GROUP = "pricing"
-daily = dg.DailyPartitionsDefinition(start_date=os.environ.get("KALSHI_SHADOW_START_DATE", "2026-01-01"), timezone="UTC")
+# end_offset=1: the UTC day in progress is a partition too, so live runs can write it.
+daily = dg.DailyPartitionsDefinition(start_date=os.environ.get("KALSHI_SHADOW_START_DATE", "2026-01-01"), timezone="UTC", end_offset=1)
 MAX_LAG_SECONDS = 90.0
 
 
