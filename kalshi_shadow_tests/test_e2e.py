@@ -33,9 +33,12 @@ def _series_counts(db: Path) -> dict[str, set[str]]:
         return {}
     try:
         tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        if not {"spot_ticks", "kalshi_quotes", "kalshi_contracts"} <= tables:
+        if not {"spot_ticks", "kalshi_quotes", "kalshi_contracts", "kalshi_edge_snapshots"} <= tables:
             return {}
+        lag = conn.execute("SELECT max(epoch(created_at) - epoch(quote_ts)) FROM kalshi_edge_snapshots").fetchall()[0][0]
         return {
+            "kalshi_edge_snapshots": {r[0] for r in conn.execute("SELECT DISTINCT series_ticker FROM kalshi_edge_snapshots").fetchall()},
+            "max_snapshot_lag_seconds": lag,
             "spot_ticks": {"BTC-USD"} if conn.execute("SELECT count(*) FROM spot_ticks").fetchone()[0] else set(),
             "kalshi_quotes": {r[0] for r in conn.execute("SELECT DISTINCT series_ticker FROM kalshi_quotes").fetchall()},
             "kalshi_contracts": {r[0] for r in conn.execute("SELECT DISTINCT series_ticker FROM kalshi_contracts").fetchall()},
@@ -45,7 +48,7 @@ def _series_counts(db: Path) -> dict[str, set[str]]:
 
 
 @pytest.mark.slow
-def test_up_fills_the_warehouse_while_running(tmp_path: Path) -> None:
+def test_up_fills_the_warehouse_and_prices_quotes_while_running(tmp_path: Path) -> None:
     env = {**os.environ, "KALSHI_SHADOW_SENSOR_INTERVAL_SECONDS": "5", "KALSHI_SHADOW_DATA_DIR": str(tmp_path)}
     for k in ("KALSHI_API_KEY_ID", "KALSHI_PRIVATE_KEY_PATH", "DB_PATH", "LOG_PATH"):
         env.pop(k, None)
@@ -56,13 +59,15 @@ def test_up_fills_the_warehouse_while_running(tmp_path: Path) -> None:
     db = tmp_path / "warehouse.duckdb"
     seen: dict[str, set[str]] = {}
     try:
-        deadline = time.monotonic() + 150
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             assert proc.poll() is None, "kalshi-shadow up exited early"
             seen = _series_counts(db) if db.exists() else {}
-            if seen and seen["spot_ticks"] and seen["kalshi_quotes"] >= SERIES and seen["kalshi_contracts"] >= SERIES:
+            if seen and seen["spot_ticks"] and all(seen[t] >= SERIES for t in ("kalshi_quotes", "kalshi_contracts", "kalshi_edge_snapshots")):
                 break
             time.sleep(5)
+        assert seen.get("kalshi_edge_snapshots", set()) >= SERIES, seen
+        assert seen["max_snapshot_lag_seconds"] < 90, seen
         assert seen.get("kalshi_quotes", set()) >= SERIES and seen.get("kalshi_contracts", set()) >= SERIES and seen["spot_ticks"], (
             seen, (tmp_path / "logs" / "dagster-daemon.log").read_text()[-3000:] if (tmp_path / "logs" / "dagster-daemon.log").exists() else "")
     finally:
