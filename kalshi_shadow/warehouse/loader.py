@@ -38,7 +38,7 @@ def _candidate_files(conn: duckdb.DuckDBPyConnection, raw_dir: Path, table: str)
     files = [(str(p.relative_to(raw_dir)), p) for p in list_raw_files(raw_dir, table) if p.parent.name >= from_day]
     if not files:
         return []
-    # The previous day is included in case a writer finished a file there just after midnight.
+    # Names already loaded (or known broken) at or after the oldest candidate, so the lookup stays small.
     done = {
         r[0]
         for r in conn.execute(
