@@ -147,7 +147,7 @@ def newest_raw_files(raw_dir: Path) -> dict[str, str]:
 
 
 def job_sensor_interval() -> int:
-    return int(os.environ.get("KALSHI_SHADOW_SENSOR_INTERVAL_SECONDS", "30"))
+    return int(os.environ.get("KALSHI_SHADOW_SENSOR_INTERVAL_SECONDS", "15"))
 
 
 def make_raw_files_sensor(job, name: str = "raw_files_sensor") -> dg.SensorDefinition:

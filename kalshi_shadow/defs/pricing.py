@@ -106,7 +106,7 @@ def _days(min_ts: str | None, max_ts: str | None) -> list[str]:
 
 
 @dg.asset_sensor(asset_key=dg.AssetKey("kalshi_quotes"), job=pricing_job, name="quotes_to_snapshots_sensor",
-                 minimum_interval_seconds=int(os.environ.get("KALSHI_SHADOW_SENSOR_INTERVAL_SECONDS", "30")) // 2 or 1,
+                 minimum_interval_seconds=int(os.environ.get("KALSHI_SHADOW_SENSOR_INTERVAL_SECONDS", "15")) // 2 or 1,
                  default_status=dg.DefaultSensorStatus.RUNNING,
                  description="After each quotes load, snapshots the UTC day(s) the new quotes fall in.")
 def quotes_to_snapshots_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
