@@ -1,7 +1,9 @@
 """A collector's health: counters rewritten atomically as JSON, notable events appended to raw `collector_events`.
 
-Events are aggregated per (kind, detail prefix) between flushes so a storm of malformed messages writes one row
-with a count, not a row per message.
+The JSON record (`<data_dir>/health/<collector>.json`) is what `kalshi-shadow status` and the Dagster checks read:
+it is replaced by rename, so a reader never sees half a record. Events are aggregated between writes: per kind, the
+first few distinct details each get a row with their count and the rest one "(+N more)" row, so a storm of
+malformed messages or gaps writes a handful of rows, not one per message.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ from kalshi_shadow.raw import RawWriter
 
 log = logging.getLogger(__name__)
 
+DETAILS_PER_KIND = 5  # distinct details per kind kept as their own event row per write; the rest are lumped
+
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
 class Health:
+    """Counters of one collector process. `event()` is thread-safe; the rest is called from the collector's loop."""
+
     def __init__(self, data_dir: Path, collector: str, *, write_every: float = 2.0) -> None:
         self.path = Path(data_dir) / "health" / f"{collector}.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,34 +41,36 @@ class Health:
         self.messages = 0
         self.rows_acknowledged = 0
         self.files_written = 0
-        self.errors: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()  # every event kind, including reconnect/gap/silence
+        self.counters: Counter[str] = Counter()  # plain tallies that are not events (heartbeats, cycles)
         self.reconnects = 0
         self.gaps = 0
         self.missed_messages = 0
         self.last_message_ts: datetime | None = None
         self.status = "starting"
         self.extra: dict[str, Any] = {}
-        self._pending: Counter[tuple[str, str]] = Counter()
+        self._pending: dict[str, Counter[str]] = {}
         self._events = RawWriter(Path(data_dir) / "raw", "collector_events", flush_rows=1000, flush_seconds=5.0)
         self._last_write = 0.0
         self._lock = threading.Lock()
 
-    def event(self, kind: str, detail: str = "") -> None:
+    def event(self, kind: str, detail: str = "", n: int = 1) -> None:
         """Count a notable event (reconnect, gap, malformed, http_error, rate_limited, silence, ...)."""
         with self._lock:
-            self.errors[kind] += 1
-            self._pending[(kind, detail[:200])] += 1
-        if kind in ("reconnect",):
-            self.reconnects += 1
+            self.errors[kind] += n
+            self._pending.setdefault(kind, Counter())[detail[:200]] += n
+            if kind == "reconnect":
+                self.reconnects += n
+
+    def gap(self, stream: str, expected: int, got: int, note: str = "") -> None:
+        """A sequence jump: `got - expected` messages were lost."""
+        self.gaps += 1
+        self.missed_messages += got - expected
+        self.event("gap", f"{stream} expected {expected} got {got}{note}")
 
     def message(self) -> None:
         self.messages += 1
         self.last_message_ts = _now()
-
-    def acknowledged(self, rows: int, files: int = 1) -> None:
-        """Rows now durable on disk (their batch file was renamed into place)."""
-        self.rows_acknowledged += rows
-        self.files_written += files
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -79,26 +87,52 @@ class Health:
             "gaps": self.gaps,
             "missed_messages": self.missed_messages,
             "errors": dict(self.errors),
+            "counters": dict(self.counters),
+            "event_rows_acknowledged": self._events.rows_flushed,
             **self.extra,
         }
 
+    def _event_rows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        now = _now()
+        rows = []
+        for kind, details in pending.items():
+            ranked = details.most_common()
+            for detail, n in ranked[:DETAILS_PER_KIND]:
+                rows.append({"ts": now, "collector": self.collector, "kind": kind, "detail": detail, "count": n})
+            rest = ranked[DETAILS_PER_KIND:]
+            if rest:
+                rows.append({"ts": now, "collector": self.collector, "kind": kind,
+                             "detail": f"(+{len(rest)} more details, e.g. {rest[0][0][:120]})", "count": sum(n for _, n in rest)})
+        return rows
+
     def maybe_write(self, force: bool = False) -> None:
+        """Append pending events and rewrite the JSON record, at most every `write_every` s unless forced."""
         if not force and time.monotonic() - self._last_write < self.write_every:
             return
         self._last_write = time.monotonic()
-        with self._lock:
-            pending, self._pending = self._pending, Counter()
-        now = _now()
-        for (kind, detail), n in pending.items():
-            self._events.append({"ts": now, "collector": self.collector, "kind": kind, "detail": detail, "count": n})
-        self._events.maybe_flush() if not force else self._events.flush()
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.snapshot(), indent=1))
-        os.replace(tmp, self.path)
+        self._events.extend(self._event_rows())
+        try:
+            self._events.flush() if force else self._events.maybe_flush()
+        except OSError as exc:  # a full disk must not kill the collector; the JSON record still says so
+            self.errors["health_write_error"] += 1
+            log.error("could not write collector_events: %s", exc)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(self.snapshot(), indent=1))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.error("could not write health record %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Final write on a clean exit."""
+        self.status = "stopped"
+        self.maybe_write(force=True)
 
 
 def read_health(data_dir: Path) -> dict[str, dict[str, Any]]:
-    """Every collector's last health record, by collector name."""
+    """Every collector's last health record, by collector name (`spot`, `quotes`)."""
     out: dict[str, dict[str, Any]] = {}
     for p in sorted((Path(data_dir) / "health").glob("*.json")):
         try:

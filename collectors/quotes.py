@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors.health import Health
-from kalshi_shadow.config import Settings
+from kalshi_shadow.config import ConfigError, Settings
 from kalshi_shadow.kalshi.client import KalshiAPIError, KalshiClient, client_from_settings
 from kalshi_shadow.kalshi.models import Market
 from kalshi_shadow.raw import RawWriter
@@ -56,12 +56,16 @@ def market_row(m: Market, series: str, ts: datetime) -> dict[str, Any]:
 
 def _metadata_key(m: Market) -> tuple:
     """What makes a market row worth writing again: anything but the book and its counters."""
-    return (m.status, m.result, m.strike_type, m.floor_strike, m.cap_strike, m.open_time, m.close_time,
-            m.expected_expiration_time, m.latest_expiration_time, m.settlement_value, m.expiration_value, m.settlement_ts)
+    return (m.event_ticker, m.market_type, m.status, m.result, m.strike_type, m.floor_strike, m.cap_strike,
+            m.open_time, m.close_time, m.expected_expiration_time, m.latest_expiration_time, m.settlement_timer_seconds,
+            m.settlement_value, m.expiration_value, m.settlement_ts, m.yes_sub_title)
 
 
 class QuotePoller:
-    def __init__(self, client: KalshiClient, series: list[str], data_dir: Path, *, interval: float = 5.0, status: str = "open") -> None:
+    """Polls every series each `interval` s on a fixed schedule. Single-threaded; `stop` ends it between requests."""
+
+    def __init__(self, client: KalshiClient, series: list[str], data_dir: Path, *, interval: float = 5.0,
+                 status: str = "open") -> None:
         self.client = client
         self.series = series
         self.interval = interval
@@ -71,59 +75,82 @@ class QuotePoller:
         self.markets = RawWriter(raw, "kalshi_markets", flush_rows=5_000, flush_seconds=max(interval, 1.0))
         self.series_rows = RawWriter(raw, "kalshi_series", flush_rows=100, flush_seconds=0)
         self.health = Health(data_dir, "quotes")
-        self._seen: dict[str, tuple[tuple, float]] = {}
-        self._series_fetched_at = -1e18
+        self.health.extra["series"] = series
+        self._seen: dict[str, tuple[tuple, float]] = {}  # ticker -> (metadata key, monotonic time last written)
+        self._series_fetched_at: dict[str, float] = {}
         self.stop = threading.Event()
         self.cycles = 0
 
+    def on_client_event(self, kind: str, detail: str) -> None:
+        """The client's per-attempt reports (rate_limited, http_error, timeout, connect_error, malformed)."""
+        self.health.event(kind, detail)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """A request that still failed after the client's retries, or a response we could not use."""
+        kind = "poll_failed" if isinstance(exc, KalshiAPIError) else "malformed"
+        self.health.event(kind, f"{what}: {type(exc).__name__}: {exc}"[:200])
+        log.error("%s failed: %s: %s", what, type(exc).__name__, exc)
+
     def _refresh_series(self) -> None:
-        ts = datetime.now(timezone.utc)
+        """Fees and titles at start and hourly; a series that failed is tried again next cycle."""
         for s in self.series:
+            if time.monotonic() - self._series_fetched_at.get(s, -1e18) < SERIES_REFRESH_SECONDS or self.stop.is_set():
+                continue
             try:
                 info = self.client.get_series(s)
-            except (KalshiAPIError, ValueError) as exc:
-                self.health.event("http_error" if isinstance(exc, KalshiAPIError) else "malformed", f"series {s}: {exc}"[:200])
-                log.error("series %s: %s", s, exc)
-                return
-            self.series_rows.append({"ts": ts, "series_ticker": info.ticker, "title": info.title, "fee_type": info.fee_type,
-                                     "fee_multiplier": info.fee_multiplier, "raw_json": json.dumps(info.raw, separators=(",", ":"))})
-        self._series_fetched_at = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - never a crash loop; counted and logged
+                self._failed(f"series {s}", exc)
+                continue
+            self.series_rows.append({"ts": datetime.now(timezone.utc), "series_ticker": info.ticker, "title": info.title,
+                                     "fee_type": info.fee_type, "fee_multiplier": info.fee_multiplier,
+                                     "raw_json": json.dumps(info.raw, separators=(",", ":"))})
+            self._series_fetched_at[s] = time.monotonic()
 
     def poll_once(self) -> int:
-        """One cycle over every series; returns the number of quotes written."""
-        if time.monotonic() - self._series_fetched_at > SERIES_REFRESH_SECONDS:
-            self._refresh_series()
+        """One cycle over every series; returns the number of quotes buffered."""
+        self._refresh_series()
         written = 0
         for s in self.series:
+            if self.stop.is_set():
+                break
             try:
                 markets = list(self.client.iter_markets(series_ticker=s, status=self.status))
-            except KalshiAPIError as exc:
-                self.health.event("http_error", f"{s}: {exc}"[:200])
-                log.error("markets for %s failed after retries: %s", s, exc)
+            except Exception as exc:  # noqa: BLE001 - the next series and the next cycle go on
+                self._failed(f"markets {s}", exc)
                 continue
-            ts = datetime.now(timezone.utc)
+            ts = datetime.now(timezone.utc)  # when the response (all its pages) was received
             self.health.message()
             now = time.monotonic()
-            for m in markets:  # a page of parsed objects -> rows; the heavy lifting downstream is vectorised
-                self.quotes.append(quote_row(m, s, ts))
+            self.quotes.extend(quote_row(m, s, ts) for m in markets)
+            changed = []
+            for m in markets:
                 key = _metadata_key(m)
                 seen = self._seen.get(m.ticker)
                 if seen is None or seen[0] != key or now - seen[1] > METADATA_REFRESH_SECONDS:
-                    self.markets.append(market_row(m, s, ts))
+                    changed.append(market_row(m, s, ts))
                     self._seen[m.ticker] = (key, now)
+            self.markets.extend(changed)
             written += len(markets)
+        self._forget_old_markets()
         self.cycles += 1
-        self.health.extra["cycles"] = self.cycles
+        self.health.counters["cycles"] = self.cycles
         self.health.extra["markets_tracked"] = len(self._seen)
         self._flush_if_due()
         return written
+
+    def _forget_old_markets(self) -> None:
+        """Markets not seen for a while have closed; forgetting them keeps memory flat over months."""
+        cutoff = time.monotonic() - 2 * METADATA_REFRESH_SECONDS
+        for ticker in [t for t, (_, at) in self._seen.items() if at < cutoff]:
+            del self._seen[ticker]
 
     def _flush_if_due(self, force: bool = False) -> None:
         for w in (self.quotes, self.markets, self.series_rows):
             w.flush() if force else w.maybe_flush()
         self.health.rows_acknowledged = self.quotes.rows_flushed
-        self.health.files_written = self.quotes.files_written + self.markets.files_written
+        self.health.files_written = self.quotes.files_written + self.markets.files_written + self.series_rows.files_written
         self.health.extra["market_rows_acknowledged"] = self.markets.rows_flushed
+        self.health.extra["series_rows_acknowledged"] = self.series_rows.rows_flushed
         self.health.maybe_write(force=force)
 
     def run(self, seconds: float = 0) -> None:
@@ -133,24 +160,33 @@ class QuotePoller:
         while not self.stop.is_set() and (deadline is None or time.monotonic() < deadline):
             try:
                 self.poll_once()
-            except Exception as exc:  # never a crash loop: count, log, keep the schedule
+            except Exception as exc:  # noqa: BLE001 - never a crash loop: count, log, keep the schedule
                 self.health.event("cycle_error", f"{type(exc).__name__}: {exc}"[:200])
                 log.exception("poll cycle failed")
             next_at += self.interval
             delay = next_at - time.monotonic()
             if delay < 0:
                 log.warning("poll cycle overran its %.1fs interval by %.1fs", self.interval, -delay)
-                self.health.event("overrun", f"{-delay:.1f}s")
+                self.health.event("overrun", f"by {-delay:.1f}s")
                 next_at = time.monotonic()
                 delay = 0
+            if deadline is not None:
+                delay = min(delay, max(deadline - time.monotonic(), 0))
             self.stop.wait(delay)
-        self.health.status = "stopped"
+        self.health.status = "stopping"
         self._flush_if_due(force=True)
+        self.health.close()
 
 
 def main(argv: list[str]) -> int:
-    settings = Settings.from_env()
-    ap = argparse.ArgumentParser(prog="kalshi-shadow collect-quotes", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    ap = argparse.ArgumentParser(prog="kalshi-shadow collect-quotes", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base-url", default=settings.kalshi_base_url)
     ap.add_argument("--series", default=",".join(settings.series), help="comma-separated series tickers")
     ap.add_argument("--interval", type=float, default=settings.quote_interval_seconds, help="seconds between cycles")
@@ -158,17 +194,23 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seconds", type=float, default=0, help="run this long, 0 = forever")
     ap.add_argument("--data-dir", type=Path, default=settings.data_dir)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    poller_ref: list[QuotePoller] = []
+    series = [s.strip() for s in args.series.split(",") if s.strip()]
+    if not series or args.interval <= 0:
+        ap.error("--series needs at least one ticker and --interval must be > 0")
+    poller: QuotePoller | None = None
 
     def on_event(kind: str, detail: str) -> None:
-        if poller_ref:
-            poller_ref[0].health.event(kind, detail)
+        if poller is not None:
+            poller.on_client_event(kind, detail)
 
-    client = client_from_settings(replace(settings, kalshi_base_url=args.base_url.rstrip("/")), on_event=on_event)
-    poller = QuotePoller(client, [s.strip() for s in args.series.split(",") if s.strip()], args.data_dir,
-                         interval=args.interval, status=STATUS_ALIASES[args.status])
-    poller_ref.append(poller)
+    try:  # signed when KALSHI_API_KEY_ID / KALSHI_PRIVATE_KEY_PATH are set; an unreadable key is a clear error
+        client = client_from_settings(replace(settings, kalshi_base_url=args.base_url.rstrip("/")), on_event=on_event)
+    except (OSError, ValueError, TypeError) as exc:
+        log.error("cannot load the Kalshi private key: %s: %s", type(exc).__name__, exc)
+        return 2
+    poller = QuotePoller(client, series, args.data_dir, interval=args.interval, status=STATUS_ALIASES[args.status])
+    poller.health.extra["signed"] = client.signer is not None
+    poller.health.extra["base_url"] = client.base_url
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: poller.stop.set())
     try:

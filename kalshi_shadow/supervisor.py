@@ -150,6 +150,14 @@ def supervise(children: list[Child], *, stop_after: float | None = None, grace: 
                 c.start()
         time.sleep(0.5)
     log.info("stopping %d children", len(children))
+    # Consumers first, the simulator last, so collectors do not record its shutdown as a disconnect.
+    _stop([c for c in children if c.name != "sim"], grace)
+    _stop([c for c in children if c.name == "sim"], grace)
+    log.info("all stopped")
+    return 0
+
+
+def _stop(children: list[Child], grace: float) -> None:
     for c in reversed(children):
         c.signal_group(signal.SIGTERM)
     end = time.monotonic() + grace
@@ -162,8 +170,6 @@ def supervise(children: list[Child], *, stop_after: float | None = None, grace: 
             log.warning("%s did not stop in %.0fs: killing it", c.name, grace)
             c.signal_group(signal.SIGKILL)
             c.proc.wait()
-    log.info("all stopped")
-    return 0
 
 
 def main(argv: list[str]) -> int:
