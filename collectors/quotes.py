@@ -87,9 +87,14 @@ class QuotePoller:
 
     def _failed(self, what: str, exc: Exception) -> None:
         """A request that still failed after the client's retries, or a response we could not use."""
-        kind = "poll_failed" if isinstance(exc, KalshiAPIError) else "malformed"
+        if isinstance(exc, KalshiAPIError):
+            kind = "poll_failed"
+        elif isinstance(exc, (ValueError, KeyError, TypeError)):
+            kind = "malformed"
+        else:
+            kind = "poll_error"
         self.health.event(kind, f"{what}: {type(exc).__name__}: {exc}"[:200])
-        log.error("%s failed: %s: %s", what, type(exc).__name__, exc)
+        log.error("%s failed: %s: %s", what, type(exc).__name__, exc, exc_info=kind == "poll_error")
 
     def _refresh_series(self) -> None:
         """Fees and titles at start and hourly; a series that failed is tried again next cycle."""
@@ -153,7 +158,12 @@ class QuotePoller:
         self.health.extra["series_rows_acknowledged"] = self.series_rows.rows_flushed
         self.health.maybe_write(force=force)
 
+    def flush(self) -> None:
+        """Write every buffered row and the health record now."""
+        self._flush_if_due(force=True)
+
     def run(self, seconds: float = 0) -> None:
+        """Poll on schedule until `stop` is set or `seconds` (0 = forever) passed; then flush and mark stopped."""
         deadline = time.monotonic() + seconds if seconds > 0 else None
         self.health.status = "running"
         next_at = time.monotonic()
