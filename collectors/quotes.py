@@ -162,6 +162,14 @@ class QuotePoller:
         """Write every buffered row and the health record now."""
         self._flush_if_due(force=True)
 
+    def _sleep(self, seconds: float) -> None:
+        """Wait for the next cycle, keeping the health record fresh (~2 s) even with a long interval."""
+        until = time.monotonic() + seconds
+        while not self.stop.wait(max(0.0, min(until - time.monotonic(), self.health.write_every))):
+            if time.monotonic() >= until:
+                return
+            self.health.maybe_write()
+
     def run(self, seconds: float = 0) -> None:
         """Poll on schedule until `stop` is set or `seconds` (0 = forever) passed; then flush and mark stopped."""
         deadline = time.monotonic() + seconds if seconds > 0 else None
@@ -182,7 +190,7 @@ class QuotePoller:
                 delay = 0
             if deadline is not None:
                 delay = min(delay, max(deadline - time.monotonic(), 0))
-            self.stop.wait(delay)
+            self._sleep(delay)
         self.health.status = "stopping"
         self._flush_if_due(force=True)
         self.health.close()
