@@ -104,7 +104,7 @@ def parse_ticker(msg: dict[str, Any], received: datetime) -> dict[str, Any]:
 
 
 class SpotCollector:
-    def __init__(self, url: str, products: list[str], data_dir: Path, *, flush_seconds: float = 1.0,
+    def __init__(self, url: str, products: list[str], data_dir: Path, *, flush_seconds: float = 5.0,
                  silence_seconds: float = 10.0) -> None:
         self.url = url
         self.products = products
@@ -248,7 +248,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--url", default=settings.coinbase_ws_url)
     ap.add_argument("--product", action="append", help="product id (repeatable); default BTC-USD")
     ap.add_argument("--seconds", type=float, default=0, help="run this long, 0 = forever")
-    ap.add_argument("--flush-seconds", type=float, default=1.0, help="max age of an unflushed batch")
+    ap.add_argument("--flush-seconds", type=float, default=5.0, help="max age of an unflushed batch")
     ap.add_argument("--silence-seconds", type=float, default=10.0, help="reconnect after this long without any message")
     ap.add_argument("--data-dir", type=Path, default=settings.data_dir)
     args = ap.parse_args(argv)
