@@ -129,3 +129,16 @@ def test_coinbase_feed_disconnects_without_subscribe(sim: SimHandle) -> None:
         with pytest.raises(Exception):
             ws.recv(timeout=5)
     assert 4.5 < time.monotonic() - started < 9
+
+
+def test_sequence_moves_on_while_a_client_is_away(sim: SimHandle) -> None:
+    """Like the real feed: reconnecting after a drop shows a sequence gap."""
+    def last_sequence() -> int:
+        with connect(sim.coinbase_ws_url) as ws:
+            ws.send(json.dumps(SUBSCRIBE))
+            assert json.loads(ws.recv())["type"] == "subscriptions"
+            return json.loads(ws.recv(timeout=5))["sequence"]
+
+    first = last_sequence()
+    time.sleep(1.0)  # ~20 ticks + a heartbeat happen with nobody connected
+    assert last_sequence() > first + 5

@@ -93,16 +93,20 @@ class CoinbaseFeed:
                 self.clients.clear()
             while self.faults.malformed_ws > 0 and self.clients and self.faults.take("malformed_ws"):
                 await self._send_all("*", self.rng.choice(MALFORMED))
-            if self.faults.silent() or not self.clients:
-                continue
+            # The exchange's sequence moves on whether or not anyone listens (or hears it, during a silence), so a
+            # client that reconnects sees a gap, as on the real feed.
+            deliver = not self.faults.silent() and bool(self.clients)
             now = self.x.clock.now()
             for p in self.products:
-                await self._send_all(p, json.dumps(self.ticker(p, now)))
+                msg = json.dumps(self.ticker(p, now))
+                if deliver:
+                    await self._send_all(p, msg)
             if loop.time() >= next_heartbeat:
                 next_heartbeat = loop.time() + 1.0
                 for p in self.products:
                     hb = {"type": "heartbeat", "sequence": self._next_seq(p), "last_trade_id": self.trade_id, "product_id": p, "time": _t(now)}
-                    await self._send_all(p, json.dumps(hb))
+                    if deliver:
+                        await self._send_all(p, json.dumps(hb))
 
     async def handler(self, ws: ServerConnection) -> None:
         self.connections_total += 1
