@@ -16,6 +16,7 @@ class Rules:
     max_spread: float = 0.10               # spread_wide (yes_ask - yes_bid, dollars)
     max_tau_seconds: float = 26 * 3600.0   # too_far_from_close
     min_p: float = 0.02                    # deep_out_of_money / deep_in_money: p_model outside [min_p, 1 - min_p]
+    min_ev: float = 0.01                   # no_edge: neither side's EV (dollars per contract, after fees) reaches this
 
     @property
     def version(self) -> str:

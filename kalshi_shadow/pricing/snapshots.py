@@ -161,11 +161,16 @@ def price_frame(base: pl.DataFrame, rules: Rules = RULES) -> pl.DataFrame:
     relevance = (pl.when(pl.col("p_model") < rules.min_p).then(pl.lit(["deep_out_of_money"]))
                  .when(pl.col("p_model") > 1 - rules.min_p).then(pl.lit(["deep_in_money"]))
                  .otherwise(pl.lit([], dtype=pl.List(pl.String))))
-    return out.with_columns(
-        (pl.col("p_model") - pl.col("p_mid")).alias("model_minus_mid"),
+    out = out.with_columns(
         (pl.col("p_model") - yes_ask - pl.col("fee_yes")).alias("ev_yes"),
         ((1 - pl.col("p_model")) - no_ask - pl.col("fee_no")).alias("ev_no"),
-        pl.concat_list("base_reasons", relevance).alias("reasons"),
+    )
+    no_edge = (pl.when(pl.col("p_model").is_not_null()
+                       & (pl.max_horizontal(pl.col("ev_yes").fill_null(-1.0), pl.col("ev_no").fill_null(-1.0)) < rules.min_ev))
+               .then(pl.lit(["no_edge"])).otherwise(pl.lit([], dtype=pl.List(pl.String))))
+    return out.with_columns(
+        (pl.col("p_model") - pl.col("p_mid")).alias("model_minus_mid"),
+        pl.concat_list("base_reasons", relevance, no_edge).alias("reasons"),
         pl.concat_str([pl.col("ticker"), pl.col("quote_ts").dt.epoch("us").cast(pl.String), pl.col("quote_source").fill_null(""),
                        pl.col("model_version")], separator="|").alias("_id_src"),
         pl.lit(rules.version).alias("rules_version"),

@@ -60,3 +60,15 @@ SELECT * EXCLUDE (rn) FROM (
     FROM kalshi_edge_snapshots
     WHERE quote_date >= current_date - 1
 ) WHERE rn = 1;
+
+-- Where the rules would have traded: snapshots that passed every filter (no reasons, so an edge of at least
+-- min_ev after fees), with the side taken at the ask. Shadow only: nothing here is ever sent to the exchange.
+CREATE OR REPLACE VIEW kalshi_would_trades AS
+SELECT quote_ts, quote_date, ticker, series_ticker, model_version,
+       CASE WHEN coalesce(ev_yes, -1) >= coalesce(ev_no, -1) THEN 'yes' ELSE 'no' END AS side,
+       CASE WHEN coalesce(ev_yes, -1) >= coalesce(ev_no, -1) THEN yes_ask ELSE no_ask END AS price,
+       CASE WHEN coalesce(ev_yes, -1) >= coalesce(ev_no, -1) THEN yes_ask_size END AS size_at_price,
+       lot_size, greatest(ev_yes, ev_no) AS ev, p_model, p_mid, spot, vol, tau_seconds, fee_yes, fee_no,
+       rules_version, snapshot_id
+FROM kalshi_edge_snapshots
+WHERE len(reasons) = 0;
