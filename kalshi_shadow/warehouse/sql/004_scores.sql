@@ -36,3 +36,20 @@ CREATE TABLE IF NOT EXISTS kalshi_edge_snapshot_scores (
     excluded_reason VARCHAR,                -- void, or why the model part is missing
     scored_at       TIMESTAMPTZ NOT NULL
 );
+
+-- The evaluation report: per series, model and time-to-close bucket, model vs market calibration, and realised
+-- PnL of the trades the rules would have taken against the EV they predicted.
+CREATE OR REPLACE VIEW kalshi_score_summary AS
+SELECT series_ticker, model_version,
+       CASE WHEN tau_seconds < 60 THEN '0-1m' WHEN tau_seconds < 900 THEN '1-15m' WHEN tau_seconds < 3600 THEN '15-60m'
+            WHEN tau_seconds < 6 * 3600 THEN '1-6h' ELSE '6h+' END AS horizon,
+       count(*) FILTER (WHERE excluded_reason IS NULL) AS n_scored,
+       avg(brier_model) AS brier_model, avg(brier_mid) AS brier_mid,
+       avg(logloss_model) AS logloss_model, avg(logloss_mid) AS logloss_mid,
+       count(*) FILTER (WHERE len(reasons) = 0) AS n_would_trade,
+       avg(CASE WHEN coalesce(ev_yes, -1) >= coalesce(ev_no, -1) THEN pnl_yes ELSE pnl_no END)
+           FILTER (WHERE len(reasons) = 0) AS realised_pnl_per_contract,
+       avg(greatest(ev_yes, ev_no)) FILTER (WHERE len(reasons) = 0) AS predicted_ev_per_contract,
+       count(*) FILTER (WHERE excluded_reason = 'void') AS n_void
+FROM kalshi_edge_snapshot_scores
+GROUP BY ALL;
