@@ -142,3 +142,11 @@ def test_sequence_moves_on_while_a_client_is_away(sim: SimHandle) -> None:
     first = last_sequence()
     time.sleep(1.0)  # ~20 ticks + a heartbeat happen with nobody connected
     assert last_sequence() > first + 5
+
+
+def test_a_burst_past_the_token_bucket_is_answered_429(sim: SimHandle) -> None:
+    """No fault switch: 80 back-to-back requests exceed the 20/s bucket (2 s of burst) and some get 429."""
+    with httpx.Client() as client:
+        codes = [client.get(sim.kalshi_base_url + "/exchange/status").status_code for _ in range(80)]
+    assert codes.count(429) > 0 and codes.count(200) >= 40
+    assert set(codes) == {200, 429}

@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta
 
 import dagster as dg
 
+from kalshi_shadow.defs.ingest import job_sensor_interval
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
 from kalshi_shadow.pricing.probability import MODELS
 from kalshi_shadow.pricing.rules import RULES, lot_size
@@ -106,7 +107,7 @@ def _days(min_ts: str | None, max_ts: str | None) -> list[str]:
 
 
 @dg.asset_sensor(asset_key=dg.AssetKey("kalshi_quotes"), job=pricing_job, name="quotes_to_snapshots_sensor",
-                 minimum_interval_seconds=int(os.environ.get("KALSHI_SHADOW_SENSOR_INTERVAL_SECONDS", "15")) // 2 or 1,
+                 minimum_interval_seconds=job_sensor_interval() // 2 or 1,
                  default_status=dg.DefaultSensorStatus.RUNNING,
                  description="After each quotes load, snapshots the UTC day(s) the new quotes fall in.")
 def quotes_to_snapshots_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import threading
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from kalshi_shadow.kalshi.ratelimit import TokenBucket
 from kalshi_shadow.sim.clock import iso
 from kalshi_shadow.sim.exchange import Exchange, Market
 from kalshi_shadow.sim.faults import Faults
@@ -36,22 +36,6 @@ STATUS_FILTER = {
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
-
-
-class TokenBucket:
-    def __init__(self, rate: float, capacity: float) -> None:
-        self.rate, self.capacity, self.tokens, self.t = rate, capacity, capacity, time.monotonic()
-        self.lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.t) * self.rate)
-            self.t = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return True
-            return False
 
 
 def _encode_cursor(offset: int) -> str:
@@ -122,7 +106,7 @@ class KalshiAPI:
 
     async def dispatch(self, request: Request, handler) -> JSONResponse:
         self.requests += 1
-        if not self.bucket.take() or self.faults.take("http_429"):
+        if not self.bucket.try_acquire() or self.faults.take("http_429"):
             return JSONResponse({"error": "too many requests"}, status_code=429)
         if self.faults.take("http_5xx"):
             code = (500, 502, 503)[self.requests % 3]
