@@ -4,11 +4,17 @@ Starts the exchange simulator (when no Kalshi credentials are configured, or wit
 Dagster webserver (127.0.0.1) and daemon. Each child runs in its own session and logs to LOG_PATH/<name>.log; a
 child that exits is restarted with capped exponential backoff. SIGINT/SIGTERM stop every child's process group
 (SIGTERM, then SIGKILL after a grace period).
+
+One `up` per data directory: it holds an flock on <data_dir>/run/up.lock for its whole life and records itself and its
+children in <data_dir>/run/up.json (child exits also go to run/restarts.jsonl). Children live in their own sessions,
+so they survive a SIGKILLed `up`; the next `up` finds them in up.json and stops them before starting its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import logging
 import os
 import shutil
@@ -18,6 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kalshi_shadow.config import ConfigError, Settings
@@ -26,6 +33,12 @@ log = logging.getLogger("kalshi_shadow.up")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKOFF_MAX = 60.0
 HEALTHY_AFTER = 60.0
+ORPHAN_GRACE = 10.0
+EXIT_LOCKED = 3
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
 
 
 @dataclass
@@ -40,6 +53,9 @@ class Child:
     backoff: float = 1.0
     restart_at: float | None = None
     log_file: object = field(default=None, repr=False)
+    started_at_utc: str | None = None
+    last_exit_code: int | None = None
+    last_exit_at: str | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +63,7 @@ class Child:
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         self.started_at = time.monotonic()
+        self.started_at_utc = _now()
         self.restart_at = None
         log.info("started %s (pid %d), log: %s", self.name, self.proc.pid, self.log_path)
 
@@ -56,6 +73,96 @@ class Child:
                 os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
                 pass
+
+    def record(self) -> dict:
+        alive = self.proc is not None and self.proc.poll() is None
+        pid = self.proc.pid if alive else None
+        return {"pid": pid, "pgid": pid, "argv": self.argv, "started_at": self.started_at_utc if alive else None,
+                "restarts": self.restarts, "last_exit_code": self.last_exit_code, "last_exit_at": self.last_exit_at, "alive": alive}
+
+
+class RunDir:
+    """<data_dir>/run: the single-instance lock, the state file other tools read, and the log of child exits."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "run"
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.path / "up.json"
+        self.restarts_path = self.path / "restarts.jsonl"
+        self.started_at = _now()
+        self._lock_fd: int | None = None
+
+    def try_lock(self) -> bool:
+        """Take the lock for the life of this process; the OS drops it when we die, so a killed `up` never blocks
+        the next one. The fd is not inheritable (Python's default), so children that outlive us cannot hold it."""
+        fd = os.open(self.path / "up.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def read_state(self) -> dict | None:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_state(self, children: list[Child], *, stopped: bool = False) -> None:
+        """Atomic rewrite (temp file, fsync, rename) so a reader never sees half a file."""
+        state = {"pid": os.getpid(), "started_at": self.started_at, "updated_at": _now(), "stopped": stopped,
+                 "children": {c.name: c.record() for c in children}}
+        tmp = self.path / f".up.json.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(state, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_path)
+
+    def log_exit(self, c: Child, ran: float, restart_in: float) -> None:
+        line = {"ts": c.last_exit_at, "child": c.name, "pid": c.proc.pid, "exit_code": c.last_exit_code,
+                "ran_seconds": round(ran, 3), "restart_in_seconds": restart_in}
+        with open(self.restarts_path, "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+
+def _cmdline_matches(pid: int, argv: list[str]) -> bool:
+    """True while `pid` is a live process running `argv`; guards against pid reuse. A zombie has an empty cmdline,
+    and a script started through its shebang line shows the interpreter in front of argv, hence the tail match."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+    except OSError:
+        return False
+    want = [os.fsencode(a) for a in argv]
+    return bool(want) and cmdline[-len(want):] == want
+
+
+def stop_orphans(previous: dict | None, grace: float = ORPHAN_GRACE) -> list[str]:
+    """Stop the process groups of children a killed `up` left running (they are in their own sessions, so its death
+    did not take them along): SIGTERM, then SIGKILL after `grace` seconds. Returns the names of those found."""
+    orphans = [(name, rec["pid"], rec.get("pgid") or rec["pid"], rec.get("argv") or [])
+               for name, rec in ((previous or {}).get("children") or {}).items()
+               if rec.get("pid") and _cmdline_matches(rec["pid"], rec.get("argv") or [])]
+    for name, pid, _, _ in orphans:
+        log.warning("stopping orphaned %s (pid %d) left by a killed up", name, pid)
+    left = orphans
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for name, _, pgid, _ in left:
+            if sig == signal.SIGKILL:
+                log.warning("orphaned %s did not stop in %.0fs: killing it", name, grace)
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + wait
+        while left and time.monotonic() < end:
+            time.sleep(0.1)
+            left = [o for o in left if _cmdline_matches(o[1], o[3])]
+    for name, pid, _, _ in left:
+        log.error("could not stop orphaned %s (pid %d)", name, pid)
+    return [o[0] for o in orphans]
 
 
 def _cli(*args: str) -> list[str]:
@@ -119,8 +226,12 @@ def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
     return children
 
 
-def supervise(children: list[Child], *, stop_after: float | None = None, grace: float = 15.0) -> int:
+def supervise(children: list[Child], *, stop_after: float | None = None, grace: float = 15.0, run: RunDir | None = None) -> int:
     stopping = False
+
+    def save(stopped: bool = False) -> None:
+        if run is not None:
+            run.write_state(children, stopped=stopped)
 
     def request_stop(signum, frame) -> None:
         nonlocal stopping
@@ -130,6 +241,7 @@ def supervise(children: list[Child], *, stop_after: float | None = None, grace: 
     signal.signal(signal.SIGINT, request_stop)
     for c in children:
         c.start()
+        save()
         if c.name == "sim":
             port = int(c.argv[c.argv.index("--kalshi-port") + 1])
             if not _wait_for_port(port, 20):
@@ -143,16 +255,25 @@ def supervise(children: list[Child], *, stop_after: float | None = None, grace: 
                 if ran > HEALTHY_AFTER:
                     c.backoff = 1.0
                 c.restart_at = now + c.backoff
+                c.last_exit_code, c.last_exit_at = c.proc.returncode, _now()
                 log.warning("%s exited with %s after %.0fs; restarting in %.0fs (see %s)", c.name, c.proc.returncode, ran, c.backoff, c.log_path)
+                if run is not None:
+                    run.log_exit(c, ran, c.backoff)
+                save()
                 c.backoff = min(c.backoff * 2, BACKOFF_MAX)
             if c.restart_at is not None and now >= c.restart_at:
                 c.restarts += 1
                 c.start()
+                save()
         time.sleep(0.5)
     log.info("stopping %d children", len(children))
     # Consumers first, the simulator last, so collectors do not record its shutdown as a disconnect.
     _stop([c for c in children if c.name != "sim"], grace)
     _stop([c for c in children if c.name == "sim"], grace)
+    for c in children:
+        if c.proc is not None and c.restart_at is None:
+            c.last_exit_code, c.last_exit_at = c.proc.returncode, _now()
+    save(stopped=True)
     log.info("all stopped")
     return 0
 
@@ -192,6 +313,13 @@ def main(argv: list[str]) -> int:
         print(f"kalshi-shadow up: {exc}", file=sys.stderr)
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(settings.data_dir)
+    if not run.try_lock():
+        other = (run.read_state() or {}).get("pid", "unknown")
+        print(f"kalshi-shadow up: already running for data directory {settings.data_dir} (up pid {other}); "
+              "stop it first or use another --data-dir", file=sys.stderr)
+        return EXIT_LOCKED
+    stop_orphans(run.read_state())
     if not args.no_dagster:
         _prepare_dagster_home(settings.dagster_home)
     children = build_children(args, settings)
@@ -202,4 +330,5 @@ def main(argv: list[str]) -> int:
     if not args.no_dagster:
         print(f"  Dagster:   http://127.0.0.1:{args.dagster_port}")
     print("  Ctrl-C stops everything.", flush=True)
-    return supervise(children, stop_after=args.seconds or None)
+    run.write_state(children)
+    return supervise(children, stop_after=args.seconds or None, run=run)
