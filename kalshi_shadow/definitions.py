@@ -10,6 +10,7 @@ DOMAIN_MODULES = [
     "kalshi_shadow.defs.ingest",  # raw loads, contracts, sensors, checks, alerts (data plane)
     "kalshi_shadow.defs.pricing",  # volatility, edge snapshots, kalshi_edges (pricing)
     "kalshi_shadow.defs.settlements",  # settlements from the exchange, snapshot scores
+    "kalshi_shadow.defs.housekeeping",  # hourly pruning of old Dagster runs, event and compute logs
 ]
 
 
