@@ -150,8 +150,10 @@ class QuotePoller:
             del self._seen[ticker]
 
     def _flush_if_due(self, force: bool = False) -> None:
+        # Every cycle ends with a file per table, empty if nothing changed: the warehouse then knows the terms and
+        # fees as of this cycle are complete, and prices the cycle's quotes without waiting for a change.
         for w in (self.quotes, self.markets, self.series_rows):
-            w.flush() if force else w.maybe_flush()
+            w.flush(heartbeat=True)
         self.health.rows_acknowledged = self.quotes.rows_flushed
         self.health.files_written = self.quotes.files_written + self.markets.files_written + self.series_rows.files_written
         self.health.extra["market_rows_acknowledged"] = self.markets.rows_flushed

@@ -108,7 +108,9 @@ class SpotCollector:
                  silence_seconds: float = 10.0) -> None:
         self.url = url
         self.products = products
-        self.writer = RawWriter(Path(data_dir) / "raw", "spot_ticks", flush_rows=2000, flush_seconds=flush_seconds)
+        # Heartbeat files let the warehouse tell a quiet or disconnected feed from files not yet arrived.
+        self.writer = RawWriter(Path(data_dir) / "raw", "spot_ticks", flush_rows=2000, flush_seconds=flush_seconds,
+                                heartbeat_seconds=flush_seconds)
         self.health = Health(data_dir, "spot")
         self.health.extra["products"] = products
         self.health.extra["url"] = url
@@ -199,6 +201,16 @@ class SpotCollector:
                 self.writer.maybe_flush()
                 self._sync_health()
 
+    async def _wait_keeping_heartbeat(self, seconds: float) -> None:
+        """Back off without going quiet on disk: heartbeat files keep saying "nothing received" while we wait."""
+        until = time.monotonic() + seconds
+        while not self.stop.is_set() and time.monotonic() < until:
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=min(1.0, max(until - time.monotonic(), 0.0)))
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
+            self.writer.maybe_flush()
+
     def _was_healthy(self) -> bool:
         return (self._connected_at is not None and self._session_messages > 0
                 and time.monotonic() - self._connected_at >= HEALTHY_SECONDS)
@@ -225,10 +237,7 @@ class SpotCollector:
             self.health.status = "reconnecting"
             self.health.event("reconnect", f"after {delay:.1f}s")
             self._sync_health(force=True)
-            try:
-                await asyncio.wait_for(self.stop.wait(), timeout=delay)
-            except (asyncio.TimeoutError, TimeoutError):
-                pass
+            await self._wait_keeping_heartbeat(delay)
             backoff = min(backoff * 2, BACKOFF_CAP)
         self.writer.flush()
         self.health.rows_acknowledged = self.writer.rows_flushed

@@ -9,6 +9,7 @@ from kalshi_shadow.defs import resources as resources_mod
 DOMAIN_MODULES = [
     "kalshi_shadow.defs.ingest",  # raw loads, contracts, sensors, checks, alerts (data plane)
     "kalshi_shadow.defs.pricing",  # volatility, edge snapshots, kalshi_edges (pricing)
+    "kalshi_shadow.defs.live",  # the live job: one micro-batch per tick, loads then derived tables
     "kalshi_shadow.defs.settlements",  # settlements from the exchange, snapshot scores
     "kalshi_shadow.defs.housekeeping",  # hourly pruning of old Dagster runs, event and compute logs
 ]

@@ -49,7 +49,7 @@ def _series_counts(db: Path) -> dict[str, set[str]]:
 
 @pytest.mark.slow
 def test_up_fills_the_warehouse_and_prices_quotes_while_running(tmp_path: Path) -> None:
-    env = {**os.environ, "KALSHI_SHADOW_SENSOR_INTERVAL_SECONDS": "5", "KALSHI_SHADOW_DATA_DIR": str(tmp_path)}
+    env = {**os.environ, "KALSHI_SHADOW_TICK_SECONDS": "5", "KALSHI_SHADOW_DATA_DIR": str(tmp_path)}
     for k in ("KALSHI_API_KEY_ID", "KALSHI_PRIVATE_KEY_PATH", "DB_PATH", "LOG_PATH"):
         env.pop(k, None)
     proc = subprocess.Popen(

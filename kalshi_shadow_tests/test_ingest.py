@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from kalshi_shadow.defs import ingest
+from kalshi_shadow.defs import ingest, live
 from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.raw import RawWriter
 from kalshi_shadow.warehouse.connection import open_warehouse
@@ -128,21 +128,22 @@ def test_quote_consistency_check_fails_on_crossed_quotes(tmp_path: Path) -> None
     assert not check.passed and check.metadata["crossed"].value == 1
 
 
-def test_sensor_requests_a_run_only_for_new_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_live_sensor_requests_one_run_for_today_only_for_new_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KALSHI_SHADOW_DATA_DIR", str(tmp_path))
     instance = dg.DagsterInstance.ephemeral()
     ctx = dg.build_sensor_context(instance=instance)
-    assert isinstance(ingest.raw_files_sensor(ctx), dg.SkipReason)
+    assert isinstance(live.live_tick_sensor(ctx), dg.SkipReason)
     _seed_raw(tmp_path / "raw")
     ctx = dg.build_sensor_context(instance=instance)
-    req = ingest.raw_files_sensor(ctx)
-    assert isinstance(req, dg.RunRequest) and req.run_key.startswith("raw:")
+    req = live.live_tick_sensor(ctx)
+    assert isinstance(req, dg.RunRequest) and req.run_key.startswith("live:")
+    assert req.partition_key == datetime.now(timezone.utc).date().isoformat() and req.tags == {"kalshi_shadow/trigger": "live"}
     cursor = json.loads(ctx.cursor)
     assert set(cursor) == {"kalshi_markets", "kalshi_series", "kalshi_quotes", "spot_ticks"}
     ctx2 = dg.build_sensor_context(instance=instance, cursor=ctx.cursor)
-    assert isinstance(ingest.raw_files_sensor(ctx2), dg.SkipReason)
+    assert isinstance(live.live_tick_sensor(ctx2), dg.SkipReason)
     _write(tmp_path / "raw", "spot_ticks", [{"ts": NOW, "product_id": "BTC-USD", "sequence": 200, "price": Decimal("1")}])
-    assert isinstance(ingest.raw_files_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor)), dg.RunRequest)
+    assert isinstance(live.live_tick_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor)), dg.RunRequest)
 
 
 def test_definitions_validate() -> None:

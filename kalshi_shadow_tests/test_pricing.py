@@ -17,7 +17,8 @@ from kalshi_shadow.defs import pricing
 from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.pricing.fees import FEE_MACRO_SQL, order_fee
 from kalshi_shadow.pricing.probability import CHALLENGER, CHAMPION, SECONDS_PER_YEAR, prob_yes
-from kalshi_shadow.pricing.snapshots import compute_snapshots, refresh_spot_vol
+from kalshi_shadow.pricing.snapshots import price_new_quotes, recompute_day, refresh_spot_vol
+from kalshi_shadow.warehouse.connection import utc
 from kalshi_shadow.pricing.synthetic import generate, publish_until
 from kalshi_shadow.warehouse.ddl import ensure_schema
 
@@ -109,7 +110,7 @@ def test_missing_inputs_give_nan_not_a_number() -> None:
 
 # ---- snapshots in the warehouse ----------------------------------------------------------------------
 def _warehouse(tmp_path: Path, hours: int = 2) -> duckdb.DuckDBPyConnection:
-    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    conn = utc(duckdb.connect(str(tmp_path / "w.duckdb")))
     ensure_schema(conn)
     generate(conn, START, hours, strikes=6, quote_every=10)
     return conn
@@ -123,14 +124,14 @@ def test_future_spot_ticks_cannot_change_a_snapshot(tmp_path: Path) -> None:
     conn = _warehouse(tmp_path)
     publish_until(conn, START + timedelta(hours=1), load_id=1)
     refresh_spot_vol(conn)
-    compute_snapshots(conn, START.date(), full=False, lot=100)
+    price_new_quotes(conn, lot=100)
     before = _rows(conn)
     newest_quote = conn.execute("SELECT max(quote_ts) FROM kalshi_edge_snapshots").fetchall()[0][0]
     conn.execute("""INSERT INTO spot_ticks (ts, product_id, sequence, price, load_id)
                     SELECT ?::TIMESTAMPTZ + to_seconds(i + 1), 'BTC-USD', 10 ^ 7 + i, 150000, 99 FROM range(0, 600) AS r(i)""",
                  [newest_quote])
     refresh_spot_vol(conn)
-    compute_snapshots(conn, START.date(), full=True, lot=100)
+    recompute_day(conn, START.date(), lot=100)
     after = _rows(conn)
     assert len(before) > 1000 and after == before
     assert conn.execute("SELECT count(*) FROM kalshi_edge_snapshots WHERE spot_ts > quote_ts").fetchall()[0][0] == 0
@@ -140,7 +141,7 @@ def test_strike_unknown_and_missing_asks_are_reasons_not_numbers(tmp_path: Path)
     conn = _warehouse(tmp_path, hours=1)
     publish_until(conn, START + timedelta(hours=1), load_id=1)
     refresh_spot_vol(conn)
-    compute_snapshots(conn, START.date(), full=False, lot=100)
+    price_new_quotes(conn, lot=100)
     early_15m = conn.execute("""SELECT count(*), count(p_model), bool_and(list_contains(reasons, 'strike_unknown'))
                                 FROM kalshi_edge_snapshots WHERE series_ticker = 'KXBTC15M' AND floor_strike IS NULL""").fetchall()[0]
     assert early_15m[0] > 0 and early_15m[1] == 0 and early_15m[2]
@@ -172,22 +173,22 @@ def test_backfill_of_a_day_equals_the_incremental_rows(tmp_path: Path) -> None:
     conn.close()
     wh = Warehouse(database=str(db), raw_dir=str(tmp_path / "raw"))
     for i, minutes in enumerate((25, 50, 70, 95, 130), start=1):  # data arrives in chunks; each chunk is one live run
-        with duckdb.connect(str(db)) as conn:
+        with utc(duckdb.connect(str(db))) as conn:
             generate(conn, START, 2, strikes=6, quote_every=10)  # staging tables are temporary: regenerate (seeded)
             publish_until(conn, START + timedelta(minutes=minutes), load_id=i)
         result = dg.materialize([pricing.spot_vol, pricing.kalshi_edge_snapshots], partition_key=DAY, resources={"warehouse": wh},
-                                selection=[pricing.spot_vol, pricing.kalshi_edge_snapshots])
+                                tags={pricing.LIVE_TAG: "live"})
         assert result.success
         meta = result.asset_materializations_for_node("kalshi_edge_snapshots")[0].metadata
         assert meta["mode"].value == "incremental"
     with duckdb.connect(str(db)) as conn:
         live = _rows(conn)
     result = dg.materialize([pricing.kalshi_edge_snapshots], partition_key=DAY, resources={"warehouse": wh},
-                            tags={"dagster/backfill": "test"})
+                            tags={"dagster/backfill": "test"})  # no live tag: a full recompute of the day
     assert result.success
     assert result.asset_materializations_for_node("kalshi_edge_snapshots")[0].metadata["mode"].value == "full recompute"
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks["probabilities_in_unit_interval"] and checks["no_spot_from_after_the_quote"]
+    assert checks["probabilities_in_unit_interval"] and checks["no_spot_from_after_the_quote"] and checks["snapshot_id_unique"]
     with duckdb.connect(str(db)) as conn:
         backfilled = _rows(conn)
         quotes = conn.execute("SELECT count(*) FROM kalshi_quotes").fetchall()[0][0]
@@ -195,11 +196,6 @@ def test_backfill_of_a_day_equals_the_incremental_rows(tmp_path: Path) -> None:
     assert backfilled == live
 
 
-def test_live_sensor_targets_today_and_it_is_a_partition() -> None:
-    """Live quotes land in the UTC day in progress: the sensor must request it and it must exist."""
-    today = datetime.now(timezone.utc)
-    days = pricing._days((today - timedelta(minutes=3)).isoformat(), today.isoformat())
-    assert days[-1] == today.date().isoformat()
-    assert all(pricing.daily.has_partition_key(d) for d in days)
-    around_midnight = pricing._days("2026-07-01T23:59:58+00:00", "2026-07-02T00:00:03+00:00")
-    assert around_midnight == ["2026-07-01", "2026-07-02"]
+def test_todays_utc_day_is_a_partition() -> None:
+    """Live runs target the UTC day in progress: it must exist as a partition."""
+    assert pricing.daily.has_partition_key(datetime.now(timezone.utc).date().isoformat())

@@ -20,6 +20,7 @@ from kalshi_shadow.kalshi.client import KalshiClient
 from kalshi_shadow.pricing.fees import order_fee
 from kalshi_shadow.scoring.scores import EPS
 from kalshi_shadow.sim.server import SimHandle
+from kalshi_shadow.warehouse.connection import utc
 
 
 def _setup(manual_sim: SimHandle, tmp_path: Path) -> tuple[Warehouse, KalshiAPI]:
@@ -46,11 +47,11 @@ def _snapshot(conn: duckdb.DuckDBPyConnection, ticker: str, day: str, *, p_model
     fee_no = float(order_fee(Decimal(no_ask), lot, "quadratic")) / lot
     ev_yes = None if p_model is None else p_model - float(yes_ask) - fee_yes
     conn.execute("""
-        INSERT INTO kalshi_edge_snapshots (snapshot_id, quote_date, ticker, series_ticker, event_ticker, model_version, quote_ts,
+        INSERT INTO kalshi_edge_snapshots (snapshot_id, quote_key, quote_date, ticker, series_ticker, event_ticker, model_version, quote_ts,
             created_at, yes_ask, no_ask, lot_size, fee_yes, fee_no, p_model, p_mid, ev_yes, reasons, rules_version, tau_seconds)
-        SELECT md5(? || ? || ?), ?::DATE, ticker, series_ticker, event_ticker, ?, ?::DATE + to_seconds(?), now(), ?, ?, ?, ?, ?, ?, ?, ?, [], 'test', 600
+        SELECT md5(? || ? || ?), md5(ticker || ?), ?::DATE, ticker, series_ticker, event_ticker, ?, ?::DATE + to_seconds(?), now(), ?, ?, ?, ?, ?, ?, ?, ?, [], 'test', 600
         FROM kalshi_contracts WHERE ticker = ?""",
-                 [ticker, model, n, day, model, day, n, yes_ask, no_ask, lot, fee_yes, fee_no, p_model, p_mid, ev_yes, ticker])
+                 [ticker, model, n, n, day, model, day, n, yes_ask, no_ask, lot, fee_yes, fee_no, p_model, p_mid, ev_yes, ticker])
 
 
 def _score(wh: Warehouse, day: str, **tags) -> dg.ExecuteInJobResult:
@@ -64,12 +65,12 @@ def test_outcomes_come_from_the_exchange_for_the_stored_ticker(manual_sim: SimHa
     # The simulator's July clock is behind the wall clock, so every contract looks closed to us: the exchange's
     # answer (still active, no result) must win, and no outcome may be invented.
     _settle(wh, api)
-    with duckdb.connect(wh.database) as conn:
+    with utc(duckdb.connect(wh.database)) as conn:
         assert conn.execute("SELECT count(*), count(outcome) FROM kalshi_contracts").fetchall()[0][1] == 0
         assert conn.execute("SELECT DISTINCT status FROM kalshi_settlement_observations").fetchall() == [("active",)]
     manual_sim.advance(3600 + 120)  # past the hourly close and its 60 s settlement timer
     _settle(wh, api)
-    with duckdb.connect(wh.database) as conn:
+    with utc(duckdb.connect(wh.database)) as conn:
         rows = conn.execute("""SELECT ticker, outcome, settlement_value, expiration_value, settlement_status FROM kalshi_contracts
                                WHERE close_ts <= ? ORDER BY ticker""", [datetime.fromtimestamp(manual_sim.clock.now()).astimezone()]).fetchall()
     assert len(rows) > 40 and {r[0].split("-")[0] for r in rows} == {"KXBTC15M", "KXBTCD", "KXBTC"}
@@ -89,14 +90,14 @@ def test_amended_outcome_updates_history_and_scores(manual_sim: SimHandle, tmp_p
     ticker = next(m.ticker for m in manual_sim.exchange.markets() if m.series == "KXBTCD" and m.close_ts > manual_sim.clock.now())
     market = manual_sim.exchange.market(ticker)
     day = datetime.fromtimestamp(market.open_ts).astimezone().date().isoformat()
-    with duckdb.connect(wh.database) as conn:
+    with utc(duckdb.connect(wh.database)) as conn:
         _snapshot(conn, ticker, day, p_model=0.55, yes_ask="0.40", no_ask="0.62")
     manual_sim.advance(market.close_ts - manual_sim.clock.now() + 61)
     manual_sim.set_outcome(ticker, "yes", status="determined")
     result = _settle(wh, api)
     assert day in result.asset_materializations_for_node("kalshi_settlements")[0].metadata["quote_dates"].value
     _score(wh, day)
-    with duckdb.connect(wh.database) as conn:
+    with utc(duckdb.connect(wh.database)) as conn:
         pnl_yes, y = conn.execute("SELECT pnl_yes, y FROM kalshi_edge_snapshot_scores WHERE ticker = ?", [ticker]).fetchall()[0]
     assert y == 1.0
     assert pnl_yes == pytest.approx(0.60 - 1.68 / 100, abs=1e-12)  # 100 @ 0.40 -> fee $1.68 per order
@@ -104,7 +105,7 @@ def test_amended_outcome_updates_history_and_scores(manual_sim: SimHandle, tmp_p
     _settle(wh, api)
     second = _score(wh, day)
     assert second.asset_materializations_for_node("kalshi_edge_snapshot_scores")[0].metadata["rescored_or_removed"].value == 1
-    with duckdb.connect(wh.database) as conn:
+    with utc(duckdb.connect(wh.database)) as conn:
         outcome, status = conn.execute("SELECT outcome, settlement_status FROM kalshi_contracts WHERE ticker = ?", [ticker]).fetchall()[0]
         history = conn.execute("SELECT status, result FROM kalshi_settlement_observations WHERE ticker = ? ORDER BY observed_at",
                                [ticker]).fetchall()
@@ -115,7 +116,7 @@ def test_amended_outcome_updates_history_and_scores(manual_sim: SimHandle, tmp_p
     # Amended is not final: it is read again on the next run; finalized stops the re-reads.
     manual_sim.set_outcome(ticker, "no", status="finalized")
     _settle(wh, api)
-    with duckdb.connect(wh.database) as conn:
+    with utc(duckdb.connect(wh.database)) as conn:
         assert conn.execute("SELECT settlement_status FROM kalshi_contracts WHERE ticker = ?", [ticker]).fetchall()[0][0] == "finalized"
 
 
@@ -124,7 +125,7 @@ def test_void_and_scalar_outcomes(manual_sim: SimHandle, tmp_path: Path) -> None
     open_ladder = [m for m in manual_sim.exchange.markets() if m.series == "KXBTC" and m.close_ts > manual_sim.clock.now()]
     void, scalar = open_ladder[0].ticker, open_ladder[1].ticker
     day = datetime.fromtimestamp(open_ladder[0].open_ts).astimezone().date().isoformat()
-    with duckdb.connect(wh.database) as conn:
+    with utc(duckdb.connect(wh.database)) as conn:
         _snapshot(conn, void, day, p_model=0.3, yes_ask="0.30", no_ask="0.72")
         _snapshot(conn, scalar, day, p_model=0.3, yes_ask="0.30", no_ask="0.72", p_mid=0.31)
     manual_sim.advance(open_ladder[0].close_ts - manual_sim.clock.now() + 61)
@@ -132,7 +133,7 @@ def test_void_and_scalar_outcomes(manual_sim: SimHandle, tmp_path: Path) -> None
     manual_sim.set_outcome(scalar, "scalar", settlement_value="0.3700")
     _settle(wh, api)
     _score(wh, day)
-    with duckdb.connect(wh.database) as conn:
+    with utc(duckdb.connect(wh.database)) as conn:
         v = conn.execute("SELECT outcome, y, brier_model, pnl_yes, excluded_reason FROM kalshi_edge_snapshot_scores WHERE ticker = ?", [void]).fetchall()
         s = conn.execute("SELECT outcome, y, brier_model, logloss_model, pnl_yes FROM kalshi_edge_snapshot_scores WHERE ticker = ?", [scalar]).fetchall()
         contract = conn.execute("SELECT outcome, settlement_value FROM kalshi_contracts WHERE ticker = ?", [scalar]).fetchall()[0]
@@ -150,7 +151,7 @@ def test_brier_and_log_loss_equal_scikit_learn(manual_sim: SimHandle, tmp_path: 
     ladder = [m for m in manual_sim.exchange.markets() if m.series == "KXBTCD" and m.close_ts > manual_sim.clock.now()]
     day = datetime.fromtimestamp(ladder[0].open_ts).astimezone().date().isoformat()
     rng = np.random.default_rng(3)
-    with duckdb.connect(wh.database) as conn:
+    with utc(duckdb.connect(wh.database)) as conn:
         for i, m in enumerate(ladder):
             for k in range(4):
                 p = [0.0, 1.0, 1e-9][k % 3] if i % 7 == 0 else float(rng.uniform(0.01, 0.99))  # include clip-worthy p
@@ -158,7 +159,7 @@ def test_brier_and_log_loss_equal_scikit_learn(manual_sim: SimHandle, tmp_path: 
     manual_sim.advance(ladder[0].close_ts - manual_sim.clock.now() + 61)
     _settle(wh, api)
     _score(wh, day, **{"dagster/backfill": "t"})
-    with duckdb.connect(wh.database) as conn:
+    with utc(duckdb.connect(wh.database)) as conn:
         y, pm, pk, bm, lm, bk, lk = map(np.array, zip(*conn.execute(
             "SELECT y, p_model, p_mid, brier_model, logloss_model, brier_mid, logloss_mid FROM kalshi_edge_snapshot_scores").fetchall()))
     assert len(y) == 4 * len(ladder) and set(y) == {0.0, 1.0}
@@ -167,6 +168,6 @@ def test_brier_and_log_loss_equal_scikit_learn(manual_sim: SimHandle, tmp_path: 
     assert bk.mean() == pytest.approx(brier_score_loss(y, pk), rel=1e-12)
     assert lm.mean() == pytest.approx(log_loss(y, clip(pm), labels=[0, 1]), rel=1e-9)
     assert lk.mean() == pytest.approx(log_loss(y, clip(pk), labels=[0, 1]), rel=1e-9)
-    with duckdb.connect(wh.database) as conn:
+    with utc(duckdb.connect(wh.database)) as conn:
         summary = conn.execute("SELECT sum(n_scored), avg(brier_model) FROM kalshi_score_summary WHERE series_ticker = 'KXBTCD'").fetchall()[0]
     assert summary[0] == len(y) and summary[1] == pytest.approx(bm.mean())  # one horizon bucket here

@@ -1,7 +1,7 @@
-"""Data plane: raw loads, `kalshi_contracts`, the sensor that batches new raw files into runs, and alerts.
+"""Data plane: raw loads, `kalshi_contracts`, and alerts. The live job that runs them is in `defs/live.py`.
 
-Each raw-load asset loads the collectors' new Parquet files exactly once and reports data checks in the same
-step (same short DuckDB connection, same pool slot).
+Each raw-load asset loads the collectors' new Parquet files exactly once, archives the loaded files of closed
+hours, and reports data checks in the same step (same short DuckDB connection, same pool slot).
 """
 
 
@@ -15,7 +15,7 @@ import dagster as dg
 from kalshi_shadow.config import Settings
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
 from kalshi_shadow.raw import RAW_TABLES
-from kalshi_shadow.raw.store import list_raw_files
+from kalshi_shadow.warehouse.compaction import compact_loaded
 from kalshi_shadow.warehouse.contracts import refresh_contracts
 from kalshi_shadow.warehouse.loader import load_new_files
 
@@ -48,7 +48,8 @@ def _iso(ts: datetime | None) -> str | None:
 
 
 def _raw_load_asset(table: str) -> dg.AssetsDefinition:
-    checks = [dg.AssetCheckSpec("no_unreadable_raw_files", asset=table, description="Every raw file could be read.")]
+    checks = [dg.AssetCheckSpec("no_unreadable_raw_files", asset=table,
+                                description="Every raw file could be read (unreadable ones are in raw/_quarantine) and none went missing.")]
     if table in FRESHNESS_CHECKED:
         checks.append(dg.AssetCheckSpec("newest_row_is_recent", asset=table, description=f"Newest row is younger than {STALE_AFTER}."))
     if table == "kalshi_quotes":
@@ -68,6 +69,7 @@ def _raw_load_asset(table: str) -> dg.AssetsDefinition:
     def _load(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             res = load_new_files(conn, warehouse.raw_path, table)
+            compacted = compact_loaded(conn, warehouse.raw_path, table)
             failures = conn.execute("SELECT count(*) FROM raw_file_failures WHERE table_name = ?", [table]).fetchone()[0]
             results = [dg.AssetCheckResult(check_name="no_unreadable_raw_files", passed=failures == 0,
                                            severity=dg.AssetCheckSeverity.ERROR, metadata={"unreadable_files": failures})]
@@ -85,9 +87,10 @@ def _raw_load_asset(table: str) -> dg.AssetsDefinition:
                     metadata={"crossed": crossed, "out_of_range": out_of_range, "inconsistent": inconsistent}))
             total = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         if res.failed_files:
-            context.log.error(f"{len(res.failed_files)} unreadable {table} files: {res.failed_files[:5]}")
+            context.log.error(f"{len(res.failed_files)} unreadable {table} files quarantined: {res.failed_files[:5]}")
         return dg.MaterializeResult(
-            metadata={"files": res.files, "rows": res.rows, "min_ts": _iso(res.min_ts), "max_ts": _iso(res.max_ts),
+            metadata={"files": res.files, "rows": res.rows, "duplicate_rows": res.duplicates,
+                      "files_compacted": compacted["files_compacted"], "min_ts": _iso(res.min_ts), "max_ts": _iso(res.max_ts),
                       "failed_files": len(res.failed_files), "table_rows": total},
             check_results=results,
         )
@@ -123,52 +126,6 @@ def kalshi_contracts(warehouse: Warehouse) -> dg.MaterializeResult:
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"missing_close_ts": missing_close, "unknown_strike_type": bad_strike, "missing_fee_type": missing_fee})
     return dg.MaterializeResult(metadata={**counts, "per_series": json.dumps(per_series)}, check_results=[check])
-
-
-ingest_job = dg.define_asset_job(
-    "ingest_job",
-    selection=dg.AssetSelection.groups(GROUP),
-    description="Load new raw files and refresh derived tables; launched by raw_files_sensor.",
-)
-
-ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-
-
-def newest_raw_files(raw_dir: Path) -> dict[str, str]:
-    """The newest complete file name per raw table (looking at the two newest day folders only)."""
-    out = {}
-    for t in RAW_TABLES:
-        root = raw_dir / t
-        days = sorted(p for p in root.glob("date=*")) if root.is_dir() else []
-        names = [f"{p.parent.name}/{p.name}" for d in days[-2:] for p in d.glob("*.parquet")]
-        if names:
-            out[t] = max(names)
-    return out
-
-
-def job_sensor_interval() -> int:
-    return int(os.environ.get("KALSHI_SHADOW_SENSOR_INTERVAL_SECONDS", "15"))
-
-
-def make_raw_files_sensor(job, name: str = "raw_files_sensor") -> dg.SensorDefinition:
-    @dg.sensor(name=name, job=job, minimum_interval_seconds=job_sensor_interval(), default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Requests one run per tick when the collectors wrote new raw files (reads the raw folder, never DuckDB).")
-    def _sensor(context: dg.SensorEvaluationContext):
-        raw_dir = Settings.from_env().raw_dir
-        newest = newest_raw_files(raw_dir)
-        seen = json.loads(context.cursor) if context.cursor else {}
-        if not any(newest.get(t, "") > seen.get(t, "") for t in newest):
-            return dg.SkipReason("no new raw files")
-        active = context.instance.get_runs(dg.RunsFilter(job_name=job.name, statuses=ACTIVE), limit=1)
-        if active:
-            return dg.SkipReason(f"run {active[0].run_id[:8]} is still loading; new files wait for the next tick")
-        context.update_cursor(json.dumps(newest))
-        return dg.RunRequest(run_key=f"raw:{max(newest.values())}", tags={"kalshi_shadow/trigger": "raw_files"})
-
-    return _sensor
-
-
-raw_files_sensor = make_raw_files_sensor(ingest_job)
 
 
 def _append_alert(kind: str, **fields) -> Path:
@@ -209,6 +166,5 @@ def alert_on_failed_checks(context: dg.SensorEvaluationContext):
 
 defs = dg.Definitions(
     assets=[*raw_assets, kalshi_contracts],
-    jobs=[ingest_job],
-    sensors=[raw_files_sensor, alert_on_run_failure, alert_on_failed_checks],
+    sensors=[alert_on_run_failure, alert_on_failed_checks],
 )

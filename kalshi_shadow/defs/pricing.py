@@ -1,25 +1,24 @@
-"""Pricing: the point-in-time vol grid, daily-partitioned edge snapshots, and the sensor that keeps them live.
+"""Pricing: the point-in-time vol grid and daily-partitioned edge snapshots.
 
-Live: every `kalshi_quotes` load triggers a run for the UTC day(s) it touched, which snapshots only the new quotes.
-Backfill (Dagster UI, or run config `full_recompute`): deletes the day's snapshots and recomputes them from the
-warehouse tables; the rows equal what the live runs wrote (created_at aside).
+Live: the live job (`defs/live.py`) prices, after each load, every quote whose inputs are now complete.
+Backfill (materialize partitions in the UI): deletes the day's snapshots and recomputes them from the warehouse
+tables; the rows equal what the live runs wrote (created_at aside).
 """
 
 import os
-from datetime import date, datetime, timedelta
+from datetime import date
 
 import dagster as dg
 
-from kalshi_shadow.defs.ingest import job_sensor_interval
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
 from kalshi_shadow.pricing.probability import MODELS
 from kalshi_shadow.pricing.rules import RULES, lot_size
-from kalshi_shadow.pricing.snapshots import compute_snapshots, refresh_spot_vol
+from kalshi_shadow.pricing.snapshots import price_new_quotes, recompute_day, refresh_spot_vol
 
 GROUP = "pricing"
 # end_offset=1: the UTC day in progress is a partition too, so live runs can write it.
 daily = dg.DailyPartitionsDefinition(start_date=os.environ.get("KALSHI_SHADOW_START_DATE", "2026-01-01"), timezone="UTC", end_offset=1)
-MAX_LAG_SECONDS = 90.0
+MAX_LAG_SECONDS = float(os.environ.get("KALSHI_SHADOW_MAX_LAG_SECONDS", "45"))
 
 
 @dg.asset(
@@ -28,7 +27,8 @@ MAX_LAG_SECONDS = 90.0
     kinds={"duckdb", "numpy"},
     owners=["team:quant"],
     deps=["spot_ticks"],
-    description="One-minute EWMA volatility of BTC-USD (half-life 30 min, floor 20%, cap 300%), from trades at or before each grid point.",
+    description="One-minute EWMA volatility of BTC-USD (half-life 30 min, floor 20%, cap 300%), from trades received at or "
+                "before each grid point, computed only up to the spot frontier (so a grid point never changes).",
 )
 def spot_vol(warehouse: Warehouse) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
@@ -40,8 +40,7 @@ def spot_vol(warehouse: Warehouse) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=meta)
 
 
-class SnapshotConfig(dg.Config):
-    full_recompute: bool = False  # also implied by a backfill
+LIVE_TAG = "kalshi_shadow/trigger"  # "live" on runs the live tick sensor launches
 
 
 @dg.asset(
@@ -52,43 +51,59 @@ class SnapshotConfig(dg.Config):
     owners=["team:quant"],
     deps=["kalshi_quotes", "kalshi_markets", "kalshi_series", "spot_vol", "spot_ticks", "kalshi_contracts"],
     description=("Append-only: every quote priced by every model (" + ", ".join(MODELS) + ") with all inputs, fees, "
-                 "EVs and filter reasons. Partitioned by the quote's UTC day."),
+                 "EVs and filter reasons, once spot, terms and fees are complete up to when the quote was seen. "
+                 "Partitioned by the quote's UTC day. In the live job a run prices every newly priceable quote (of "
+                 "any day); materializing a partition from the UI (a backfill) recomputes that day and gives the same rows."),
     check_specs=[
+        dg.AssetCheckSpec("snapshot_id_unique", asset="kalshi_edge_snapshots", blocking=True,
+                          description="No snapshot id is stored twice (checked over the quote times this run wrote)."),
         dg.AssetCheckSpec("probabilities_in_unit_interval", asset="kalshi_edge_snapshots"),
         dg.AssetCheckSpec("no_spot_from_after_the_quote", asset="kalshi_edge_snapshots",
-                          description="Point in time: every snapshot's spot tick is at or before its quote."),
-        dg.AssetCheckSpec("snapshot_lag_under_90s", asset="kalshi_edge_snapshots",
-                          description="p95 of created_at - quote_ts for rows written by a live run."),
+                          description="Point in time: no snapshot uses a spot tick received after its quote was seen."),
+        dg.AssetCheckSpec("snapshot_lag_p95", asset="kalshi_edge_snapshots",
+                          description=f"Live runs: p95 of created_at - quote_ts under {MAX_LAG_SECONDS:g} s."),
     ],
 )
-def kalshi_edge_snapshots(context: dg.AssetExecutionContext, config: SnapshotConfig, warehouse: Warehouse) -> dg.MaterializeResult:
+def kalshi_edge_snapshots(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    live = context.run.tags.get(LIVE_TAG) == "live"
     day = date.fromisoformat(context.partition_key)
-    full = config.full_recompute or "dagster/backfill" in context.run.tags
-    started = datetime.now().astimezone()
     with warehouse.get_connection() as conn:
-        run = compute_snapshots(conn, day, full=full, lot=lot_size())
-        bad_p, future_spot = conn.execute("""
-            SELECT count(*) FILTER (WHERE p_model < 0 OR p_model > 1 OR isnan(p_model)),
-                   count(*) FILTER (WHERE spot_ts > quote_ts)
-            FROM kalshi_edge_snapshots WHERE quote_date = ?""", [day]).fetchall()[0]
-        lag = conn.execute("""
-            SELECT quantile_cont(epoch(created_at) - epoch(quote_ts), 0.95)
-            FROM kalshi_edge_snapshots WHERE quote_date = ? AND created_at >= ?""", [day, started]).fetchall()[0][0]
-        tradable = conn.execute("SELECT count(*) FROM kalshi_edge_snapshots WHERE quote_date = ? AND len(reasons) = 0", [day]).fetchall()[0][0]
+        run = price_new_quotes(conn, lot=lot_size()) if live else recompute_day(conn, day, lot=lot_size())
+        bad_p = future_spot = 0
+        p50 = p95 = None
+        if run.quote_ts_range:
+            params = {"days": run.days, "lo": run.quote_ts_range[0], "hi": run.quote_ts_range[1]}
+            bad_p, future_spot, p50, p95 = conn.execute("""
+                SELECT count(*) FILTER (WHERE p_model < 0 OR p_model > 1 OR isnan(p_model)),
+                       count(*) FILTER (WHERE spot_age_seconds < 0),
+                       quantile_cont(epoch(created_at) - epoch(quote_ts), 0.5) FILTER (WHERE created_at >= now() - INTERVAL 10 MINUTE),
+                       quantile_cont(epoch(created_at) - epoch(quote_ts), 0.95) FILTER (WHERE created_at >= now() - INTERVAL 10 MINUTE)
+                FROM kalshi_edge_snapshots
+                WHERE quote_date IN (SELECT unnest($days::DATE[])) AND quote_ts BETWEEN $lo AND $hi""", params).fetchall()[0]
+    if run.held_back:
+        context.log.info(f"nothing priced: {run.held_back}")
+    # A live run may write several days (midnight, a late file): each gets its own materialization event.
+    for d in run.days:
+        if d.isoformat() != context.partition_key:
+            context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=d.isoformat(),
+                                                      metadata={"mode": "incremental", "written_by_live_run_for": context.partition_key}))
+    iso = lambda t: t.isoformat() if t else None  # noqa: E731
     checks = [
+        dg.AssetCheckResult(check_name="snapshot_id_unique", passed=run.duplicates == 0, metadata={"duplicates": run.duplicates}),
         dg.AssetCheckResult(check_name="probabilities_in_unit_interval", passed=bad_p == 0, metadata={"bad_rows": bad_p}),
         dg.AssetCheckResult(check_name="no_spot_from_after_the_quote", passed=future_spot == 0, metadata={"bad_rows": future_spot}),
-        dg.AssetCheckResult(check_name="snapshot_lag_under_90s", severity=dg.AssetCheckSeverity.WARN,
-                            passed=full or lag is None or lag < MAX_LAG_SECONDS,
-                            metadata={"p95_lag_seconds": lag, "backfill": full}),
+        dg.AssetCheckResult(check_name="snapshot_lag_p95", severity=dg.AssetCheckSeverity.WARN,
+                            passed=not live or p95 is None or p95 < MAX_LAG_SECONDS,
+                            metadata={"p95_lag_seconds": p95, "live": live}),
     ]
-    return dg.MaterializeResult(
-        metadata={"mode": "full recompute" if full else "incremental", "quotes": run.quotes, "rows": run.rows,
-                  "deleted": run.deleted, "tradable_rows_in_day": tradable, "lot_size": lot_size(),
-                  "rules_version": RULES.version,
-                  "spot_watermark": run.spot_watermark.isoformat() if run.spot_watermark else None},
-        check_results=checks,
-    )
+    metadata = {"mode": "incremental" if live else "full recompute", "quotes": run.quotes, "rows": run.rows,
+                "deleted": run.deleted, "chunks": run.chunks, "days_written": ", ".join(d.isoformat() for d in run.days),
+                "pricing_frontier": iso(run.frontier), "held_back": run.held_back or "",
+                **{f"frontier_{t}": iso(v) for t, v in run.inputs.items()},
+                "lot_size": lot_size(), "rules_version": RULES.version}
+    if p95 is not None:
+        metadata.update(lag_p50_seconds=float(p50), lag_p95_seconds=float(p95))
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
 kalshi_edges = dg.AssetSpec(
@@ -96,26 +111,4 @@ kalshi_edges = dg.AssetSpec(
     description="View: the latest snapshot per (ticker, model_version), always current with kalshi_edge_snapshots.",
 )
 
-pricing_job = dg.define_asset_job("pricing_job", selection=dg.AssetSelection.assets("kalshi_edge_snapshots"))
-
-
-def _days(min_ts: str | None, max_ts: str | None) -> list[str]:
-    if not min_ts or not max_ts:
-        return []
-    lo, hi = datetime.fromisoformat(min_ts).date(), datetime.fromisoformat(max_ts).date()
-    return [(lo + timedelta(days=i)).isoformat() for i in range((hi - lo).days + 1)]
-
-
-@dg.asset_sensor(asset_key=dg.AssetKey("kalshi_quotes"), job=pricing_job, name="quotes_to_snapshots_sensor",
-                 minimum_interval_seconds=job_sensor_interval() // 2 or 1,
-                 default_status=dg.DefaultSensorStatus.RUNNING,
-                 description="After each quotes load, snapshots the UTC day(s) the new quotes fall in.")
-def quotes_to_snapshots_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    md = asset_event.dagster_event.event_specific_data.materialization.metadata
-    days = _days(md["min_ts"].value if "min_ts" in md else None, md["max_ts"].value if "max_ts" in md else None)
-    if not days:
-        return dg.SkipReason("the last quotes load brought no rows")
-    return [dg.RunRequest(run_key=f"{asset_event.run_id}:{d}", partition_key=d) for d in days]
-
-
-defs = dg.Definitions(assets=[spot_vol, kalshi_edge_snapshots, kalshi_edges], jobs=[pricing_job], sensors=[quotes_to_snapshots_sensor])
+defs = dg.Definitions(assets=[spot_vol, kalshi_edge_snapshots, kalshi_edges])

@@ -1,107 +1,158 @@
 """Edge snapshots: every quote priced by every model, with all its inputs, point in time.
 
-Inputs per quote come from ASOF joins at the quote's own timestamp: the last spot trade at or before it, the vol
-grid point at or before it, the market terms (strike, close time) and the series fees as known then. Only quotes
-at or before the spot watermark (newest loaded trade) are processed, so a trade loaded later cannot make a live
-row differ from a recompute. Live runs add the quotes of a UTC day not yet snapshotted; a full run (backfill)
-deletes and recomputes the day; both give the same rows (created_at aside).
+**What a quote may use.** Each quote is priced with what was known when it was *seen* (`received_ts`): the last
+spot tick received at or before then, the vol grid point at or before the quote, and the market terms and series
+fees as fetched at or before it. Inputs older than a fixed bound relative to the quote (`SPOT_LOOKBACK`, ...) are
+treated as missing, so a row never depends on where a run or a chunk happened to start.
+
+**When a quote may be priced.** Only once every input is complete up to the time it was seen: its seen time must
+be at or before the *pricing frontier* (`warehouse/frontier.py`: spot, terms and fees loaded without gaps). Files
+may arrive in any order; a quote whose terms are late simply waits, and is then priced as a backfill would.
+
+**Which quotes a run prices.** The state is a rectangle: every quote with `load_id <= L` and seen at or before
+`F` has been priced. A live run with a new frontier F2 and newest load L2 prices exactly the quotes that enter the
+rectangle: new loads up to F2, plus older loads between F and F2. Nothing is priced twice, and a late file for an
+earlier day is priced when it lands. A backfill of a day deletes the day and reprices its quotes inside the
+rectangle, so it equals the live rows (created_at aside).
+
+**How.** In chunks of at most `CHUNK_QUOTES` quotes, so memory does not grow with the size of a day: DuckDB joins
+the inputs and builds reasons, numpy computes both models' probabilities, DuckDB writes the rows. No per-row Python.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
 import duckdb
 import numpy as np
-import polars as pl
+import pyarrow as pa
 
 from kalshi_shadow.pricing.fees import FEE_MACRO_SQL
 from kalshi_shadow.pricing.probability import MODELS, prob_yes
 from kalshi_shadow.pricing.rules import RULES, Rules
 from kalshi_shadow.pricing.vol import VolState, ewma_vol, initial_state
+from kalshi_shadow.warehouse.frontier import pricing_frontier, table_frontier
 
-LOOKBACK = timedelta(minutes=10)  # live runs re-examine this much before their watermark for late-loaded quotes
+SPOT_LOOKBACK = timedelta(hours=1)   # a spot tick older than this (vs the quote) counts as no spot at all
+VOL_LOOKBACK = timedelta(hours=1)    # likewise a vol grid point
+TERMS_LOOKBACK = timedelta(days=1)   # and market terms (the poller re-writes them at least every 10 minutes)
+CHUNK_QUOTES = 200_000
+STATE_LOAD_ID = "kalshi_edge_snapshots.load_id"
+STATE_FRONTIER = "kalshi_edge_snapshots.frontier_us"
+NEG_INF = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# Reasons that make the model's probability meaningless (p_model stays NULL).
+UNPRICEABLE = ("no_market_terms", "strike_unknown", "closed", "no_spot", "no_vol")
+
+SEEN = "coalesce(q.received_ts, q.ts)"
 
 
-def _frame(conn: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pl.DataFrame:
-    return pl.from_arrow(conn.sql(sql, params=params).to_arrow_table())
-
-
-def spot_watermark(conn: duckdb.DuckDBPyConnection) -> datetime | None:
-    return conn.execute("SELECT max(ts) FROM spot_ticks WHERE product_id = 'BTC-USD'").fetchall()[0][0]
+def spot_frontier(conn: duckdb.DuckDBPyConnection) -> datetime | None:
+    return table_frontier(conn, "spot_ticks")
 
 
 def refresh_spot_vol(conn: duckdb.DuckDBPyConnection) -> int:
-    """Extend the one-minute vol grid up to the spot watermark; returns rows added."""
-    wm = spot_watermark(conn)
+    """Extend the one-minute vol grid up to the spot frontier; returns rows added.
+
+    Grid point g carries the last trade *received* at or before g, and is only computed once every tick received
+    up to g is loaded, so the grid never changes after it is written."""
+    wm = spot_frontier(conn)
     if wm is None:
         return 0
     last = next(iter(conn.execute("SELECT grid_ts, price, var_per_minute FROM spot_vol ORDER BY grid_ts DESC LIMIT 1").fetchall()), None)
     if last:
         start, state = last[0] + timedelta(minutes=1), VolState(last[1], last[2])
     else:
-        first_ts, first_px = conn.execute(
-            "SELECT ts, price::DOUBLE FROM spot_ticks WHERE product_id = 'BTC-USD' ORDER BY ts LIMIT 1").fetchall()[0]
-        start = (first_ts + timedelta(minutes=1)).replace(second=0, microsecond=0)
-        state = initial_state(first_px)
+        first = conn.execute("""SELECT coalesce(received_ts, ts), price::DOUBLE FROM spot_ticks WHERE product_id = 'BTC-USD'
+                                ORDER BY coalesce(received_ts, ts) LIMIT 1""").fetchall()
+        if not first:
+            return 0
+        start = (first[0][0] + timedelta(minutes=1)).replace(second=0, microsecond=0)
+        state = initial_state(first[0][1])
     end = wm.replace(second=0, microsecond=0)
     if end < start:
         return 0
-    grid = _frame(conn, """
+    conn.execute("""
+        CREATE OR REPLACE TEMP TABLE _grid AS
         WITH grid AS (SELECT unnest(generate_series($start::TIMESTAMPTZ, $end::TIMESTAMPTZ, INTERVAL 1 MINUTE)) AS grid_ts),
-             ticks AS (SELECT ts, price::DOUBLE AS price FROM spot_ticks
-                       WHERE product_id = 'BTC-USD' AND ts > $start::TIMESTAMPTZ - INTERVAL 1 DAY AND ts <= $end::TIMESTAMPTZ)
-        SELECT g.grid_ts, t.price FROM grid AS g ASOF LEFT JOIN ticks AS t ON g.grid_ts >= t.ts ORDER BY g.grid_ts
+             ticks AS (SELECT coalesce(received_ts, ts) AS seen, price::DOUBLE AS price FROM spot_ticks
+                       WHERE product_id = 'BTC-USD' AND coalesce(received_ts, ts) > $start::TIMESTAMPTZ - INTERVAL 1 DAY
+                         AND coalesce(received_ts, ts) <= $end::TIMESTAMPTZ)
+        SELECT row_number() OVER (ORDER BY g.grid_ts) - 1 AS i, g.grid_ts, t.price
+        FROM grid AS g ASOF LEFT JOIN ticks AS t ON g.grid_ts >= t.seen
     """, {"start": start, "end": end})
-    prices = grid["price"].fill_null(strategy="forward").fill_null(state.last_price).to_numpy()
+    prices = _forward_fill(_floats(conn.sql("SELECT price FROM _grid ORDER BY i").fetchnumpy()["price"]), state.last_price)
     rets, var, vol, _ = ewma_vol(prices, state)
     # The EWMA state is stored per row so the next run resumes exactly where this one ended.
-    out = pl.DataFrame({"grid_ts": grid["grid_ts"], "price": prices, "log_return": rets, "var_per_minute": var, "vol": vol})
-    conn.register("_vol_rows", out)
+    conn.register("_vol_rows", pa.table({"i": np.arange(len(prices), dtype=np.int64), "price": prices, "log_return": rets,
+                                         "var_per_minute": var, "vol": vol}))
     try:
-        conn.execute("INSERT INTO spot_vol BY NAME SELECT * FROM _vol_rows")
+        conn.execute("INSERT INTO spot_vol BY NAME SELECT g.grid_ts, r.* EXCLUDE (i) FROM _grid AS g JOIN _vol_rows AS r USING (i)")
     finally:
         conn.unregister("_vol_rows")
-    return out.height
+        conn.execute("DROP TABLE _grid")
+    return len(prices)
 
 
-BASE_SQL = """
+def _floats(col) -> np.ndarray:
+    """A fetchnumpy column as floats with NULL as NaN (DuckDB returns a masked array when there are NULLs)."""
+    return np.ma.filled(np.ma.asarray(col).astype(float), np.nan)
+
+
+def _forward_fill(x: np.ndarray, first: float) -> np.ndarray:
+    idx = np.where(np.isnan(x), 0, np.arange(len(x)))
+    np.maximum.accumulate(idx, out=idx)
+    out = x[idx]
+    return np.where(np.isnan(out), first, out)
+
+
+BASE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _base AS
 WITH q AS (
-    SELECT q.* FROM kalshi_quotes AS q
-    WHERE q.ts >= $day_start AND q.ts < $day_end AND q.ts > $from_ts AND q.ts <= $spot_wm
-      AND NOT EXISTS (SELECT 1 FROM kalshi_edge_snapshots AS e
-                      WHERE e.quote_date = $day AND e.quote_ts > $from_ts AND e.ticker = q.ticker
-                        AND e.quote_ts = q.ts AND e.quote_source IS NOT DISTINCT FROM q.source)
+    SELECT q.*, {SEEN} AS seen_ts FROM kalshi_quotes AS q
+    WHERE ({{pred}}) AND {SEEN} >= $lo AND {SEEN} < $hi
 ), markets AS (
     SELECT ticker, ts, strike_type, floor_strike, cap_strike, close_time FROM kalshi_markets
-    WHERE ts <= $spot_wm AND ts > $from_ts - INTERVAL 2 DAY
+    WHERE ts >= $lo - INTERVAL 2 DAY AND ts < $hi
 ), spot AS (
-    SELECT ts, price::DOUBLE AS price FROM spot_ticks
-    WHERE product_id = 'BTC-USD' AND ts > $from_ts - INTERVAL 1 HOUR AND ts <= $spot_wm
+    SELECT coalesce(received_ts, ts) AS seen, ts, price::DOUBLE AS price FROM spot_ticks
+    WHERE product_id = 'BTC-USD' AND coalesce(received_ts, ts) >= $lo - INTERVAL 2 HOUR AND coalesce(received_ts, ts) < $hi
 ), vol AS (
-    SELECT grid_ts, vol FROM spot_vol WHERE grid_ts > $from_ts - INTERVAL 1 HOUR
-), priced AS (
-    SELECT q.*, m.strike_type, m.floor_strike, m.cap_strike, m.close_time, s.ts AS spot_ts, s.price AS spot, v.vol,
+    SELECT grid_ts, vol FROM spot_vol WHERE grid_ts >= $lo - INTERVAL 2 HOUR AND grid_ts < $hi
+), joined AS (
+    SELECT q.*,
+           m.strike_type AS m_strike_type, m.floor_strike AS m_floor, m.cap_strike AS m_cap, m.close_time AS m_close, m.ts AS m_ts,
+           s.seen AS s_seen, s.ts AS s_ts, s.price AS s_price, v.grid_ts AS v_ts, v.vol AS v_vol,
            se.fee_type, se.fee_multiplier
     FROM q
     ASOF LEFT JOIN markets AS m ON q.ticker = m.ticker AND q.ts >= m.ts
-    ASOF LEFT JOIN spot AS s ON q.ts >= s.ts
+    ASOF LEFT JOIN spot AS s ON q.seen_ts >= s.seen
     ASOF LEFT JOIN vol AS v ON q.ts >= v.grid_ts
     ASOF LEFT JOIN kalshi_series AS se ON q.series_ticker = se.series_ticker AND q.ts >= se.ts
+), p AS (  -- inputs older than their lookback are missing, whatever the chunk
+    SELECT * EXCLUDE (m_strike_type, m_floor, m_cap, m_close, m_ts, s_seen, s_ts, s_price, v_ts, v_vol),
+           CASE WHEN q_fresh_terms THEN m_strike_type END AS strike_type, CASE WHEN q_fresh_terms THEN m_floor END AS floor_strike,
+           CASE WHEN q_fresh_terms THEN m_cap END AS cap_strike, CASE WHEN q_fresh_terms THEN m_close END AS close_time,
+           CASE WHEN q_fresh_spot THEN s_ts END AS spot_ts, CASE WHEN q_fresh_spot THEN s_seen END AS spot_seen,
+           CASE WHEN q_fresh_spot THEN s_price END AS spot,
+           CASE WHEN ts - v_ts <= INTERVAL {int(VOL_LOOKBACK.total_seconds())} SECOND THEN v_vol END AS vol
+    FROM (SELECT *, ts - m_ts <= INTERVAL {int(TERMS_LOOKBACK.total_seconds())} SECOND AS q_fresh_terms,
+                 seen_ts - s_seen <= INTERVAL {int(SPOT_LOOKBACK.total_seconds())} SECOND AS q_fresh_spot FROM joined)
 ), in_window AS (  -- mean spot so far inside the settlement window, for quotes in the last 60 s
-    SELECT p.ticker, p.ts, p.source, avg(s.price) AS window_mean
-    FROM priced AS p JOIN spot AS s ON s.ts > p.close_time - INTERVAL 60 SECOND AND s.ts <= p.ts
+    SELECT p.quote_key, avg(s.price) AS window_mean
+    FROM p JOIN spot AS s ON s.ts > p.close_time - INTERVAL 60 SECOND AND s.ts <= p.ts AND s.seen <= p.seen_ts
     WHERE p.close_time - p.ts < INTERVAL 60 SECOND
     GROUP BY ALL
 )
 SELECT
-    p.ts AS quote_ts, CAST(p.ts AS DATE) AS quote_date, p.ticker, p.series_ticker, p.event_ticker,
+    row_number() OVER () - 1 AS rid,
+    p.quote_key, p.ts AS quote_ts, (p.ts AT TIME ZONE 'UTC')::DATE AS quote_date, p.ticker, p.series_ticker, p.event_ticker,
     p.source AS quote_source, p.status, p.strike_type, p.floor_strike, p.cap_strike, p.close_time AS close_ts,
     epoch(p.close_time) - epoch(p.ts) AS tau_seconds,
-    p.spot, p.spot_ts, epoch(p.ts) - epoch(p.spot_ts) AS spot_age_seconds, p.vol,
+    p.spot, p.spot_ts, epoch(p.seen_ts) - epoch(p.spot_seen) AS spot_age_seconds, p.vol,
     p.yes_bid, p.yes_ask, p.no_bid, p.no_ask, p.yes_bid_size, p.yes_ask_size,
-    coalesce(epoch(p.received_ts) - epoch(p.ts), 0) AS quote_age_seconds, w.window_mean,
+    epoch(p.seen_ts) - epoch(p.ts) AS quote_age_seconds, w.window_mean,
     $lot::INTEGER AS lot_size, p.fee_type, p.fee_multiplier,
     kalshi_taker_fee(p.yes_ask, $lot, p.fee_type, p.fee_multiplier) / $lot AS fee_yes,
     kalshi_taker_fee(p.no_ask, $lot, p.fee_type, p.fee_multiplier) / $lot AS fee_no,
@@ -113,9 +164,9 @@ SELECT
                OR (p.strike_type = 'between' AND (p.floor_strike IS NULL OR p.cap_strike IS NULL)) THEN 'strike_unknown' END,
         CASE WHEN p.status IS DISTINCT FROM 'active' THEN 'not_active' END,
         CASE WHEN p.close_time <= p.ts THEN 'closed' END,
-        CASE WHEN p.spot IS NULL THEN 'no_spot' WHEN epoch(p.ts) - epoch(p.spot_ts) > $max_spot_age THEN 'spot_stale' END,
+        CASE WHEN p.spot IS NULL THEN 'no_spot' WHEN epoch(p.seen_ts) - epoch(p.spot_seen) > $max_spot_age THEN 'spot_stale' END,
         CASE WHEN p.vol IS NULL THEN 'no_vol' END,
-        CASE WHEN coalesce(epoch(p.received_ts) - epoch(p.ts), 0) > $max_quote_age THEN 'quote_stale' END,
+        CASE WHEN epoch(p.seen_ts) - epoch(p.ts) > $max_quote_age THEN 'quote_stale' END,
         CASE WHEN p.yes_ask IS NULL THEN 'no_yes_ask' END,
         CASE WHEN p.no_ask IS NULL THEN 'no_no_ask' END,
         CASE WHEN p.yes_bid IS NULL OR p.yes_ask IS NULL THEN 'one_sided'
@@ -123,100 +174,159 @@ SELECT
         CASE WHEN epoch(p.close_time) - epoch(p.ts) > $max_tau THEN 'too_far_from_close' END,
         CASE WHEN p.fee_type IS NULL OR p.fee_type NOT IN ('quadratic', 'quadratic_with_maker_fees') THEN 'fee_unknown' END
     ], lambda x: x IS NOT NULL) AS base_reasons
-FROM priced AS p LEFT JOIN in_window AS w USING (ticker, ts, source)
+FROM p LEFT JOIN in_window AS w USING (quote_key)
 """
 
-# Reasons that make the model's probability meaningless (p_model stays NULL).
-UNPRICEABLE = ("no_market_terms", "strike_unknown", "closed", "no_spot", "no_vol")
+PER_MODEL_SQL = " UNION ALL ".join(
+    f"SELECT b.*, '{m}' AS model_version, CASE WHEN list_has_any(b.base_reasons, $unpriceable) THEN NULL ELSE _p.p{i} END AS p_model "
+    "FROM _base AS b JOIN _p USING (rid)" for i, m in enumerate(MODELS))
+
+INSERT_SQL = f"""
+INSERT INTO kalshi_edge_snapshots BY NAME
+WITH per_model AS ({PER_MODEL_SQL}
+), ev AS (
+    SELECT *, p_model - yes_ask::DOUBLE - fee_yes AS ev_yes, (1 - p_model) - no_ask::DOUBLE - fee_no AS ev_no FROM per_model
+)
+SELECT * EXCLUDE (rid, base_reasons),
+       p_model - p_mid AS model_minus_mid,
+       list_concat(base_reasons,
+                   CASE WHEN p_model < $min_p THEN ['deep_out_of_money'] WHEN p_model > 1 - $min_p THEN ['deep_in_money']
+                        ELSE []::VARCHAR[] END,
+                   CASE WHEN p_model IS NOT NULL AND greatest(coalesce(ev_yes, -1), coalesce(ev_no, -1)) < $min_ev
+                        THEN ['no_edge'] ELSE []::VARCHAR[] END) AS reasons,
+       md5(quote_key || '|' || model_version) AS snapshot_id, $rules_version AS rules_version, now() AS created_at
+FROM ev
+"""
 
 
-@dataclass(frozen=True)
+@dataclass
 class SnapshotRun:
-    day: date
-    quotes: int
-    rows: int
-    deleted: int
-    spot_watermark: datetime | None
+    quotes: int = 0
+    rows: int = 0
+    deleted: int = 0
+    chunks: int = 0
+    duplicates: int = 0
+    days: list[date] = field(default_factory=list)
+    quote_ts_range: tuple[datetime, datetime] | None = None
+    frontier: datetime | None = None
+    inputs: dict[str, datetime | None] = field(default_factory=dict)
+    held_back: str | None = None  # why nothing was priced, if so
 
 
-def _day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time(0), tzinfo=timezone.utc)
-    return start, start + timedelta(days=1)
+def _state(conn: duckdb.DuckDBPyConnection) -> tuple[int, datetime]:
+    vals = dict(conn.execute("SELECT asset, value FROM asset_watermarks WHERE asset IN (?, ?)", [STATE_LOAD_ID, STATE_FRONTIER]).fetchall())
+    f = vals.get(STATE_FRONTIER)
+    return int(vals.get(STATE_LOAD_ID, 0)), (datetime.fromtimestamp(f / 1e6, tz=timezone.utc) if f is not None else NEG_INF)
 
 
-def price_frame(base: pl.DataFrame, rules: Rules = RULES) -> pl.DataFrame:
-    """One row per (quote, model): probabilities in numpy, EVs and relevance reasons in polars."""
-    n = base.height
-    blocked = base["base_reasons"].list.eval(pl.element().is_in(list(UNPRICEABLE))).list.any().to_numpy() if n else np.array([], bool)
-    frames = []
-    for model in MODELS:
-        p = prob_yes(base["strike_type"].to_numpy(), base["floor_strike"].to_numpy(), base["cap_strike"].to_numpy(),
-                     base["spot"].cast(pl.Float64).to_numpy(), base["vol"].cast(pl.Float64).to_numpy(),
-                     base["tau_seconds"].cast(pl.Float64).to_numpy(), model=model,
-                     window_mean=base["window_mean"].cast(pl.Float64).to_numpy())
-        p = np.where(blocked, np.nan, p)
-        frames.append(base.with_columns(pl.lit(model).alias("model_version"), pl.Series("p_model", p, dtype=pl.Float64).fill_nan(None)))
-    out = pl.concat(frames) if frames else base
-    yes_ask, no_ask = pl.col("yes_ask").cast(pl.Float64), pl.col("no_ask").cast(pl.Float64)
-    relevance = (pl.when(pl.col("p_model") < rules.min_p).then(pl.lit(["deep_out_of_money"]))
-                 .when(pl.col("p_model") > 1 - rules.min_p).then(pl.lit(["deep_in_money"]))
-                 .otherwise(pl.lit([], dtype=pl.List(pl.String))))
-    out = out.with_columns(
-        (pl.col("p_model") - yes_ask - pl.col("fee_yes")).alias("ev_yes"),
-        ((1 - pl.col("p_model")) - no_ask - pl.col("fee_no")).alias("ev_no"),
-    )
-    no_edge = (pl.when(pl.col("p_model").is_not_null()
-                       & (pl.max_horizontal(pl.col("ev_yes").fill_null(-1.0), pl.col("ev_no").fill_null(-1.0)) < rules.min_ev))
-               .then(pl.lit(["no_edge"])).otherwise(pl.lit([], dtype=pl.List(pl.String))))
-    return out.with_columns(
-        (pl.col("p_model") - pl.col("p_mid")).alias("model_minus_mid"),
-        pl.concat_list("base_reasons", relevance, no_edge).alias("reasons"),
-        pl.concat_str([pl.col("ticker"), pl.col("quote_ts").dt.epoch("us").cast(pl.String), pl.col("quote_source").fill_null(""),
-                       pl.col("model_version")], separator="|").alias("_id_src"),
-        pl.lit(rules.version).alias("rules_version"),
-    ).drop("base_reasons")
+def _set_state(conn: duckdb.DuckDBPyConnection, load_id: int, frontier: datetime) -> None:
+    conn.executemany("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
+                     [[STATE_LOAD_ID, load_id], [STATE_FRONTIER, int(frontier.timestamp() * 1e6)]])
 
 
-def compute_snapshots(conn: duckdb.DuckDBPyConnection, day: date, *, full: bool, lot: int, rules: Rules = RULES) -> SnapshotRun:
-    """Snapshot the day's quotes: the new ones (live) or all of them (full = backfill)."""
+def _chunks(conn: duckdb.DuckDBPyConnection, pred: str, params: dict) -> list[tuple[datetime, datetime]]:
+    """Seen-time windows holding at most CHUNK_QUOTES quotes each (whole minutes, so a minute never splits)."""
+    buckets = conn.execute(f"""SELECT time_bucket(INTERVAL 1 MINUTE, {SEEN}) AS b, count(*) FROM kalshi_quotes AS q
+                               WHERE {pred} GROUP BY 1 ORDER BY 1""", params).fetchall()
+    out, lo, n = [], None, 0
+    for b, c in buckets:
+        if lo is not None and n + c > CHUNK_QUOTES:
+            out.append((lo, b))
+            lo, n = None, 0
+        lo = lo if lo is not None else b
+        n += c
+    if lo is not None:
+        out.append((lo, buckets[-1][0] + timedelta(minutes=1)))
+    return out
+
+
+def _price(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, *, lot: int, rules: Rules, run: SnapshotRun) -> None:
+    """Price every quote matching `pred`, chunk by chunk."""
+    days: set[date] = set(run.days)
+    for lo, hi in _chunks(conn, pred, params):
+        conn.execute(BASE_SQL.format(pred=pred), {
+            **params, "lo": lo, "hi": hi, "lot": lot, "max_spot_age": rules.max_spot_age_seconds,
+            "max_quote_age": rules.max_quote_age_seconds, "max_spread": rules.max_spread, "max_tau": rules.max_tau_seconds})
+        b = conn.sql("SELECT strike_type, floor_strike, cap_strike, spot, vol, tau_seconds, window_mean FROM _base ORDER BY rid").fetchnumpy()
+        n = len(b["spot"])
+        if n:
+            cols = {k: _floats(b[k]) for k in ("floor_strike", "cap_strike", "spot", "vol", "tau_seconds", "window_mean")}
+            probs = [prob_yes(np.ma.filled(np.ma.asarray(b["strike_type"], dtype=object), None), cols["floor_strike"], cols["cap_strike"], cols["spot"],
+                              cols["vol"], cols["tau_seconds"], model=m, window_mean=cols["window_mean"]) for m in MODELS]
+            conn.register("_p", pa.table({"rid": np.arange(n, dtype=np.int64),
+                                          **{f"p{i}": pa.array(p, mask=np.isnan(p)) for i, p in enumerate(probs)}}))
+            try:
+                conn.execute(INSERT_SQL, {"unpriceable": list(UNPRICEABLE), "min_p": rules.min_p,
+                                          "min_ev": rules.min_ev, "rules_version": rules.version})
+            finally:
+                conn.unregister("_p")
+            days |= {d for (d,) in conn.execute("SELECT DISTINCT quote_date FROM _base").fetchall()}
+            lo_ts, hi_ts = conn.execute("SELECT min(quote_ts), max(quote_ts) FROM _base").fetchall()[0]
+            if run.quote_ts_range:
+                lo_ts, hi_ts = min(lo_ts, run.quote_ts_range[0]), max(hi_ts, run.quote_ts_range[1])
+            run.quote_ts_range = (lo_ts, hi_ts)
+            run.quotes += n
+            run.rows += n * len(MODELS)
+        run.chunks += 1
+        conn.execute("DROP TABLE _base")
+    run.days = sorted(days)
+
+
+def _duplicates(conn: duckdb.DuckDBPyConnection, run: SnapshotRun) -> int:
+    """Snapshot ids stored more than once among the quote times this run wrote (must be 0: a blocking check).
+    An id encodes its quote's time, so a duplicate of a new row can only lie in that range."""
+    if run.quote_ts_range is None:
+        return 0
+    return conn.execute("""SELECT count(*) - count(DISTINCT snapshot_id) FROM kalshi_edge_snapshots
+                           WHERE quote_date IN (SELECT unnest(?::DATE[])) AND quote_ts BETWEEN ? AND ?""",
+                        [run.days, *run.quote_ts_range]).fetchall()[0][0]
+
+
+def price_new_quotes(conn: duckdb.DuckDBPyConnection, *, lot: int, rules: Rules = RULES) -> SnapshotRun:
+    """The live step: price every quote that has entered the rectangle since the last run, on any day."""
     conn.execute(FEE_MACRO_SQL)
-    day_start, day_end = _day_bounds(day)
-    wm_key = f"kalshi_edge_snapshots:{day.isoformat()}"
-    spot_wm = spot_watermark(conn)
+    run = SnapshotRun()
+    frontier, run.inputs = pricing_frontier(conn)
     conn.execute("BEGIN TRANSACTION")
     try:
-        deleted = 0
-        if full:
-            deleted = conn.execute("DELETE FROM kalshi_edge_snapshots WHERE quote_date = ?", [day]).fetchall()[0][0]
-            conn.execute("DELETE FROM asset_watermarks WHERE asset = ?", [wm_key])
-            from_ts = day_start - timedelta(microseconds=1)
+        done_load, done_frontier = _state(conn)
+        new_load = conn.execute("SELECT coalesce(max(load_id), 0) FROM kalshi_quotes").fetchall()[0][0]
+        run.frontier = frontier
+        if frontier is None:
+            run.held_back = "an input has no complete data yet: " + ", ".join(t for t, v in run.inputs.items() if v is None)
+        elif frontier < done_frontier:
+            run.held_back = f"the frontier went back to {frontier.isoformat()} (a file is missing from a writer's sequence)"
         else:
-            row = next(iter(conn.execute("SELECT value FROM asset_watermarks WHERE asset = ?", [wm_key]).fetchall()), None)
-            from_ts = max(day_start - timedelta(microseconds=1),
-                          datetime.fromtimestamp(row[0] / 1e6, tz=timezone.utc) - LOOKBACK) if row else day_start - timedelta(microseconds=1)
-        if spot_wm is None:
-            conn.execute("COMMIT")
-            return SnapshotRun(day, 0, 0, deleted, None)
-        base = _frame(conn, BASE_SQL, {
-            "day": day, "day_start": day_start, "day_end": day_end, "from_ts": from_ts, "spot_wm": spot_wm, "lot": lot,
-            "max_spot_age": rules.max_spot_age_seconds, "max_quote_age": rules.max_quote_age_seconds,
-            "max_spread": rules.max_spread, "max_tau": rules.max_tau_seconds,
-        })
-        rows = 0
-        if base.height:
-            out = price_frame(base, rules)
-            conn.register("_snap_rows", out)
-            try:
-                conn.execute("INSERT INTO kalshi_edge_snapshots BY NAME "
-                             "SELECT * EXCLUDE (_id_src), md5(_id_src) AS snapshot_id, now() AS created_at FROM _snap_rows")
-            finally:
-                conn.unregister("_snap_rows")
-            rows = out.height
-            newest = conn.execute("SELECT epoch_us(max(quote_ts)) FROM kalshi_edge_snapshots WHERE quote_date = ?", [day]).fetchall()[0][0]
-            conn.execute("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
-                         [wm_key, newest])
+            _price(conn, f"""(q.load_id > $done_load AND q.load_id <= $new_load AND {SEEN} <= $frontier)
+                             OR (q.load_id <= $done_load AND {SEEN} > $done_frontier AND {SEEN} <= $frontier)""",
+                   {"done_load": done_load, "new_load": new_load, "frontier": frontier, "done_frontier": done_frontier},
+                   lot=lot, rules=rules, run=run)
+            _set_state(conn, new_load, frontier)
+        run.duplicates = _duplicates(conn, run)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return SnapshotRun(day, base.height, rows, deleted, spot_wm)
+    return run
+
+
+def recompute_day(conn: duckdb.DuckDBPyConnection, day: date, *, lot: int, rules: Rules = RULES) -> SnapshotRun:
+    """The backfill: delete the day's snapshots and reprice its quotes that the live path has reached."""
+    conn.execute(FEE_MACRO_SQL)
+    run = SnapshotRun()
+    start = datetime.combine(day, time(0), tzinfo=timezone.utc)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        done_load, done_frontier = _state(conn)
+        run.frontier = done_frontier if done_frontier > NEG_INF else None
+        run.deleted = conn.execute("DELETE FROM kalshi_edge_snapshots WHERE quote_date = ?", [day]).fetchall()[0][0]
+        _price(conn, f"q.ts >= $day_start AND q.ts < $day_end AND q.load_id <= $done_load AND {SEEN} <= $done_frontier",
+               {"day_start": start, "day_end": start + timedelta(days=1), "done_load": done_load, "done_frontier": done_frontier},
+               lot=lot, rules=rules, run=run)
+        run.days = [day]
+        run.duplicates = _duplicates(conn, run)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return run

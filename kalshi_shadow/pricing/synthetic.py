@@ -8,7 +8,7 @@ Rows go to staging tables `syn_*`; `publish_until` copies what would have been l
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 
@@ -78,13 +78,23 @@ def generate(conn: duckdb.DuckDBPyConnection, start: datetime, hours: int, *, st
 
 
 def publish_until(conn: duckdb.DuckDBPyConnection, until: datetime, load_id: int) -> None:
-    """Copy the staged rows with ts < until (not yet copied) into the warehouse tables, as one load would."""
+    """Copy the staged rows with ts < until (not yet copied) into the warehouse tables, as one load would: with
+    quote keys, and with the inputs' writers complete up to `until`."""
+    from kalshi_shadow.warehouse.loader import QUOTE_KEY_SQL
+
     conn.execute("INSERT INTO kalshi_series (ts, series_ticker, fee_type, fee_multiplier, load_id) "
                  "SELECT min(ts) - INTERVAL 1 SECOND, s, 'quadratic', 1.0, 0 FROM syn_spot, (VALUES ('KXBTCD'), ('KXBTC'), ('KXBTC15M')) AS v(s) "
                  "WHERE NOT EXISTS (SELECT 1 FROM kalshi_series WHERE series_ticker = s) GROUP BY s")
-    for table, staged in (("spot_ticks", "syn_spot"), ("kalshi_quotes", "syn_quotes"), ("kalshi_markets", "syn_market_rows")):
+    for table, staged, key in (("spot_ticks", "syn_spot", ""), ("kalshi_markets", "syn_market_rows", ""),
+                               ("kalshi_quotes", "syn_quotes", f", {QUOTE_KEY_SQL.format(a='')} AS quote_key")):
         conn.execute(f"""
             INSERT INTO {table} BY NAME
-            SELECT *, {int(load_id)} AS load_id FROM {staged}
+            SELECT *{key}, {int(load_id)} AS load_id FROM {staged}
             WHERE ts < $until AND ts > (SELECT coalesce(max(ts), '-infinity'::TIMESTAMPTZ) FROM {table})
         """, {"until": until})
+    conn.execute("""
+        INSERT INTO raw_writer_progress
+        SELECT t, 'synthetic', $n, $until, $n, $until, NULL FROM (VALUES ('spot_ticks'), ('kalshi_markets'), ('kalshi_series')) AS v(t)
+        ON CONFLICT (table_name, writer) DO UPDATE SET contiguous_seq = excluded.contiguous_seq,
+            contiguous_flushed_at = excluded.contiguous_flushed_at, max_seq = excluded.max_seq, max_flushed_at = excluded.max_flushed_at
+    """, {"n": int(load_id), "until": until - timedelta(microseconds=1)})

@@ -119,7 +119,7 @@ def quote_dates_of(conn: duckdb.DuckDBPyConnection, tickers: list[str]) -> list[
     rows = conn.execute("""
         SELECT DISTINCT s.quote_date FROM kalshi_edge_snapshots AS s
         JOIN kalshi_contracts AS c USING (ticker)
-        WHERE list_contains($tickers, s.ticker) AND s.quote_date >= CAST(c.close_ts AS DATE) - 3
+        WHERE list_contains($tickers, s.ticker) AND s.quote_date >= CAST(c.close_ts AT TIME ZONE 'UTC' AS DATE) - 3
         ORDER BY 1
     """, {"tickers": tickers}).fetchall()
     return [r[0].isoformat() for r in rows]

@@ -3,6 +3,9 @@
 Only one process may hold the file (even a read-only notebook blocks writers). Every opener here retries a
 conflicting lock with backoff for a bounded time, then fails with a message saying who to close.
 Keep connections short: open, write in one transaction, close.
+
+Every connection runs in UTC: DuckDB casts TIMESTAMPTZ to DATE (and truncates to days and hours) in the session's
+time zone, which otherwise follows the host's. Day keys must be UTC days wherever the machine is.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in str(exc).lower()
 
 
+def utc(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Pin the session time zone to UTC (see the module docstring) and return the connection."""
+    conn.execute("SET TimeZone = 'UTC'")
+    return conn
+
+
 def connect(db_path: Path | str, *, read_only: bool = False, timeout_seconds: float = 60.0) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, retrying while another process holds the lock."""
     db_path = Path(db_path)
@@ -36,7 +45,7 @@ def connect(db_path: Path | str, *, read_only: bool = False, timeout_seconds: fl
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(db_path), read_only=read_only)
+            return utc(duckdb.connect(str(db_path), read_only=read_only))
         except duckdb.IOException as exc:
             if not _is_lock_error(exc) or time.monotonic() >= deadline:
                 if _is_lock_error(exc):

@@ -1,23 +1,54 @@
 """Exactly-once loading of raw Parquet batches into the warehouse.
 
-A file's rows and its `raw_file_loads` ledger row are inserted in one transaction, so a crash in between neither
-double-loads nor loses it. Only date folders from the newest loaded day on are listed, so a run's cost follows
-the new files, not weeks of history. A file that cannot be read is recorded in `raw_file_failures` and skipped.
+- **Exactly once.** A file's rows and its `raw_file_loads` ledger row are inserted in one transaction, so a crash
+  in between neither double-loads nor loses it.
+- **Natural keys.** A row already in the warehouse under its natural key (a trade id, a quote's full content) is
+  not inserted again, so a raw row written twice becomes one warehouse row; the ledger counts it.
+- **Quarantine.** A file that cannot be read, including one whose footer is fine but whose pages are corrupt, is
+  moved to `raw/_quarantine/`, recorded in `raw_file_failures`, and loading goes on with the other files.
+- **Only what is new.** Loaded files are compacted into hourly archives (`compaction.py`), so the raw folders
+  hold little more than what has not been loaded yet.
+- **Frontier.** Each load advances its writers' gap-free prefixes (`frontier.py`), in the same transaction.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 
 from kalshi_shadow.raw import RAW_SCHEMAS
-from kalshi_shadow.raw.store import list_raw_files
+from kalshi_shadow.raw.store import RawFileName, list_raw_files
+from kalshi_shadow.warehouse.frontier import advance_writers
 
 log = logging.getLogger(__name__)
+
+QUARANTINE = "_quarantine"
+
+# One natural key per raw table: two rows with the same key are the same observation. Every key includes `ts`
+# (or implies it: a trade id has one time), so a duplicate is looked for only within the new rows' time range.
+# `{a}` is the table alias (empty for the staged rows).
+_QUOTE_FIELDS = ("status", "yes_bid", "yes_ask", "no_bid", "no_ask", "yes_bid_size", "yes_ask_size", "last_price",
+                 "volume", "open_interest")
+QUOTE_KEY_SQL = ("md5(concat_ws('|', {a}ticker, epoch_us({a}ts), coalesce({a}source, '-'), "
+                 "coalesce(epoch_us({a}received_ts)::VARCHAR, '-'), "
+                 + ", ".join(f"coalesce({{a}}{c}::VARCHAR, '-')" for c in _QUOTE_FIELDS) + "))")
+NATURAL_KEYS = {
+    "spot_ticks": "{a}product_id || '|' || coalesce({a}trade_id::VARCHAR, epoch_us({a}ts) || '|' || coalesce({a}sequence::VARCHAR, '-'))",
+    "kalshi_quotes": QUOTE_KEY_SQL,
+    "kalshi_markets": "{a}ticker || '|' || epoch_us({a}ts) || '|' || md5(concat_ws('|', coalesce({a}status, '-'), "
+                      "coalesce({a}strike_type, '-'), coalesce({a}floor_strike::VARCHAR, '-'), coalesce({a}cap_strike::VARCHAR, '-'), "
+                      "coalesce(epoch_us({a}close_time)::VARCHAR, '-'), coalesce({a}result, '-'), coalesce({a}raw_json, '-')))",
+    "kalshi_series": "{a}series_ticker || '|' || epoch_us({a}ts) || '|' || md5(concat_ws('|', coalesce({a}fee_type, '-'), "
+                     "coalesce({a}fee_multiplier::VARCHAR, '-'), coalesce({a}raw_json, '-')))",
+    "collector_events": "{a}collector || '|' || {a}kind || '|' || epoch_us({a}ts) || '|' || coalesce({a}detail, '-')",
+}
+# Where the table stores its key, if it does (cheaper than recomputing it over existing rows).
+STORED_KEYS = {"kalshi_quotes": "quote_key"}
 
 
 @dataclass(frozen=True)
@@ -25,96 +56,117 @@ class LoadResult:
     table: str
     files: int
     rows: int
+    duplicates: int
     min_ts: datetime | None
     max_ts: datetime | None
     failed_files: list[str]
 
 
-def _candidate_files(conn: duckdb.DuckDBPyConnection, raw_dir: Path, table: str) -> list[tuple[str, Path]]:
-    newest = conn.execute(
-        "SELECT max(file_name) FROM raw_file_loads WHERE table_name = ?", [table]
-    ).fetchone()[0]
-    from_day = newest.split("/")[1] if newest else ""  # 'date=YYYY-MM-DD'
-    files = [(str(p.relative_to(raw_dir)), p) for p in list_raw_files(raw_dir, table) if p.parent.name >= from_day]
-    if not files:
-        return []
-    # Names already loaded (or known broken) at or after the oldest candidate, so the lookup stays small.
-    done = {
-        r[0]
-        for r in conn.execute(
-            "SELECT file_name FROM raw_file_loads WHERE table_name = ? AND file_name >= ? "
-            "UNION ALL SELECT file_name FROM raw_file_failures WHERE table_name = ?",
-            [table, files[0][0], table],
-        ).fetchall()
-    }
-    return [(rel, p) for rel, p in files if rel not in done]
+def pending_files(conn: duckdb.DuckDBPyConnection, raw_dir: Path, table: str) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
+    """(new files, files already loaded but still on disk), oldest first. Files on disk are few: loaded ones are
+    archived every hour, so the lookup against the ledger stays small."""
+    on_disk = [(str(p.relative_to(raw_dir)), p) for p in list_raw_files(raw_dir, table)]
+    if not on_disk:
+        return [], []
+    conn.execute("CREATE OR REPLACE TEMP TABLE _on_disk (file_name VARCHAR)")
+    conn.executemany("INSERT INTO _on_disk VALUES (?)", [[rel] for rel, _ in on_disk])
+    done = {r[0] for r in conn.execute("""
+        SELECT file_name FROM _on_disk SEMI JOIN (SELECT file_name FROM raw_file_loads WHERE table_name = $t) USING (file_name)
+        UNION ALL
+        SELECT file_name FROM _on_disk SEMI JOIN (SELECT file_name FROM raw_file_failures WHERE table_name = $t) USING (file_name)
+    """, {"t": table}).fetchall()}
+    conn.execute("DROP TABLE _on_disk")
+    return [f for f in on_disk if f[0] not in done], [f for f in on_disk if f[0] in done]
 
 
-def _readable(conn: duckdb.DuckDBPyConnection, files: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
-    """Split into readable files and (name, error) for broken ones; only called after a batch read failed."""
+def _stage(conn: duckdb.DuckDBPyConnection, table: str, files: list[tuple[str, Path]]) -> None:
+    """Read the files whole into `_staged` (every page decoded) with their load ids and natural keys."""
+    cols = ", ".join(f"r.{c}" for c in RAW_SCHEMAS[table])
+    conn.execute("CREATE OR REPLACE TEMP TABLE _new_files (file_name VARCHAR, path VARCHAR, load_id BIGINT)")
+    conn.executemany("INSERT INTO _new_files VALUES (?, ?, nextval('raw_file_load_ids'))", [[rel, str(p)] for rel, p in files])
+    conn.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _staged AS
+        SELECT *, {NATURAL_KEYS[table].format(a="")} AS _nk FROM (
+            SELECT {cols}, f.load_id
+            FROM read_parquet(?, union_by_name = true, filename = true) AS r JOIN _new_files AS f ON r.filename = f.path)
+    """, [[str(p) for _, p in files]])
+
+
+def _quarantine(conn: duckdb.DuckDBPyConnection, raw_dir: Path, table: str, files: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], list[str]]:
+    """After a batch read failed: read each file alone; move the broken ones aside and record them."""
     good, bad = [], []
     for rel, p in files:
         try:
-            conn.execute("SELECT count(*) FROM read_parquet(?)", [str(p)]).fetchone()
+            _stage(conn, table, [(rel, p)])
             good.append((rel, p))
         except duckdb.Error as exc:
-            bad.append((rel, str(exc)[:500]))
+            name = RawFileName.parse(rel)
+            dest = raw_dir / QUARANTINE / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, dest)
+            log.error("raw file %s cannot be read; moved to %s: %s", rel, dest, str(exc)[:300])
+            conn.execute("INSERT INTO raw_file_failures VALUES (?, ?, ?, now(), ?, ?, ?) ON CONFLICT DO NOTHING",
+                         [table, rel, f"quarantined: {str(exc)[:450]}", name.writer if name else None,
+                          name.seq if name else None, name.flushed_at if name else None])
+            bad.append(rel)
     return good, bad
 
 
-def load_new_files(conn: duckdb.DuckDBPyConnection, raw_dir: Path | str, table: str, *, max_files: int = 5000) -> LoadResult:
+def load_new_files(conn: duckdb.DuckDBPyConnection, raw_dir: Path | str, table: str, *, max_files: int = 5000,
+                   now: datetime | None = None) -> LoadResult:
     raw_dir = Path(raw_dir)
+    now = now or datetime.now(timezone.utc)
     cols = list(RAW_SCHEMAS[table])
-    files = _candidate_files(conn, raw_dir, table)[:max_files]
+    files = pending_files(conn, raw_dir, table)[0][:max_files]
     failed: list[str] = []
-    if not files:
-        return LoadResult(table, 0, 0, None, None, [])
-    paths = [str(p) for _, p in files]
-    try:
-        conn.execute("SELECT count(*) FROM read_parquet(?, union_by_name = true)", [paths]).fetchone()
-    except duckdb.Error:
-        files, bad = _readable(conn, files)
-        for name, err in bad:
-            log.error("raw file %s/%s cannot be read: %s", table, name, err)
-            conn.execute(
-                "INSERT INTO raw_file_failures VALUES (?, ?, ?, now()) ON CONFLICT DO NOTHING", [table, name, err]
-            )
-            failed.append(name)
-        paths = [str(p) for _, p in files]
-        if not files:
-            return LoadResult(table, 0, 0, None, None, failed)
-
-    select_cols = ", ".join(f"r.{c}" for c in cols)
+    if files:
+        try:
+            _stage(conn, table, files)
+        except duckdb.Error:
+            files, failed = _quarantine(conn, raw_dir, table, files)
+            if files:
+                _stage(conn, table, files)
+    key_col = STORED_KEYS.get(table)
+    existing_key = f"t.{key_col}" if key_col else NATURAL_KEYS[table].format(a="t.")
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute("CREATE OR REPLACE TEMP TABLE _new_files (file_name VARCHAR, path VARCHAR, load_id BIGINT)")
-        conn.executemany("INSERT INTO _new_files VALUES (?, ?, nextval('raw_file_load_ids'))", [[rel, str(p)] for rel, p in files])
-        conn.execute(
-            f"""
-            INSERT INTO {table} ({", ".join(cols)}, load_id)
-            SELECT {select_cols}, f.load_id
-            FROM read_parquet(?, union_by_name = true, filename = true) AS r
-            JOIN _new_files AS f ON r.filename = f.path
-            """,
-            [paths],
-        )
-        conn.execute(
-            f"""
-            INSERT INTO raw_file_loads (load_id, table_name, file_name, row_count, loaded_at)
-            SELECT f.load_id, ?, f.file_name, count(t.load_id), now()
-            FROM _new_files AS f LEFT JOIN {table} AS t ON t.load_id = f.load_id
-            GROUP BY f.load_id, f.file_name
-            """,
-            [table],
-        )
-        rows, min_ts, max_ts = conn.execute(
-            f"SELECT count(*), min(ts), max(ts) FROM {table} WHERE load_id IN (SELECT load_id FROM _new_files)"
-        ).fetchone()
+        rows = dups = 0
+        min_ts = max_ts = None
+        writers = set()
+        if files:
+            lo, hi = conn.execute("SELECT min(ts), max(ts) FROM _staged").fetchall()[0]
+            extra_cols = f", {key_col}" if key_col else ""
+            conn.execute(f"""
+                INSERT INTO {table} ({", ".join(cols)}{extra_cols}, load_id)
+                SELECT {", ".join(cols)}{", _nk" if key_col else ""}, load_id FROM _staged AS s
+                WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.ts BETWEEN $lo AND $hi AND {existing_key} = s._nk)
+                QUALIFY row_number() OVER (PARTITION BY _nk ORDER BY load_id) = 1
+            """, {"lo": lo, "hi": hi})
+            ledger = []
+            counts = dict(conn.execute("SELECT load_id, count(*) FROM _staged GROUP BY 1").fetchall())
+            inserted = dict(conn.execute(f"SELECT load_id, count(*) FROM {table} WHERE load_id IN (SELECT load_id FROM _new_files) "
+                                         "GROUP BY 1").fetchall())
+            for rel, _path, load_id in conn.execute("SELECT file_name, path, load_id FROM _new_files").fetchall():
+                name = RawFileName.parse(rel)
+                n, k = counts.get(load_id, 0), inserted.get(load_id, 0)
+                ledger.append([load_id, table, rel, n, now, name.writer if name else None, name.seq if name else None,
+                               name.flushed_at if name else None, n - k])
+                rows, dups = rows + k, dups + n - k
+                if name:
+                    writers.add(name.writer)
+            conn.executemany("""INSERT INTO raw_file_loads (load_id, table_name, file_name, row_count, loaded_at, writer, seq,
+                                flushed_at, duplicate_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""", ledger)
+            if rows:
+                min_ts, max_ts = conn.execute(f"SELECT min(ts), max(ts) FROM {table} WHERE load_id IN (SELECT load_id FROM _new_files)").fetchall()[0]
+        writers |= {RawFileName.parse(f).writer for f in failed if RawFileName.parse(f)}
+        advance_writers(conn, table, writers, now)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     finally:
+        conn.execute("DROP TABLE IF EXISTS _staged")
         conn.execute("DROP TABLE IF EXISTS _new_files")
-    log.info("loaded %d rows from %d %s files", rows, len(files), table)
-    return LoadResult(table, len(files), rows, min_ts, max_ts, failed)
+    if files or failed:
+        log.info("loaded %d rows (%d duplicates skipped) from %d %s files", rows, dups, len(files), table)
+    return LoadResult(table, len(files), rows, dups, min_ts, max_ts, failed)

@@ -8,9 +8,27 @@ CREATE TABLE IF NOT EXISTS raw_file_loads (
     load_id     BIGINT PRIMARY KEY,
     table_name  VARCHAR NOT NULL,
     file_name   VARCHAR NOT NULL,   -- path relative to the raw dir: <table>/date=YYYY-MM-DD/<name>.parquet
-    row_count   BIGINT NOT NULL,
+    row_count   BIGINT NOT NULL,    -- rows in the file
     loaded_at   TIMESTAMPTZ NOT NULL,
+    writer      VARCHAR,            -- from the file name (kalshi_shadow/raw/store.py): who wrote it,
+    seq         BIGINT,             -- its place in that writer's gap-free sequence,
+    flushed_at  TIMESTAMPTZ,        -- and when it was flushed
+    duplicate_rows BIGINT NOT NULL DEFAULT 0,  -- rows already in the warehouse under their natural key (not inserted)
+    archived_to VARCHAR,            -- the hourly archive file that now holds it, once compacted
     UNIQUE (table_name, file_name)
+);
+
+-- Per raw writer: how far its files have arrived without a gap. The pricing frontier is built from this
+-- (kalshi_shadow/warehouse/frontier.py): everything a writer saw up to contiguous_flushed_at is loaded.
+CREATE TABLE IF NOT EXISTS raw_writer_progress (
+    table_name            VARCHAR NOT NULL,
+    writer                VARCHAR NOT NULL,
+    contiguous_seq        BIGINT NOT NULL,     -- files 1..contiguous_seq have all arrived (loaded or quarantined)
+    contiguous_flushed_at TIMESTAMPTZ,         -- flush time of file contiguous_seq (NULL while file 1 is missing)
+    max_seq               BIGINT NOT NULL,
+    max_flushed_at        TIMESTAMPTZ NOT NULL,
+    gap_since             TIMESTAMPTZ,         -- wall time a gap after contiguous_seq was first seen; NULL = no gap
+    PRIMARY KEY (table_name, writer)
 );
 
 CREATE TABLE IF NOT EXISTS spot_ticks (
@@ -46,6 +64,8 @@ CREATE TABLE IF NOT EXISTS kalshi_quotes (
     volume        DECIMAL(18, 2),
     open_interest DECIMAL(18, 2),
     source        VARCHAR,
+    quote_key     VARCHAR NOT NULL, -- natural key: md5 of every field above, so a re-sent row loads once while
+                                    -- two different quotes with one exchange timestamp stay two
     load_id       BIGINT NOT NULL
 );
 
@@ -93,12 +113,16 @@ CREATE TABLE IF NOT EXISTS collector_events (
     load_id   BIGINT NOT NULL
 );
 
--- Raw files that could not be read: recorded once, skipped by later loads, surfaced by an asset check.
+-- Raw files that could not be loaded: unreadable (moved to raw/_quarantine/), or missing from a writer's sequence
+-- for longer than the gap timeout. Recorded once, skipped by later loads, counted by an asset check.
 CREATE TABLE IF NOT EXISTS raw_file_failures (
     table_name VARCHAR NOT NULL,
     file_name  VARCHAR NOT NULL,
     error      VARCHAR,
     failed_at  TIMESTAMPTZ NOT NULL,
+    writer     VARCHAR,
+    seq        BIGINT,
+    flushed_at TIMESTAMPTZ,
     UNIQUE (table_name, file_name)
 );
 

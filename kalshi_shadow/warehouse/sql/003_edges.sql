@@ -3,7 +3,8 @@
 -- Monetary columns per contract, in dollars. `reasons` lists every filter that failed; empty = would be tradable.
 
 CREATE TABLE IF NOT EXISTS kalshi_edge_snapshots (
-    snapshot_id       VARCHAR NOT NULL,      -- deterministic: md5(ticker | quote ts | quote source | model_version)
+    snapshot_id       VARCHAR NOT NULL,      -- deterministic: md5(quote_key | model_version); unique (a blocking check)
+    quote_key         VARCHAR NOT NULL,      -- the quote's natural key (kalshi_quotes.quote_key)
     quote_date        DATE NOT NULL,         -- UTC day of quote_ts: the Dagster partition
     ticker            VARCHAR NOT NULL,
     series_ticker     VARCHAR NOT NULL,
@@ -20,7 +21,7 @@ CREATE TABLE IF NOT EXISTS kalshi_edge_snapshots (
     tau_seconds       DOUBLE,                -- close_ts - quote_ts
     spot              DOUBLE,                -- last spot tick at or before quote_ts
     spot_ts           TIMESTAMPTZ,
-    spot_age_seconds  DOUBLE,
+    spot_age_seconds  DOUBLE,                -- quote seen - spot tick received
     vol               DOUBLE,                -- annualised, as of quote_ts
     yes_bid           DECIMAL(18, 4),
     yes_ask           DECIMAL(18, 4),
@@ -28,7 +29,7 @@ CREATE TABLE IF NOT EXISTS kalshi_edge_snapshots (
     no_ask            DECIMAL(18, 4),
     yes_bid_size      DECIMAL(18, 2),
     yes_ask_size      DECIMAL(18, 2),
-    quote_age_seconds DOUBLE,                -- received_ts - quote_ts (0 for REST polls)
+    quote_age_seconds DOUBLE,                -- when the quote was seen (received_ts) - quote_ts
     window_mean       DOUBLE,                -- mean spot in (close - 60 s, quote_ts] when inside the settlement window
     lot_size          INTEGER NOT NULL,
     fee_type          VARCHAR,
@@ -58,7 +59,7 @@ CREATE OR REPLACE VIEW kalshi_edges AS
 SELECT * EXCLUDE (rn) FROM (
     SELECT *, row_number() OVER (PARTITION BY ticker, model_version ORDER BY quote_ts DESC) AS rn
     FROM kalshi_edge_snapshots
-    WHERE quote_date >= current_date - 1
+    WHERE quote_date >= CAST(now() AT TIME ZONE 'UTC' AS DATE) - 1
 ) WHERE rn = 1;
 
 -- Where the rules would have traded: snapshots that passed every filter (no reasons, so an edge of at least

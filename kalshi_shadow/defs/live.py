@@ -1,0 +1,72 @@
+"""The live path: one run per tick loads every new raw file, then derives everything live from it, in order.
+
+One run on the in-process executor (one process, no per-step subprocesses) does, in dependency order: the raw
+loads, `kalshi_contracts`, `spot_vol`, then `kalshi_edge_snapshots`. Pricing therefore never races loading, and
+the snapshots step prices only quotes whose inputs are complete (see `pricing/snapshots.py`).
+
+`live_tick_sensor` looks at the raw folder only (never DuckDB) every `KALSHI_SHADOW_TICK_SECONDS` (default 20 s)
+and requests a run when new files arrived and no live run is in flight. The run targets today's UTC partition;
+rows of other days (midnight, a late file) are written too and reported as their own partitions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from kalshi_shadow.config import Settings
+from kalshi_shadow.defs.ingest import kalshi_contracts, raw_assets
+from kalshi_shadow.defs.pricing import LIVE_TAG, kalshi_edge_snapshots, spot_vol
+from kalshi_shadow.raw import RAW_TABLES
+
+live_job = dg.define_asset_job(
+    "live_job",
+    selection=dg.AssetSelection.assets(*raw_assets, kalshi_contracts, spot_vol, kalshi_edge_snapshots),
+    executor_def=dg.in_process_executor,
+    description="One live micro-batch: load new raw files, then contracts, the vol grid and snapshots; launched by live_tick_sensor.",
+)
+
+ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def tick_seconds() -> int:
+    raw = os.environ.get("KALSHI_SHADOW_TICK_SECONDS", "20")
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise ValueError(f"KALSHI_SHADOW_TICK_SECONDS={raw!r} is not a whole number of seconds") from None
+
+
+def newest_raw_files(raw_dir: Path) -> dict[str, str]:
+    """The newest complete file name per raw table (looking at the two newest day folders only)."""
+    out = {}
+    for t in RAW_TABLES:
+        root = raw_dir / t
+        days = sorted(p for p in root.glob("date=*")) if root.is_dir() else []
+        names = [f"{p.parent.name}/{p.name}" for d in days[-2:] for p in d.glob("*.parquet")]
+        if names:
+            out[t] = max(names)
+    return out
+
+
+@dg.sensor(name="live_tick_sensor", job=live_job, minimum_interval_seconds=tick_seconds(),
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="One live run per tick when the collectors wrote new raw files and no live run is in flight.")
+def live_tick_sensor(context: dg.SensorEvaluationContext):
+    newest = newest_raw_files(Settings.from_env().raw_dir)
+    seen = json.loads(context.cursor) if context.cursor else {}
+    if not any(newest.get(t, "") > seen.get(t, "") for t in newest):
+        return dg.SkipReason("no new raw files")
+    active = context.instance.get_runs(dg.RunsFilter(job_name=live_job.name, statuses=ACTIVE), limit=1)
+    if active:
+        return dg.SkipReason(f"live run {active[0].run_id[:8]} is still going; new files wait for the next tick")
+    context.update_cursor(json.dumps(newest))
+    today = datetime.now(timezone.utc).date().isoformat()
+    return dg.RunRequest(run_key=f"live:{max(newest.values())}", partition_key=today, tags={LIVE_TAG: "live"})
+
+
+defs = dg.Definitions(jobs=[live_job], sensors=[live_tick_sensor])

@@ -1,0 +1,94 @@
+"""How far each raw table is complete, from the writers' gap-free file sequences.
+
+A raw writer numbers its files 1, 2, 3... and each file holds everything the writer saw before its flush time
+(`kalshi_shadow/raw/store.py`). So when a writer's files 1..k have all arrived, the table is complete up to file
+k's flush time *for that writer*. A table's frontier is the newest such time over its writers, held back by any
+writer with a hole in its sequence: files can land in any order, and pricing a quote before the spot, terms or
+fees it should have seen would make the live row differ from a backfill.
+
+A hole that stays open longer than the gap timeout is given up on: the missing files are recorded in
+`raw_file_failures` ('never arrived') and counted by a check, and the frontier moves on.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+import duckdb
+
+# The inputs a snapshot needs before its quote may be priced (spot, market terms, series fees).
+PRICING_INPUTS = ("spot_ticks", "kalshi_markets", "kalshi_series")
+
+
+def gap_timeout() -> timedelta:
+    raw = os.environ.get("KALSHI_SHADOW_RAW_GAP_SECONDS", "600")
+    try:
+        return timedelta(seconds=float(raw))
+    except ValueError:
+        raise ValueError(f"KALSHI_SHADOW_RAW_GAP_SECONDS={raw!r} is not a number") from None
+
+
+def advance_writers(conn: duckdb.DuckDBPyConnection, table: str, writers: set[str], now: datetime) -> int:
+    """Move each writer's contiguous prefix forward over the files that have arrived; returns files given up on.
+
+    Runs inside the load's transaction. Reads only the writer's files past its current prefix, so the cost
+    follows what is new, not the length of history."""
+    given_up = 0
+    for writer in sorted(writers):
+        prog = conn.execute("""SELECT contiguous_seq, contiguous_flushed_at, gap_since FROM raw_writer_progress
+                               WHERE table_name = ? AND writer = ?""", [table, writer]).fetchall()
+        seq, flushed_at, gap_since = prog[0] if prog else (0, None, None)
+        arrived = conn.execute("""
+            SELECT seq, flushed_at FROM raw_file_loads WHERE table_name = $t AND writer = $w AND seq > $s
+            UNION ALL
+            SELECT seq, flushed_at FROM raw_file_failures WHERE table_name = $t AND writer = $w AND seq > $s
+            ORDER BY seq""", {"t": table, "w": writer, "s": seq}).fetchall()
+        if not arrived and not prog:
+            continue
+        max_seq = max([seq] + [a[0] for a in arrived])
+        max_flushed = max([f for f in [flushed_at] + [a[1] for a in arrived] if f is not None])
+        for s, f in arrived:
+            if s == seq + 1:
+                seq, flushed_at = s, f
+            elif s > seq + 1:
+                gap_since = gap_since or now
+                if now - gap_since < gap_timeout():
+                    break
+                for missing in range(seq + 1, s):
+                    conn.execute("""INSERT INTO raw_file_failures (table_name, file_name, error, failed_at, writer, seq)
+                                    VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+                                 [table, f"{table}/?/{writer}-{missing:06d}", "never arrived: gap in the writer's sequence",
+                                  now, writer, missing])
+                    given_up += 1
+                seq, flushed_at, gap_since = s, f, None
+        if seq == max_seq:
+            gap_since = None
+        conn.execute("""
+            INSERT INTO raw_writer_progress VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (table_name, writer) DO UPDATE SET
+                contiguous_seq = excluded.contiguous_seq, contiguous_flushed_at = excluded.contiguous_flushed_at,
+                max_seq = excluded.max_seq, max_flushed_at = excluded.max_flushed_at, gap_since = excluded.gap_since
+        """, [table, writer, seq, flushed_at, max_seq, max_flushed, gap_since])
+    return given_up
+
+
+FRONTIER_SQL = """
+SELECT least(max(contiguous_flushed_at),
+             -- a writer with a hole holds the table back to where its hole starts ('-infinity' if at its start)
+             min(coalesce(contiguous_flushed_at, '-infinity'::TIMESTAMPTZ)) FILTER (WHERE max_seq > contiguous_seq))
+FROM raw_writer_progress WHERE table_name = ?
+"""
+
+
+def table_frontier(conn: duckdb.DuckDBPyConnection, table: str) -> datetime | None:
+    """Everything the table's writers saw up to this time is loaded; None if nothing has arrived."""
+    value = conn.execute(FRONTIER_SQL, [table]).fetchall()[0][0]
+    return None if value is None or value == datetime.min else value
+
+
+def pricing_frontier(conn: duckdb.DuckDBPyConnection) -> tuple[datetime | None, dict[str, datetime | None]]:
+    """The time up to which every input of a snapshot is complete: the minimum over spot, terms and fees."""
+    each = {t: table_frontier(conn, t) for t in PRICING_INPUTS}
+    known = list(each.values())
+    return (None if any(v is None for v in known) else min(known)), each
