@@ -15,12 +15,13 @@ rectangle: new loads up to F2, plus older loads between F and F2. Nothing is pri
 earlier day is priced when it lands. A backfill of a day deletes the day and reprices its quotes inside the
 rectangle, so it equals the live rows (created_at aside).
 
-**How.** In chunks of at most `CHUNK_QUOTES` quotes, so memory does not grow with the size of a day: DuckDB joins
+**How.** In chunks of at most `chunk_quotes()` quotes, so memory does not grow with the size of a day: DuckDB joins
 the inputs and builds reasons, numpy computes both models' probabilities, DuckDB writes the rows. No per-row Python.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -37,7 +38,7 @@ from kalshi_shadow.warehouse.frontier import pricing_frontier, table_frontier
 SPOT_LOOKBACK = timedelta(hours=1)   # a spot tick older than this (vs the quote) counts as no spot at all
 VOL_LOOKBACK = timedelta(hours=1)    # likewise a vol grid point
 TERMS_LOOKBACK = timedelta(days=1)   # and market terms (the poller re-writes them at least every 10 minutes)
-CHUNK_QUOTES = 200_000
+
 STATE_LOAD_ID = "kalshi_edge_snapshots.load_id"
 STATE_FRONTIER = "kalshi_edge_snapshots.frontier_us"
 NEG_INF = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -224,13 +225,23 @@ def _set_state(conn: duckdb.DuckDBPyConnection, load_id: int, frontier: datetime
                      [[STATE_LOAD_ID, load_id], [STATE_FRONTIER, int(frontier.timestamp() * 1e6)]])
 
 
+def chunk_quotes() -> int:
+    """Quotes per chunk (`KALSHI_SHADOW_CHUNK_QUOTES`, default 200k): bounds a run's memory, whatever the day's size."""
+    raw = os.environ.get("KALSHI_SHADOW_CHUNK_QUOTES", "200000")
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise ValueError(f"KALSHI_SHADOW_CHUNK_QUOTES={raw!r} is not a whole number") from None
+
+
 def _chunks(conn: duckdb.DuckDBPyConnection, pred: str, params: dict) -> list[tuple[datetime, datetime]]:
-    """Seen-time windows holding at most CHUNK_QUOTES quotes each (whole minutes, so a minute never splits)."""
+    """Seen-time windows holding at most chunk_quotes() quotes each (whole minutes, so a minute never splits)."""
+    limit = chunk_quotes()
     buckets = conn.execute(f"""SELECT time_bucket(INTERVAL 1 MINUTE, {SEEN}) AS b, count(*) FROM kalshi_quotes AS q
                                WHERE {pred} GROUP BY 1 ORDER BY 1""", params).fetchall()
     out, lo, n = [], None, 0
     for b, c in buckets:
-        if lo is not None and n + c > CHUNK_QUOTES:
+        if lo is not None and n + c > limit:
             out.append((lo, b))
             lo, n = None, 0
         lo = lo if lo is not None else b

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -31,8 +32,10 @@ def _is_lock_error(exc: Exception) -> bool:
 
 
 def utc(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """Pin the session time zone to UTC (see the module docstring) and return the connection."""
+    """Pin the session time zone to UTC (see the module docstring) and bound DuckDB's memory, which spills to disk
+    past `KALSHI_SHADOW_DUCKDB_MEMORY_LIMIT` (default 1GB) instead of growing with the size of a day."""
     conn.execute("SET TimeZone = 'UTC'")
+    conn.execute(f"SET memory_limit = '{os.environ.get('KALSHI_SHADOW_DUCKDB_MEMORY_LIMIT', '1GB')}'")
     return conn
 
 
