@@ -199,3 +199,13 @@ def test_backfill_of_a_day_equals_the_incremental_rows(tmp_path: Path) -> None:
 def test_todays_utc_day_is_a_partition() -> None:
     """Live runs target the UTC day in progress: it must exist as a partition."""
     assert pricing.daily.has_partition_key(datetime.now(timezone.utc).date().isoformat())
+
+
+def test_vectorised_ewma_equals_scipy_lfilter() -> None:
+    from scipy.signal import lfilter
+
+    from kalshi_shadow.pricing.vol import LAMBDA, ewma
+
+    x = np.random.default_rng(3).gamma(0.5, 1e-7, size=5000)
+    expected, _ = lfilter([1.0 - LAMBDA], [1.0, -LAMBDA], x, zi=[LAMBDA * 2.5e-7])
+    assert np.allclose(ewma(x, LAMBDA, 2.5e-7), expected, rtol=1e-12, atol=0)

@@ -16,7 +16,6 @@ buckets and tails of a ladder tile the line and their probabilities sum to 1.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtr
 
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
 WINDOW = 60.0
@@ -45,6 +44,8 @@ def _p_above(threshold: np.ndarray, spot: np.ndarray, vol: np.ndarray, tau: np.n
         k = np.where(inside & (frac <= 0), np.where(realised >= threshold, -np.inf, np.inf), k)
     else:
         raise ValueError(f"unknown model_version {model!r}")
+    from scipy.special import ndtr  # imported here: the Dagster processes that never price skip its import
+
     sd = np.sqrt(var)
     with np.errstate(divide="ignore", invalid="ignore"):
         d = (np.log(level / k) - 0.5 * var) / sd

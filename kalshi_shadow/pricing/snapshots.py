@@ -195,7 +195,7 @@ SELECT * EXCLUDE (rid, base_reasons),
                         ELSE []::VARCHAR[] END,
                    CASE WHEN p_model IS NOT NULL AND greatest(coalesce(ev_yes, -1), coalesce(ev_no, -1)) < $min_ev
                         THEN ['no_edge'] ELSE []::VARCHAR[] END) AS reasons,
-       md5(quote_key || '|' || model_version) AS snapshot_id, $rules_version AS rules_version, now() AS created_at
+       md5(quote_key::VARCHAR || '|' || model_version)::UUID AS snapshot_id, $rules_version AS rules_version, now() AS created_at
 FROM ev
 """
 

@@ -35,6 +35,7 @@ def utc(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """Pin the session time zone to UTC (see the module docstring) and bound DuckDB's memory, which spills to disk
     past `KALSHI_SHADOW_DUCKDB_MEMORY_LIMIT` (default 1GB) instead of growing with the size of a day."""
     conn.execute("SET TimeZone = 'UTC'")
+    conn.execute("SET preserve_insertion_order = false")  # lets large inserts stream instead of buffering in order
     conn.execute(f"SET memory_limit = '{os.environ.get('KALSHI_SHADOW_DUCKDB_MEMORY_LIMIT', '1GB')}'")
     return conn
 
@@ -58,7 +59,7 @@ def connect(db_path: Path | str, *, read_only: bool = False, timeout_seconds: fl
                     ) from exc
                 raise
             time.sleep(delay + random.uniform(0, delay))
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 0.2)  # short: readers hold the file for one query at a time
 
 
 @contextlib.contextmanager

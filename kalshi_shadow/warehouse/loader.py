@@ -36,7 +36,7 @@ _QUOTE_FIELDS = ("status", "yes_bid", "yes_ask", "no_bid", "no_ask", "yes_bid_si
                  "volume", "open_interest")
 QUOTE_KEY_SQL = ("md5(concat_ws('|', {a}ticker, epoch_us({a}ts), coalesce({a}source, '-'), "
                  "coalesce(epoch_us({a}received_ts)::VARCHAR, '-'), "
-                 + ", ".join(f"coalesce({{a}}{c}::VARCHAR, '-')" for c in _QUOTE_FIELDS) + "))")
+                 + ", ".join(f"coalesce({{a}}{c}::VARCHAR, '-')" for c in _QUOTE_FIELDS) + "))::UUID")
 NATURAL_KEYS = {
     "spot_ticks": "{a}product_id || '|' || coalesce({a}trade_id::VARCHAR, epoch_us({a}ts) || '|' || coalesce({a}sequence::VARCHAR, '-'))",
     "kalshi_quotes": QUOTE_KEY_SQL,

@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS kalshi_quotes (
     volume        DECIMAL(18, 2),
     open_interest DECIMAL(18, 2),
     source        VARCHAR,
-    quote_key     VARCHAR NOT NULL, -- natural key: md5 of every field above, so a re-sent row loads once while
+    quote_key     UUID NOT NULL,    -- natural key: md5 of every field above (16 bytes), so a re-sent row loads once while
                                     -- two different quotes with one exchange timestamp stay two
     load_id       BIGINT NOT NULL
 );

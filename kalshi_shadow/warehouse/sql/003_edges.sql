@@ -3,8 +3,8 @@
 -- Monetary columns per contract, in dollars. `reasons` lists every filter that failed; empty = would be tradable.
 
 CREATE TABLE IF NOT EXISTS kalshi_edge_snapshots (
-    snapshot_id       VARCHAR NOT NULL,      -- deterministic: md5(quote_key | model_version); unique (a blocking check)
-    quote_key         VARCHAR NOT NULL,      -- the quote's natural key (kalshi_quotes.quote_key)
+    snapshot_id       UUID NOT NULL,         -- deterministic: md5(quote_key | model_version); unique (a blocking check)
+    quote_key         UUID NOT NULL,         -- the quote's natural key (kalshi_quotes.quote_key)
     quote_date        DATE NOT NULL,         -- UTC day of quote_ts: the Dagster partition
     ticker            VARCHAR NOT NULL,
     series_ticker     VARCHAR NOT NULL,

@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS kalshi_settlement_observations (
 -- contract paid (1 / 0, or the scalar value). Log loss clips p to [1e-6, 1 - 1e-6]. PnL is per contract,
 -- taking that side at the ask net of the per-order fee. Void contracts keep a row with excluded_reason = 'void'.
 CREATE TABLE IF NOT EXISTS kalshi_edge_snapshot_scores (
-    snapshot_id     VARCHAR NOT NULL,
+    snapshot_id     UUID NOT NULL,
     quote_date      DATE NOT NULL,
     ticker          VARCHAR NOT NULL,
     series_ticker   VARCHAR NOT NULL,
