@@ -112,13 +112,14 @@ BASE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _base AS
 WITH q AS (
     SELECT q.*, {SEEN} AS seen_ts FROM kalshi_quotes AS q
-    WHERE ({{pred}}) AND {SEEN} >= $lo AND {SEEN} < $hi
+    WHERE ({{pred}}) AND q.ts >= $lo AND q.ts < $hi
 ), markets AS (
     SELECT ticker, ts, strike_type, floor_strike, cap_strike, close_time FROM kalshi_markets
     WHERE ts >= $lo - INTERVAL 2 DAY AND ts < $hi
 ), spot AS (
     SELECT coalesce(received_ts, ts) AS seen, ts, price::DOUBLE AS price FROM spot_ticks
-    WHERE product_id = 'BTC-USD' AND coalesce(received_ts, ts) >= $lo - INTERVAL 2 HOUR AND coalesce(received_ts, ts) < $hi
+    WHERE product_id = 'BTC-USD' AND ts <= $seen_hi  -- a trade happens before it is received: prunes by ts
+      AND coalesce(received_ts, ts) >= $seen_lo - INTERVAL 2 HOUR AND coalesce(received_ts, ts) <= $seen_hi
 ), vol AS (
     SELECT grid_ts, vol FROM spot_vol WHERE grid_ts >= $lo - INTERVAL 2 HOUR AND grid_ts < $hi
 ), joined AS (
@@ -235,9 +236,10 @@ def chunk_quotes() -> int:
 
 
 def _chunks(conn: duckdb.DuckDBPyConnection, pred: str, params: dict) -> list[tuple[datetime, datetime]]:
-    """Seen-time windows holding at most chunk_quotes() quotes each (whole minutes, so a minute never splits)."""
+    """Quote-time windows holding at most chunk_quotes() quotes each (whole minutes, so a minute never splits).
+    Any split gives the same rows (inputs are bounded relative to each quote); windows on `ts` prune by zone maps."""
     limit = chunk_quotes()
-    buckets = conn.execute(f"""SELECT time_bucket(INTERVAL 1 MINUTE, {SEEN}) AS b, count(*) FROM kalshi_quotes AS q
+    buckets = conn.execute(f"""SELECT time_bucket(INTERVAL 1 MINUTE, q.ts) AS b, count(*) FROM kalshi_quotes AS q
                                WHERE {pred} GROUP BY 1 ORDER BY 1""", params).fetchall()
     out, lo, n = [], None, 0
     for b, c in buckets:
@@ -255,8 +257,10 @@ def _price(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, *, lot: int
     """Price every quote matching `pred`, chunk by chunk."""
     days: set[date] = set(run.days)
     for lo, hi in _chunks(conn, pred, params):
+        seen_lo, seen_hi = conn.execute(f"SELECT min({SEEN}), max({SEEN}) FROM kalshi_quotes AS q WHERE ({pred}) AND q.ts >= $lo AND q.ts < $hi",
+                                        {**params, "lo": lo, "hi": hi}).fetchall()[0]
         conn.execute(BASE_SQL.format(pred=pred), {
-            **params, "lo": lo, "hi": hi, "lot": lot, "max_spot_age": rules.max_spot_age_seconds,
+            **params, "lo": lo, "hi": hi, "seen_lo": seen_lo, "seen_hi": seen_hi, "lot": lot, "max_spot_age": rules.max_spot_age_seconds,
             "max_quote_age": rules.max_quote_age_seconds, "max_spread": rules.max_spread, "max_tau": rules.max_tau_seconds})
         b = conn.sql("SELECT strike_type, floor_strike, cap_strike, spot, vol, tau_seconds, window_mean FROM _base ORDER BY rid").fetchnumpy()
         n = len(b["spot"])
