@@ -117,7 +117,7 @@ WITH q AS (
     SELECT ticker, ts, strike_type, floor_strike, cap_strike, close_time FROM kalshi_markets
     WHERE ts >= $lo - INTERVAL 2 DAY AND ts < $hi
 ), spot AS (
-    SELECT coalesce(received_ts, ts) AS seen, ts, price::DOUBLE AS price FROM spot_ticks
+    SELECT coalesce(received_ts, ts) AS seen, ts, price::DOUBLE AS price, price AS exact_price FROM spot_ticks
     WHERE product_id = 'BTC-USD' AND ts <= $seen_hi  -- a trade happens before it is received: prunes by ts
       AND coalesce(received_ts, ts) >= $seen_lo - INTERVAL 2 HOUR AND coalesce(received_ts, ts) <= $seen_hi
 ), vol AS (
@@ -142,7 +142,7 @@ WITH q AS (
     FROM (SELECT *, ts - m_ts <= INTERVAL {int(TERMS_LOOKBACK.total_seconds())} SECOND AS q_fresh_terms,
                  seen_ts - s_seen <= INTERVAL {int(SPOT_LOOKBACK.total_seconds())} SECOND AS q_fresh_spot FROM joined)
 ), in_window AS (  -- mean spot so far inside the settlement window, for quotes in the last 60 s
-    SELECT p.quote_key, avg(s.price) AS window_mean
+    SELECT p.quote_key, avg(s.exact_price)::DOUBLE AS window_mean  -- exact sum: the same whatever the thread order
     FROM p JOIN spot AS s ON s.ts > p.close_time - INTERVAL 60 SECOND AND s.ts <= p.ts AND s.seen <= p.seen_ts
     WHERE p.close_time - p.ts < INTERVAL 60 SECOND
     GROUP BY ALL
