@@ -19,7 +19,9 @@ def build_definitions() -> dg.Definitions:
     import importlib
 
     parts = [importlib.import_module(m).defs for m in DOMAIN_MODULES]
-    return dg.Definitions.merge(*parts, dg.Definitions(resources=resources_mod.resources()))
+    # Every job runs its steps in the run's own process: the steps that write DuckDB are serialised by its pool
+    # anyway, and a process per step costs a Python start and the code location's import each time.
+    return dg.Definitions.merge(*parts, dg.Definitions(resources=resources_mod.resources(), executor=dg.in_process_executor))
 
 
 defs = build_definitions()
