@@ -39,6 +39,18 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float | N
     return value
 
 
+def env_number(name: str, default: float, *, minimum: float | None = None, integer: bool = False,
+               env: Mapping[str, str] | None = None) -> float:
+    """A numeric setting read when it is used; a bad value is a ConfigError naming the variable."""
+    env = os.environ if env is None else env
+    value = _float(env, name, default, minimum)
+    if integer:
+        if value != int(value):
+            raise ConfigError(f"{name}={env.get(name)!r} is not a whole number")
+        return int(value)
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path

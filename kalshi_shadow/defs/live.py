@@ -12,13 +12,12 @@ rows of other days (midnight, a late file) are written too and reported as their
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 
-from kalshi_shadow.config import Settings
+from kalshi_shadow.config import Settings, env_number
 from kalshi_shadow.defs.ingest import kalshi_contracts, raw_assets
 from kalshi_shadow.defs.pricing import LIVE_TAG, kalshi_edge_snapshots, spot_vol
 from kalshi_shadow.raw import RAW_TABLES
@@ -34,11 +33,7 @@ ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagste
 
 
 def tick_seconds() -> int:
-    raw = os.environ.get("KALSHI_SHADOW_TICK_SECONDS", "20")
-    try:
-        return max(1, int(raw))
-    except ValueError:
-        raise ValueError(f"KALSHI_SHADOW_TICK_SECONDS={raw!r} is not a whole number of seconds") from None
+    return env_number("KALSHI_SHADOW_TICK_SECONDS", 20, minimum=1, integer=True)
 
 
 def newest_raw_files(raw_dir: Path) -> dict[str, str]:

@@ -5,8 +5,9 @@ Changing a threshold changes `RULES_VERSION`, which each snapshot records.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
+
+from kalshi_shadow.config import env_number
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,4 @@ RULES = Rules()
 
 def lot_size() -> int:
     """Contracts per hypothetical order; fees are per order, so this changes fees per contract."""
-    raw = os.environ.get("KALSHI_SHADOW_LOT_SIZE", "100")
-    try:
-        n = int(raw)
-    except ValueError:
-        raise ValueError(f"KALSHI_SHADOW_LOT_SIZE={raw!r} is not a whole number") from None
-    if n < 1:
-        raise ValueError(f"KALSHI_SHADOW_LOT_SIZE={raw!r} must be >= 1")
-    return n
+    return env_number("KALSHI_SHADOW_LOT_SIZE", 100, minimum=1, integer=True)

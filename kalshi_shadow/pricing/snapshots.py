@@ -21,7 +21,6 @@ the inputs and builds reasons, numpy computes both models' probabilities, DuckDB
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -29,11 +28,13 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from kalshi_shadow.config import env_number
 from kalshi_shadow.pricing.fees import FEE_MACRO_SQL
 from kalshi_shadow.pricing.probability import MODELS, prob_yes
 from kalshi_shadow.pricing.rules import RULES, Rules
 from kalshi_shadow.pricing.vol import VolState, ewma_vol, initial_state
 from kalshi_shadow.warehouse.frontier import pricing_frontier, table_frontier
+from kalshi_shadow.warehouse.connection import transaction
 
 SPOT_LOOKBACK = timedelta(hours=1)   # a spot tick older than this (vs the quote) counts as no spot at all
 VOL_LOOKBACK = timedelta(hours=1)    # likewise a vol grid point
@@ -228,11 +229,7 @@ def _set_state(conn: duckdb.DuckDBPyConnection, load_id: int, frontier: datetime
 
 def chunk_quotes() -> int:
     """Quotes per chunk (`KALSHI_SHADOW_CHUNK_QUOTES`, default 200k): bounds a run's memory, whatever the day's size."""
-    raw = os.environ.get("KALSHI_SHADOW_CHUNK_QUOTES", "200000")
-    try:
-        return max(1, int(raw))
-    except ValueError:
-        raise ValueError(f"KALSHI_SHADOW_CHUNK_QUOTES={raw!r} is not a whole number") from None
+    return env_number("KALSHI_SHADOW_CHUNK_QUOTES", 200_000, minimum=1, integer=True)
 
 
 def _chunks(conn: duckdb.DuckDBPyConnection, pred: str, params: dict) -> list[tuple[datetime, datetime]]:
@@ -302,8 +299,7 @@ def price_new_quotes(conn: duckdb.DuckDBPyConnection, *, lot: int, rules: Rules 
     conn.execute(FEE_MACRO_SQL)
     run = SnapshotRun()
     frontier, run.inputs = pricing_frontier(conn)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         done_load, done_frontier = _state(conn)
         new_load = conn.execute("SELECT coalesce(max(load_id), 0) FROM kalshi_quotes").fetchall()[0][0]
         run.frontier = frontier
@@ -318,10 +314,6 @@ def price_new_quotes(conn: duckdb.DuckDBPyConnection, *, lot: int, rules: Rules 
                    lot=lot, rules=rules, run=run)
             _set_state(conn, new_load, frontier)
         run.duplicates = _duplicates(conn, run)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return run
 
 
@@ -330,8 +322,7 @@ def recompute_day(conn: duckdb.DuckDBPyConnection, day: date, *, lot: int, rules
     conn.execute(FEE_MACRO_SQL)
     run = SnapshotRun()
     start = datetime.combine(day, time(0), tzinfo=timezone.utc)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         done_load, done_frontier = _state(conn)
         run.frontier = done_frontier if done_frontier > NEG_INF else None
         run.deleted = conn.execute("DELETE FROM kalshi_edge_snapshots WHERE quote_date = ?", [day]).fetchall()[0][0]
@@ -340,8 +331,4 @@ def recompute_day(conn: duckdb.DuckDBPyConnection, day: date, *, lot: int, rules
                lot=lot, rules=rules, run=run)
         run.days = [day]
         run.duplicates = _duplicates(conn, run)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return run

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import date
 
 import duckdb
+from kalshi_shadow.warehouse.connection import transaction
 
 EPS = 1e-6  # log loss clips p to [EPS, 1 - EPS]
 
@@ -48,15 +49,10 @@ WHERE x.ticker = c.ticker AND x.quote_date = $day
 
 
 def score_day(conn: duckdb.DuckDBPyConnection, day: date, *, full: bool = False) -> dict[str, int]:
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         if full:
             removed = conn.execute("DELETE FROM kalshi_edge_snapshot_scores WHERE quote_date = $day", {"day": day}).fetchall()[0][0]
         else:
             removed = conn.execute(STALE_SQL, {"day": day}).fetchall()[0][0]
         added = conn.execute(SCORE_SQL, {"day": day}).fetchall()[0][0]
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return {"rescored_or_removed": int(removed), "added": int(added)}

@@ -17,6 +17,7 @@ import duckdb
 
 from kalshi_shadow.kalshi.client import KalshiClient
 from kalshi_shadow.kalshi.models import Market
+from kalshi_shadow.warehouse.connection import transaction
 
 log = logging.getLogger(__name__)
 FINAL_STATUSES = ("finalized",)
@@ -80,8 +81,7 @@ def apply_observations(conn: duckdb.DuckDBPyConnection, observations: list[Obser
             log.error("%s: scalar result without settlement_value_dollars; outcome left unset", o.ticker)
         rows.append((o.ticker, now, o.status, o.result, o.settlement_value, o.expiration_value, o.settlement_ts,
                      settlement_value(o.result, o.settlement_value)))
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute("CREATE OR REPLACE TEMP TABLE _obs (ticker VARCHAR, observed_at TIMESTAMPTZ, status VARCHAR, result VARCHAR, "
                      "settlement_value DECIMAL(18, 4), expiration_value DECIMAL(18, 8), settlement_ts TIMESTAMPTZ, paid DECIMAL(18, 4))")
         conn.executemany("INSERT INTO _obs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -105,10 +105,6 @@ def apply_observations(conn: duckdb.DuckDBPyConnection, observations: list[Obser
                 status = o.status
             FROM _obs AS o WHERE c.ticker = o.ticker
         """)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return changed
 
 

@@ -63,6 +63,18 @@ def connect(db_path: Path | str, *, read_only: bool = False, timeout_seconds: fl
 
 
 @contextlib.contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: commit when the block ends, roll back (and re-raise) if anything in it fails."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@contextlib.contextmanager
 def open_warehouse(db_path: Path | str, *, read_only: bool = False, timeout_seconds: float = 60.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """`with open_warehouse(path) as conn:` opens, ensures the schema (writers only), and always closes."""
     conn = connect(db_path, read_only=read_only, timeout_seconds=timeout_seconds)

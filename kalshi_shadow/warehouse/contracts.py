@@ -7,6 +7,7 @@ touches the settlement columns, which the settlements asset owns.
 from __future__ import annotations
 
 import duckdb
+from kalshi_shadow.warehouse.connection import transaction
 
 WATERMARK = "kalshi_contracts.markets_load_id"
 
@@ -56,8 +57,7 @@ WHERE c.series_ticker = s.series_ticker
 
 def refresh_contracts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Fold newly loaded market rows into kalshi_contracts; returns counts for the asset's metadata."""
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         row = conn.execute("SELECT value FROM asset_watermarks WHERE asset = ?", [WATERMARK]).fetchone()
         watermark = row[0] if row else 0
         new_mark = conn.execute("SELECT coalesce(max(load_id), 0) FROM kalshi_markets").fetchone()[0]
@@ -68,8 +68,4 @@ def refresh_contracts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
             [WATERMARK, new_mark],
         )
         total = conn.execute("SELECT count(*) FROM kalshi_contracts").fetchone()[0]
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return {"upserted": int(upserted), "fees_refreshed": int(fees), "contracts": int(total)}

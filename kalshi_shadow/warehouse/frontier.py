@@ -12,21 +12,18 @@ A hole that stays open longer than the gap timeout is given up on: the missing f
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
 import duckdb
+
+from kalshi_shadow.config import env_number
 
 # The inputs a snapshot needs before its quote may be priced (spot, market terms, series fees).
 PRICING_INPUTS = ("spot_ticks", "kalshi_markets", "kalshi_series")
 
 
 def gap_timeout() -> timedelta:
-    raw = os.environ.get("KALSHI_SHADOW_RAW_GAP_SECONDS", "600")
-    try:
-        return timedelta(seconds=float(raw))
-    except ValueError:
-        raise ValueError(f"KALSHI_SHADOW_RAW_GAP_SECONDS={raw!r} is not a number") from None
+    return timedelta(seconds=env_number("KALSHI_SHADOW_RAW_GAP_SECONDS", 600, minimum=0))
 
 
 def advance_writers(conn: duckdb.DuckDBPyConnection, table: str, writers: set[str], now: datetime) -> int:

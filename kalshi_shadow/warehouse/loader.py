@@ -23,6 +23,7 @@ import duckdb
 
 from kalshi_shadow.raw import RAW_SCHEMAS
 from kalshi_shadow.raw.store import RawFileName, list_raw_files
+from kalshi_shadow.warehouse.connection import transaction
 from kalshi_shadow.warehouse.frontier import advance_writers
 
 log = logging.getLogger(__name__)
@@ -128,42 +129,38 @@ def load_new_files(conn: duckdb.DuckDBPyConnection, raw_dir: Path | str, table: 
                 _stage(conn, table, files)
     key_col = STORED_KEYS.get(table)
     existing_key = f"t.{key_col}" if key_col else NATURAL_KEYS[table].format(a="t.")
-    conn.execute("BEGIN TRANSACTION")
     try:
-        rows = dups = 0
-        min_ts = max_ts = None
-        writers = set()
-        if files:
-            lo, hi = conn.execute("SELECT min(ts), max(ts) FROM _staged").fetchall()[0]
-            extra_cols = f", {key_col}" if key_col else ""
-            conn.execute(f"""
-                INSERT INTO {table} ({", ".join(cols)}{extra_cols}, load_id)
-                SELECT {", ".join(cols)}{", _nk" if key_col else ""}, load_id FROM _staged AS s
-                WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.ts BETWEEN $lo AND $hi AND {existing_key} = s._nk)
-                QUALIFY row_number() OVER (PARTITION BY _nk ORDER BY load_id) = 1
-            """, {"lo": lo, "hi": hi})
-            ledger = []
-            counts = dict(conn.execute("SELECT load_id, count(*) FROM _staged GROUP BY 1").fetchall())
-            inserted = dict(conn.execute(f"SELECT load_id, count(*) FROM {table} WHERE load_id IN (SELECT load_id FROM _new_files) "
-                                         "GROUP BY 1").fetchall())
-            for rel, _path, load_id in conn.execute("SELECT file_name, path, load_id FROM _new_files").fetchall():
-                name = RawFileName.parse(rel)
-                n, k = counts.get(load_id, 0), inserted.get(load_id, 0)
-                ledger.append([load_id, table, rel, n, now, name.writer if name else None, name.seq if name else None,
-                               name.flushed_at if name else None, n - k])
-                rows, dups = rows + k, dups + n - k
-                if name:
-                    writers.add(name.writer)
-            conn.executemany("""INSERT INTO raw_file_loads (load_id, table_name, file_name, row_count, loaded_at, writer, seq,
-                                flushed_at, duplicate_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""", ledger)
-            if rows:
-                min_ts, max_ts = conn.execute(f"SELECT min(ts), max(ts) FROM {table} WHERE load_id IN (SELECT load_id FROM _new_files)").fetchall()[0]
-        writers |= {RawFileName.parse(f).writer for f in failed if RawFileName.parse(f)}
-        advance_writers(conn, table, writers, now)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        with transaction(conn):
+            rows = dups = 0
+            min_ts = max_ts = None
+            writers = set()
+            if files:
+                lo, hi = conn.execute("SELECT min(ts), max(ts) FROM _staged").fetchall()[0]
+                extra_cols = f", {key_col}" if key_col else ""
+                conn.execute(f"""
+                    INSERT INTO {table} ({", ".join(cols)}{extra_cols}, load_id)
+                    SELECT {", ".join(cols)}{", _nk" if key_col else ""}, load_id FROM _staged AS s
+                    WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.ts BETWEEN $lo AND $hi AND {existing_key} = s._nk)
+                    QUALIFY row_number() OVER (PARTITION BY _nk ORDER BY load_id) = 1
+                """, {"lo": lo, "hi": hi})
+                ledger = []
+                counts = dict(conn.execute("SELECT load_id, count(*) FROM _staged GROUP BY 1").fetchall())
+                inserted = dict(conn.execute(f"SELECT load_id, count(*) FROM {table} WHERE load_id IN (SELECT load_id FROM _new_files) "
+                                             "GROUP BY 1").fetchall())
+                for rel, _path, load_id in conn.execute("SELECT file_name, path, load_id FROM _new_files").fetchall():
+                    name = RawFileName.parse(rel)
+                    n, k = counts.get(load_id, 0), inserted.get(load_id, 0)
+                    ledger.append([load_id, table, rel, n, now, name.writer if name else None, name.seq if name else None,
+                                   name.flushed_at if name else None, n - k])
+                    rows, dups = rows + k, dups + n - k
+                    if name:
+                        writers.add(name.writer)
+                conn.executemany("""INSERT INTO raw_file_loads (load_id, table_name, file_name, row_count, loaded_at, writer, seq,
+                                    flushed_at, duplicate_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""", ledger)
+                if rows:
+                    min_ts, max_ts = conn.execute(f"SELECT min(ts), max(ts) FROM {table} WHERE load_id IN (SELECT load_id FROM _new_files)").fetchall()[0]
+            writers |= {RawFileName.parse(f).writer for f in failed if RawFileName.parse(f)}
+            advance_writers(conn, table, writers, now)
     finally:
         conn.execute("DROP TABLE IF EXISTS _staged")
         conn.execute("DROP TABLE IF EXISTS _new_files")
