@@ -149,7 +149,6 @@ WITH q AS (
     GROUP BY ALL
 )
 SELECT
-    row_number() OVER () - 1 AS rid,
     p.quote_key, p.ts AS quote_ts, (p.ts AT TIME ZONE 'UTC')::DATE AS quote_date, p.ticker, p.series_ticker, p.event_ticker,
     p.source AS quote_source, p.status, p.strike_type, p.floor_strike, p.cap_strike, p.close_time AS close_ts,
     epoch(p.close_time) - epoch(p.ts) AS tau_seconds,
@@ -182,7 +181,7 @@ FROM p LEFT JOIN in_window AS w USING (quote_key)
 
 PER_MODEL_SQL = " UNION ALL ".join(
     f"SELECT b.*, '{m}' AS model_version, CASE WHEN list_has_any(b.base_reasons, $unpriceable) THEN NULL ELSE _p.p{i} END AS p_model "
-    "FROM _base AS b JOIN _p USING (rid)" for i, m in enumerate(MODELS))
+    "FROM _base AS b JOIN _p ON b.rowid = _p.rid" for i, m in enumerate(MODELS))
 
 INSERT_SQL = f"""
 INSERT INTO kalshi_edge_snapshots BY NAME
@@ -190,7 +189,7 @@ WITH per_model AS ({PER_MODEL_SQL}
 ), ev AS (
     SELECT *, p_model - yes_ask::DOUBLE - fee_yes AS ev_yes, (1 - p_model) - no_ask::DOUBLE - fee_no AS ev_no FROM per_model
 )
-SELECT * EXCLUDE (rid, base_reasons),
+SELECT * EXCLUDE (base_reasons),
        p_model - p_mid AS model_minus_mid,
        list_concat(base_reasons,
                    CASE WHEN p_model < $min_p THEN ['deep_out_of_money'] WHEN p_model > 1 - $min_p THEN ['deep_in_money']
@@ -259,13 +258,13 @@ def _price(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, *, lot: int
         conn.execute(BASE_SQL.format(pred=pred), {
             **params, "lo": lo, "hi": hi, "seen_lo": seen_lo, "seen_hi": seen_hi, "lot": lot, "max_spot_age": rules.max_spot_age_seconds,
             "max_quote_age": rules.max_quote_age_seconds, "max_spread": rules.max_spread, "max_tau": rules.max_tau_seconds})
-        b = conn.sql("SELECT strike_type, floor_strike, cap_strike, spot, vol, tau_seconds, window_mean FROM _base ORDER BY rid").fetchnumpy()
+        b = conn.sql("SELECT rowid AS rid, strike_type, floor_strike, cap_strike, spot, vol, tau_seconds, window_mean FROM _base").fetchnumpy()
         n = len(b["spot"])
         if n:
             cols = {k: _floats(b[k]) for k in ("floor_strike", "cap_strike", "spot", "vol", "tau_seconds", "window_mean")}
             probs = [prob_yes(np.ma.filled(np.ma.asarray(b["strike_type"], dtype=object), None), cols["floor_strike"], cols["cap_strike"], cols["spot"],
                               cols["vol"], cols["tau_seconds"], model=m, window_mean=cols["window_mean"]) for m in MODELS]
-            conn.register("_p", pa.table({"rid": np.arange(n, dtype=np.int64),
+            conn.register("_p", pa.table({"rid": np.asarray(b["rid"], dtype=np.int64),
                                           **{f"p{i}": pa.array(p, mask=np.isnan(p)) for i, p in enumerate(probs)}}))
             try:
                 conn.execute(INSERT_SQL, {"unpriceable": list(UNPRICEABLE), "min_p": rules.min_p,
