@@ -4,7 +4,9 @@ One run on the in-process executor (one process, no per-step subprocesses) does,
 loads, `kalshi_contracts`, `spot_vol`, then `kalshi_edge_snapshots`. Pricing therefore never races loading, and
 the snapshots step prices only quotes whose inputs are complete (see `pricing/snapshots.py`).
 
-`live_tick_sensor` looks at the raw folder only (never DuckDB) every `KALSHI_SHADOW_TICK_SECONDS` (default 20 s)
+`live_tick_sensor` looks at the raw folder only (never DuckDB) every `KALSHI_SHADOW_TICK_SECONDS` (default 30 s:
+each run is a process that imports the code location, ~4 CPU-seconds, so the tick sets the platform's idle CPU;
+30 s keeps it near a fifth of a core with p95 quote-to-snapshot lag under 45 s)
 and requests a run when new files arrived and no live run is in flight. The run targets today's UTC partition;
 rows of other days (midnight, a late file) are written too and reported as their own partitions.
 """
@@ -33,7 +35,7 @@ ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagste
 
 
 def tick_seconds() -> int:
-    return env_number("KALSHI_SHADOW_TICK_SECONDS", 20, minimum=1, integer=True)
+    return env_number("KALSHI_SHADOW_TICK_SECONDS", 30, minimum=1, integer=True)
 
 
 def newest_raw_files(raw_dir: Path) -> dict[str, str]:
