@@ -42,6 +42,7 @@ TERMS_LOOKBACK = timedelta(days=1)   # and market terms (the poller re-writes th
 
 STATE_LOAD_ID = "kalshi_edge_snapshots.load_id"
 STATE_FRONTIER = "kalshi_edge_snapshots.frontier_us"
+STATE_MIN_PENDING = "kalshi_edge_snapshots.min_pending_load_id"  # no quote of an older load is still waiting
 NEG_INF = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # Reasons that make the model's probability meaningless (p_model stays NULL).
@@ -215,15 +216,18 @@ class SnapshotRun:
     held_back: str | None = None  # why nothing was priced, if so
 
 
-def _state(conn: duckdb.DuckDBPyConnection) -> tuple[int, datetime]:
-    vals = dict(conn.execute("SELECT asset, value FROM asset_watermarks WHERE asset IN (?, ?)", [STATE_LOAD_ID, STATE_FRONTIER]).fetchall())
+def _state(conn: duckdb.DuckDBPyConnection) -> tuple[int, datetime, int]:
+    """(newest load priced, frontier priced up to, oldest load that may hold a quote still waiting)."""
+    vals = dict(conn.execute("SELECT asset, value FROM asset_watermarks WHERE asset IN (?, ?, ?)",
+                             [STATE_LOAD_ID, STATE_FRONTIER, STATE_MIN_PENDING]).fetchall())
     f = vals.get(STATE_FRONTIER)
-    return int(vals.get(STATE_LOAD_ID, 0)), (datetime.fromtimestamp(f / 1e6, tz=timezone.utc) if f is not None else NEG_INF)
+    return (int(vals.get(STATE_LOAD_ID, 0)), datetime.fromtimestamp(f / 1e6, tz=timezone.utc) if f is not None else NEG_INF,
+            int(vals.get(STATE_MIN_PENDING, 0)))
 
 
-def _set_state(conn: duckdb.DuckDBPyConnection, load_id: int, frontier: datetime) -> None:
+def _set_state(conn: duckdb.DuckDBPyConnection, load_id: int, frontier: datetime, min_pending: int) -> None:
     conn.executemany("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
-                     [[STATE_LOAD_ID, load_id], [STATE_FRONTIER, int(frontier.timestamp() * 1e6)]])
+                     [[STATE_LOAD_ID, load_id], [STATE_FRONTIER, int(frontier.timestamp() * 1e6)], [STATE_MIN_PENDING, min_pending]])
 
 
 def chunk_quotes() -> int:
@@ -299,7 +303,7 @@ def price_new_quotes(conn: duckdb.DuckDBPyConnection, *, lot: int, rules: Rules 
     run = SnapshotRun()
     frontier, run.inputs = pricing_frontier(conn)
     with transaction(conn):
-        done_load, done_frontier = _state(conn)
+        done_load, done_frontier, min_pending = _state(conn)
         new_load = conn.execute("SELECT coalesce(max(load_id), 0) FROM kalshi_quotes").fetchall()[0][0]
         run.frontier = frontier
         if frontier is None:
@@ -307,11 +311,14 @@ def price_new_quotes(conn: duckdb.DuckDBPyConnection, *, lot: int, rules: Rules 
         elif frontier < done_frontier:
             run.held_back = f"the frontier went back to {frontier.isoformat()} (a file is missing from a writer's sequence)"
         else:
-            _price(conn, f"""(q.load_id > $done_load AND q.load_id <= $new_load AND {SEEN} <= $frontier)
-                             OR (q.load_id <= $done_load AND {SEEN} > $done_frontier AND {SEEN} <= $frontier)""",
-                   {"done_load": done_load, "new_load": new_load, "frontier": frontier, "done_frontier": done_frontier},
-                   lot=lot, rules=rules, run=run)
-            _set_state(conn, new_load, frontier)
+            # Loads before min_pending are fully priced, so every branch is a load-id range: zone maps skip history.
+            window = "q.load_id >= $min_pending AND q.load_id <= $new_load"
+            _price(conn, f"""{window} AND {SEEN} <= $frontier AND (q.load_id > $done_load OR {SEEN} > $done_frontier)""",
+                   {"min_pending": min_pending, "done_load": done_load, "new_load": new_load, "frontier": frontier,
+                    "done_frontier": done_frontier}, lot=lot, rules=rules, run=run)
+            still_waiting = conn.execute(f"SELECT min(q.load_id) FROM kalshi_quotes AS q WHERE {window} AND {SEEN} > $frontier",
+                                         {"min_pending": min_pending, "new_load": new_load, "frontier": frontier}).fetchall()[0][0]
+            _set_state(conn, new_load, frontier, still_waiting if still_waiting is not None else new_load + 1)
         run.duplicates = _duplicates(conn, run)
     return run
 
@@ -322,7 +329,7 @@ def recompute_day(conn: duckdb.DuckDBPyConnection, day: date, *, lot: int, rules
     run = SnapshotRun()
     start = datetime.combine(day, time(0), tzinfo=timezone.utc)
     with transaction(conn):
-        done_load, done_frontier = _state(conn)
+        done_load, done_frontier, _ = _state(conn)
         run.frontier = done_frontier if done_frontier > NEG_INF else None
         run.deleted = conn.execute("DELETE FROM kalshi_edge_snapshots WHERE quote_date = ?", [day]).fetchall()[0][0]
         _price(conn, f"q.ts >= $day_start AND q.ts < $day_end AND q.load_id <= $done_load AND {SEEN} <= $done_frontier",
