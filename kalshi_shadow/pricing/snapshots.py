@@ -254,37 +254,41 @@ def _chunks(conn: duckdb.DuckDBPyConnection, pred: str, params: dict) -> list[tu
 
 
 def _price(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, *, lot: int, rules: Rules, run: SnapshotRun) -> None:
-    """Price every quote matching `pred`, chunk by chunk."""
-    days: set[date] = set(run.days)
+    """Price every quote matching `pred`, chunk by chunk (in the caller's transaction)."""
     for lo, hi in _chunks(conn, pred, params):
-        seen_lo, seen_hi = conn.execute(f"SELECT min({SEEN}), max({SEEN}) FROM kalshi_quotes AS q WHERE ({pred}) AND q.ts >= $lo AND q.ts < $hi",
-                                        {**params, "lo": lo, "hi": hi}).fetchall()[0]
-        conn.execute(BASE_SQL.format(pred=pred), {
-            **params, "lo": lo, "hi": hi, "seen_lo": seen_lo, "seen_hi": seen_hi, "lot": lot, "max_spot_age": rules.max_spot_age_seconds,
-            "max_quote_age": rules.max_quote_age_seconds, "max_spread": rules.max_spread, "max_tau": rules.max_tau_seconds})
-        b = conn.sql("SELECT rowid AS rid, strike_type, floor_strike, cap_strike, spot, vol, tau_seconds, window_mean FROM _base").fetchnumpy()
-        n = len(b["spot"])
-        if n:
-            cols = {k: _floats(b[k]) for k in ("floor_strike", "cap_strike", "spot", "vol", "tau_seconds", "window_mean")}
-            probs = [prob_yes(np.ma.filled(np.ma.asarray(b["strike_type"], dtype=object), None), cols["floor_strike"], cols["cap_strike"], cols["spot"],
-                              cols["vol"], cols["tau_seconds"], model=m, window_mean=cols["window_mean"]) for m in MODELS]
-            conn.register("_p", pa.table({"rid": np.asarray(b["rid"], dtype=np.int64),
-                                          **{f"p{i}": pa.array(p, mask=np.isnan(p)) for i, p in enumerate(probs)}}))
-            try:
-                conn.execute(INSERT_SQL, {"unpriceable": list(UNPRICEABLE), "min_p": rules.min_p,
-                                          "min_ev": rules.min_ev, "rules_version": rules.version})
-            finally:
-                conn.unregister("_p")
-            days |= {d for (d,) in conn.execute("SELECT DISTINCT quote_date FROM _base").fetchall()}
-            lo_ts, hi_ts = conn.execute("SELECT min(quote_ts), max(quote_ts) FROM _base").fetchall()[0]
-            if run.quote_ts_range:
-                lo_ts, hi_ts = min(lo_ts, run.quote_ts_range[0]), max(hi_ts, run.quote_ts_range[1])
-            run.quote_ts_range = (lo_ts, hi_ts)
-            run.quotes += n
-            run.rows += n * len(MODELS)
-        run.chunks += 1
-        conn.execute("DROP TABLE _base")
-    run.days = sorted(days)
+        _price_chunk(conn, pred, params, lo, hi, lot=lot, rules=rules, run=run)
+
+
+def _price_chunk(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, lo: datetime, hi: datetime, *, lot: int,
+                 rules: Rules, run: SnapshotRun) -> None:
+    """Price the quotes matching `pred` with quote time in [lo, hi)."""
+    seen_lo, seen_hi = conn.execute(f"SELECT min({SEEN}), max({SEEN}) FROM kalshi_quotes AS q WHERE ({pred}) AND q.ts >= $lo AND q.ts < $hi",
+                                    {**params, "lo": lo, "hi": hi}).fetchall()[0]
+    conn.execute(BASE_SQL.format(pred=pred), {
+        **params, "lo": lo, "hi": hi, "seen_lo": seen_lo, "seen_hi": seen_hi, "lot": lot, "max_spot_age": rules.max_spot_age_seconds,
+        "max_quote_age": rules.max_quote_age_seconds, "max_spread": rules.max_spread, "max_tau": rules.max_tau_seconds})
+    b = conn.sql("SELECT rowid AS rid, strike_type, floor_strike, cap_strike, spot, vol, tau_seconds, window_mean FROM _base").fetchnumpy()
+    n = len(b["spot"])
+    if n:
+        cols = {k: _floats(b[k]) for k in ("floor_strike", "cap_strike", "spot", "vol", "tau_seconds", "window_mean")}
+        probs = [prob_yes(np.ma.filled(np.ma.asarray(b["strike_type"], dtype=object), None), cols["floor_strike"], cols["cap_strike"], cols["spot"],
+                          cols["vol"], cols["tau_seconds"], model=m, window_mean=cols["window_mean"]) for m in MODELS]
+        conn.register("_p", pa.table({"rid": np.asarray(b["rid"], dtype=np.int64),
+                                      **{f"p{i}": pa.array(p, mask=np.isnan(p)) for i, p in enumerate(probs)}}))
+        try:
+            conn.execute(INSERT_SQL, {"unpriceable": list(UNPRICEABLE), "min_p": rules.min_p,
+                                      "min_ev": rules.min_ev, "rules_version": rules.version})
+        finally:
+            conn.unregister("_p")
+        run.days = sorted(set(run.days) | {d for (d,) in conn.execute("SELECT DISTINCT quote_date FROM _base").fetchall()})
+        lo_ts, hi_ts = conn.execute("SELECT min(quote_ts), max(quote_ts) FROM _base").fetchall()[0]
+        if run.quote_ts_range:
+            lo_ts, hi_ts = min(lo_ts, run.quote_ts_range[0]), max(hi_ts, run.quote_ts_range[1])
+        run.quote_ts_range = (lo_ts, hi_ts)
+        run.quotes += n
+        run.rows += n * len(MODELS)
+    run.chunks += 1
+    conn.execute("DROP TABLE _base")
 
 
 def _duplicates(conn: duckdb.DuckDBPyConnection, run: SnapshotRun) -> int:
@@ -295,6 +299,19 @@ def _duplicates(conn: duckdb.DuckDBPyConnection, run: SnapshotRun) -> int:
     return conn.execute("""SELECT count(*) - count(DISTINCT snapshot_id) FROM kalshi_edge_snapshots
                            WHERE quote_date IN (SELECT unnest(?::DATE[])) AND quote_ts BETWEEN ? AND ?""",
                         [run.days, *run.quote_ts_range]).fetchall()[0][0]
+
+
+def _capped(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, frontier: datetime) -> datetime:
+    """The frontier, lowered if more than four chunks of quotes wait (a catch-up after downtime): one run then
+    prices at most that many, in seen-time order, and the next tick goes on. Bounds a run's memory and time."""
+    limit, total = 4 * chunk_quotes(), 0
+    for minute, n in conn.execute(f"""SELECT time_bucket(INTERVAL 1 MINUTE, {SEEN}) AS m, count(*) FROM kalshi_quotes AS q
+                                      WHERE {pred} AND {SEEN} <= $frontier GROUP BY 1 ORDER BY 1""",
+                                  {**params, "frontier": frontier}).fetchall():
+        total += n
+        if total > limit:
+            return min(frontier, minute + timedelta(minutes=1) - timedelta(microseconds=1))
+    return frontier
 
 
 def price_new_quotes(conn: duckdb.DuckDBPyConnection, *, lot: int, rules: Rules = RULES) -> SnapshotRun:
@@ -313,6 +330,10 @@ def price_new_quotes(conn: duckdb.DuckDBPyConnection, *, lot: int, rules: Rules 
         else:
             # Loads before min_pending are fully priced, so every branch is a load-id range: zone maps skip history.
             window = "q.load_id >= $min_pending AND q.load_id <= $new_load"
+            frontier = _capped(conn, f"{window} AND (q.load_id > $done_load OR {SEEN} > $done_frontier)",
+                               {"min_pending": min_pending, "new_load": new_load, "done_load": done_load,
+                                "done_frontier": done_frontier}, frontier)
+            run.frontier = frontier
             _price(conn, f"""{window} AND {SEEN} <= $frontier AND (q.load_id > $done_load OR {SEEN} > $done_frontier)""",
                    {"min_pending": min_pending, "done_load": done_load, "new_load": new_load, "frontier": frontier,
                     "done_frontier": done_frontier}, lot=lot, rules=rules, run=run)
@@ -324,17 +345,25 @@ def price_new_quotes(conn: duckdb.DuckDBPyConnection, *, lot: int, rules: Rules 
 
 
 def recompute_day(conn: duckdb.DuckDBPyConnection, day: date, *, lot: int, rules: Rules = RULES) -> SnapshotRun:
-    """The backfill: delete the day's snapshots and reprice its quotes that the live path has reached."""
+    """The backfill: reprice the day's quotes that the live path has reached, replacing its rows chunk by chunk.
+
+    Each chunk is one transaction (delete the chunk's quote times, insert their new rows), so memory stays that of
+    a chunk however big the day; a reader between chunks sees correct rows, old or new, which are equal."""
     conn.execute(FEE_MACRO_SQL)
-    run = SnapshotRun()
+    run = SnapshotRun(days=[day])
     start = datetime.combine(day, time(0), tzinfo=timezone.utc)
-    with transaction(conn):
-        done_load, done_frontier, _ = _state(conn)
-        run.frontier = done_frontier if done_frontier > NEG_INF else None
-        run.deleted = conn.execute("DELETE FROM kalshi_edge_snapshots WHERE quote_date = ?", [day]).fetchall()[0][0]
-        _price(conn, f"q.ts >= $day_start AND q.ts < $day_end AND q.load_id <= $done_load AND {SEEN} <= $done_frontier",
-               {"day_start": start, "day_end": start + timedelta(days=1), "done_load": done_load, "done_frontier": done_frontier},
-               lot=lot, rules=rules, run=run)
-        run.days = [day]
+    started = conn.execute("SELECT now()").fetchall()[0][0]
+    done_load, done_frontier, _ = _state(conn)
+    run.frontier = done_frontier if done_frontier > NEG_INF else None
+    pred = f"q.ts >= $day_start AND q.ts < $day_end AND q.load_id <= $done_load AND {SEEN} <= $done_frontier"
+    params = {"day_start": start, "day_end": start + timedelta(days=1), "done_load": done_load, "done_frontier": done_frontier}
+    for lo, hi in _chunks(conn, pred, params):
+        with transaction(conn):
+            run.deleted += conn.execute("DELETE FROM kalshi_edge_snapshots WHERE quote_date = ? AND quote_ts >= ? AND quote_ts < ?",
+                                        [day, lo, hi]).fetchall()[0][0]
+            _price_chunk(conn, pred, params, lo, hi, lot=lot, rules=rules, run=run)
+    with transaction(conn):  # rows of the day that no chunk rewrote (their quotes are outside the live rectangle)
+        run.deleted += conn.execute("DELETE FROM kalshi_edge_snapshots WHERE quote_date = ? AND created_at < ?",
+                                    [day, started]).fetchall()[0][0]
         run.duplicates = _duplicates(conn, run)
     return run
