@@ -209,3 +209,17 @@ def test_vectorised_ewma_equals_scipy_lfilter() -> None:
     x = np.random.default_rng(3).gamma(0.5, 1e-7, size=5000)
     expected, _ = lfilter([1.0 - LAMBDA], [1.0, -LAMBDA], x, zi=[LAMBDA * 2.5e-7])
     assert np.allclose(ewma(x, LAMBDA, 2.5e-7), expected, rtol=1e-12, atol=0)
+
+
+def test_window_mean_is_the_mean_of_spot_in_the_settlement_window_so_far(tmp_path: Path) -> None:
+    conn = _warehouse(tmp_path, hours=1)
+    publish_until(conn, START + timedelta(hours=1), load_id=1)
+    refresh_spot_vol(conn)
+    price_new_quotes(conn, lot=100)
+    n, with_mean, worst = conn.execute("""
+        SELECT count(*), count(window_mean),
+               max(abs(window_mean - (SELECT avg(price::DOUBLE) FROM spot_ticks AS s
+                                      WHERE s.ts > e.close_ts - INTERVAL 60 SECOND AND s.ts <= e.quote_ts)))
+        FROM kalshi_edge_snapshots AS e WHERE tau_seconds > 0 AND tau_seconds < 60""").fetchall()[0]
+    assert n > 0 and with_mean == n and worst < 1e-9
+    assert conn.execute("SELECT count(window_mean) FROM kalshi_edge_snapshots WHERE tau_seconds >= 60").fetchall()[0][0] == 0
