@@ -62,16 +62,17 @@ def prob_yes(strike_type: np.ndarray, floor: np.ndarray, cap: np.ndarray, spot: 
     floor, cap, spot, vol, tau = (np.asarray(x, dtype=float) for x in (floor, cap, spot, vol, tau))
     wm = np.full(spot.shape, np.nan) if window_mean is None else np.asarray(window_mean, dtype=float)
 
-    def above(th: np.ndarray) -> np.ndarray:
-        return _p_above(th, spot, vol, tau, model, wm)
-
+    # Each strike type is priced on its own rows only: one tail (two for `between`) per row, not one per type.
+    thresholds = {"greater": (floor + HALF_CENT, None), "greater_or_equal": (floor - HALF_CENT, None),
+                  "less": (None, cap - HALF_CENT), "less_or_equal": (None, cap + HALF_CENT),
+                  "between": (floor - HALF_CENT, cap + HALF_CENT)}
     p = np.full(spot.shape, np.nan)
-    masks = {t: st == t for t in ("greater", "greater_or_equal", "less", "less_or_equal", "between")}
     with np.errstate(invalid="ignore"):
-        p = np.where(masks["greater"], above(floor + HALF_CENT), p)
-        p = np.where(masks["greater_or_equal"], above(floor - HALF_CENT), p)
-        p = np.where(masks["less"], 1.0 - above(cap - HALF_CENT), p)
-        p = np.where(masks["less_or_equal"], 1.0 - above(cap + HALF_CENT), p)
-        p = np.where(masks["between"], above(floor - HALF_CENT) - above(cap + HALF_CENT), p)
+        for kind, (lower, upper) in thresholds.items():
+            m = st == kind
+            if not m.any():
+                continue
+            above = lambda th: _p_above(th[m], spot[m], vol[m], tau[m], model, wm[m])  # noqa: E731
+            p[m] = (above(lower) if lower is not None else 1.0) - (above(upper) if upper is not None else 0.0)
     bad = np.isnan(spot) | np.isnan(vol) | np.isnan(tau) | (spot <= 0)
     return np.where(bad, np.nan, np.clip(p, 0.0, 1.0))

@@ -192,9 +192,12 @@ FROM (
 WHERE b.rowid = w.rid
 """
 
-PER_MODEL_SQL = " UNION ALL ".join(
-    f"SELECT b.*, '{m}' AS model_version, CASE WHEN list_has_any(b.base_reasons, $unpriceable) THEN NULL ELSE _p.p{i} END AS p_model "
-    "FROM _base AS b JOIN _p ON b.rowid = _p.rid" for i, m in enumerate(MODELS))
+# Both models' rows from one scan of the chunk: unnest in the select list turns each quote into one row per model.
+PER_MODEL_SQL = (
+    "SELECT * EXCLUDE (p), CASE WHEN list_has_any(base_reasons, $unpriceable) THEN NULL ELSE p END AS p_model FROM ("
+    "SELECT b.*, unnest(" + repr(list(MODELS)) + ") AS model_version, "
+    "unnest([" + ", ".join(f"_p.p{i}" for i in range(len(MODELS))) + "]) AS p "
+    "FROM _base AS b JOIN _p ON b.rowid = _p.rid)")
 
 INSERT_SQL = f"""
 INSERT INTO kalshi_edge_snapshots BY NAME
