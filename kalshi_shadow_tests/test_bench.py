@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 from kalshi_shadow import bench
 
@@ -23,28 +27,35 @@ def test_tree_ticks_sums_live_descendants_including_reaped_children():
     assert bench._tree_ticks(99, table) is None
 
 
-def test_cpu_meter_counts_a_restarted_child_from_zero(tmp_path, monkeypatch):
+def test_cpu_meter_measures_real_processes_and_counts_a_restarted_child_from_zero(tmp_path):
+    """Two real children, each burning 0.4 CPU-seconds, the second a 'restart' started inside the window."""
+    burn = [sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\ntime.sleep(60)"]
     state = tmp_path / "up.json"
-    tables = iter([
-        {1: (0, 1, 50), 10: (1, 100, 100)},                 # window start
-        {1: (0, 2, 60), 10: (1, 150, 150)},                 # child 10 used 50 ticks
-        {1: (0, 3, 70), 11: (1, 20, 20)},                   # it restarted as 11, which used 20
-    ])
-    pids = iter([10, 10, 11])
 
-    def write_state():
-        state.write_text(json.dumps({"pid": 1, "children": {"sim": {"pid": next(pids), "alive": True}}}))
+    def record(pid: int) -> None:
+        state.write_text(json.dumps({"pid": os.getpid(), "children": {"sim": {"pid": pid, "alive": True}}}))
 
-    monkeypatch.setattr(bench, "_proc_table", lambda: next(tables))
-    meter = bench.CpuMeter(state)
-    for _ in range(3):
-        write_state()
+    first = subprocess.Popen(burn)
+    second = None
+    try:
+        record(first.pid)
+        meter = bench.CpuMeter(state)
+        meter.sample()  # window start: the first child has barely started
+        time.sleep(1.5)
         meter.sample()
-    hz = bench.os.sysconf("SC_CLK_TCK")
-    secs = meter.seconds()
-    assert secs["sim"] == (50 + 20) / hz
-    assert secs["up (supervisor)"] == 2 / hz  # its own time only, not its children's
-    assert meter.pids() == {"sim": 2, "up (supervisor)": 1}
+        first.kill()
+        first.wait()
+        second = subprocess.Popen(burn)
+        record(second.pid)
+        time.sleep(1.5)
+        meter.sample()
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert 0.7 <= meter.seconds()["sim"] <= 1.6  # ~0.4 burnt by each, plus the second's interpreter start
+    assert meter.pids()["sim"] == 2
 
 
 def test_recompute_children_reprice_the_whole_generated_day(tmp_path):
