@@ -30,7 +30,6 @@ import os
 import platform
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
+
+from kalshi_shadow.supervisor import free_ports, stop_orphans
 
 START = datetime(2026, 6, 1, tzinfo=timezone.utc)
 TARGET_RSS_MIB = 1536           # 1.5 GiB peak RSS for a full-day recompute
@@ -255,17 +256,6 @@ def _live_step(conn, until: datetime, load_id: int) -> tuple[float, float, int]:
 # 3. Live
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _proc_table() -> dict[int, tuple[int, int, int]]:
     """pid -> (ppid, own ticks, ticks including reaped children) from /proc/*/stat."""
     out = {}
@@ -390,8 +380,6 @@ def _lag(db: Path, t0: datetime, t1: datetime) -> dict:
 
 def _stop_up(proc: subprocess.Popen, run_dir: Path) -> None:
     """SIGTERM `up` (it stops its children), wait; then SIGKILL its group and stop any child it left running."""
-    from kalshi_shadow.supervisor import stop_orphans
-
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -437,7 +425,7 @@ def live(minutes: float, warmup_minutes: float, sample_seconds: float = 5.0) -> 
     with tempfile.TemporaryDirectory(prefix="kalshi-shadow-bench-live-") as tmp:
         data = Path(tmp)
         run_dir, home, db = data / "run", data / "dagster_home", data / "warehouse.duckdb"
-        dagster_port, kalshi_port, coinbase_port = _free_ports(3)
+        dagster_port, kalshi_port, coinbase_port = free_ports(3)
         env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
         env["KALSHI_SHADOW_DATA_DIR"] = str(data)
         out = open(data / "up.out", "wb")

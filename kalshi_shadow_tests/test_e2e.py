@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from kalshi_shadow.supervisor import free_ports
 from kalshi_shadow.warehouse.connection import WarehouseLockedError, connect
 
 REPO = Path(__file__).parents[1]
 SERIES = {"KXBTC15M", "KXBTCD", "KXBTC"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _series_counts(db: Path) -> dict[str, set[str]]:
@@ -52,9 +46,10 @@ def test_up_fills_the_warehouse_and_prices_quotes_while_running(tmp_path: Path) 
     env = {**os.environ, "KALSHI_SHADOW_TICK_SECONDS": "5", "KALSHI_SHADOW_DATA_DIR": str(tmp_path)}
     for k in ("KALSHI_API_KEY_ID", "KALSHI_PRIVATE_KEY_PATH", "DB_PATH", "LOG_PATH"):
         env.pop(k, None)
+    ports = free_ports(3)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kalshi_shadow.cli", "up", "--fast-clock", "--dagster-port", str(_free_port()),
-         "--kalshi-port", str(_free_port()), "--coinbase-port", str(_free_port())],
+        [sys.executable, "-m", "kalshi_shadow.cli", "up", "--fast-clock", "--dagster-port", str(ports[0]),
+         "--kalshi-port", str(ports[1]), "--coinbase-port", str(ports[2])],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     db = tmp_path / "warehouse.duckdb"
     seen: dict[str, set[str]] = {}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,10 @@ from typing import Callable, Iterator
 
 import pytest
 
+from kalshi_shadow.supervisor import free_ports
+
 REPO = Path(__file__).parents[1]
 CHILDREN = {"sim", "collect-spot", "collect-quotes"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _running(pid: int) -> bool:
@@ -82,8 +77,9 @@ class Ups:
         self.n = 0
 
     def argv(self) -> list[str]:
+        kalshi_port, coinbase_port = free_ports(2)
         return [sys.executable, "-m", "kalshi_shadow.cli", "up", "--no-dagster", "--data-dir", str(self.data_dir),
-                "--kalshi-port", str(_free_port()), "--coinbase-port", str(_free_port())]
+                "--kalshi-port", str(kalshi_port), "--coinbase-port", str(coinbase_port)]
 
     def start(self) -> subprocess.Popen:
         self.n += 1
