@@ -343,9 +343,9 @@ def _dir_bytes(path: Path) -> int:
 def _dagster_runs(home: Path, t0: datetime, t1: datetime) -> tuple[int, dict[str, int], dict[str, int]]:
     """Runs created in [t0, t1]: total, by status, by job."""
     from dagster import DagsterInstance, RunsFilter
-    from dagster._core.instance.ref import InstanceRef
 
-    instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    os.environ["DAGSTER_HOME"] = str(home)  # dagster.yaml puts the event log under it, as `up` runs it
+    instance = DagsterInstance.from_config(str(home))
     try:
         records = instance.get_run_records(filters=RunsFilter(created_after=t0, created_before=t1))
     finally:
