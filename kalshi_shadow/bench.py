@@ -344,7 +344,6 @@ def _dagster_runs(home: Path, t0: datetime, t1: datetime) -> tuple[int, dict[str
     """Runs created in [t0, t1]: total, by status, by job."""
     from dagster import DagsterInstance, RunsFilter
 
-    os.environ["DAGSTER_HOME"] = str(home)  # dagster.yaml puts the event log under it, as `up` runs it
     instance = DagsterInstance.from_config(str(home))
     try:
         records = instance.get_run_records(filters=RunsFilter(created_after=t0, created_before=t1))

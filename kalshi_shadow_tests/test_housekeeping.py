@@ -5,7 +5,6 @@ Run timestamps cannot be back-dated through the public API, so runs are "aged" b
 
 from __future__ import annotations
 
-import shutil
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,6 +14,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
+from kalshi_shadow.supervisor import instance_yaml
+
 from kalshi_shadow.defs.housekeeping import (
     FAILED_RUN_RETENTION_ENV,
     RUN_RETENTION_ENV,
@@ -22,15 +23,14 @@ from kalshi_shadow.defs.housekeeping import (
     retention_days,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))  # as `kalshi-shadow up` sets it; dagster.yaml's event log lives there
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # also proves the retention section loads
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    (home / "dagster.yaml").write_text(instance_yaml(home))  # what `up` installs; also proves the retention section loads
     inst = dg.DagsterInstance.from_config(str(home))
     yield inst
     inst.dispose()
