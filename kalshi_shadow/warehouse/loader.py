@@ -159,7 +159,7 @@ def load_new_files(conn: duckdb.DuckDBPyConnection, raw_dir: Path | str, table: 
                                     flushed_at, duplicate_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""", ledger)
                 if rows:
                     min_ts, max_ts = conn.execute(f"SELECT min(ts), max(ts) FROM {table} WHERE load_id IN (SELECT load_id FROM _new_files)").fetchall()[0]
-            writers |= {RawFileName.parse(f).writer for f in failed if RawFileName.parse(f)}
+            writers |= {name.writer for name in map(RawFileName.parse, failed) if name}
             advance_writers(conn, table, writers, now)
     finally:
         conn.execute("DROP TABLE IF EXISTS _staged")
