@@ -92,6 +92,22 @@ def test_a_hole_in_a_writers_sequence_holds_the_frontier_until_the_file_lands(tm
     assert first.exists() and third.exists()
 
 
+def test_a_hole_left_by_a_writer_that_then_died_still_times_out(tmp_path: Path, monkeypatch) -> None:
+    """The writer never writes again, so only the other writers' loads can close its hole."""
+    raw = tmp_path / "raw"
+    _file(raw, _ticks(1, 5, T0), T0 + timedelta(seconds=5), "dead", 1)
+    _file(raw, _ticks(11, 5, T0 + timedelta(seconds=10)), T0 + timedelta(seconds=15), "dead", 3)  # 2 never comes
+    with open_warehouse(tmp_path / "w.duckdb") as conn:
+        load_new_files(conn, raw, "spot_ticks")
+        _file(raw, _ticks(20, 5, T0 + timedelta(seconds=20)), T0 + timedelta(seconds=25), "next", 1)
+        load_new_files(conn, raw, "spot_ticks")
+        assert table_frontier(conn, "spot_ticks") == T0 + timedelta(seconds=5)  # held back by the hole
+        monkeypatch.setenv("KALSHI_SHADOW_RAW_GAP_SECONDS", "0")
+        load_new_files(conn, raw, "spot_ticks")  # nothing new at all: the hole still times out
+        assert table_frontier(conn, "spot_ticks") == T0 + timedelta(seconds=25)
+        assert conn.execute("SELECT writer, seq FROM raw_file_failures").fetchall() == [("dead", 2)]
+
+
 def test_compaction_keeps_every_row_and_the_ledger_exact(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     for i in range(12):  # two closed hours of files, and one in the current hour

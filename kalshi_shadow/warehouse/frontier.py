@@ -29,10 +29,13 @@ def gap_timeout() -> timedelta:
 def advance_writers(conn: duckdb.DuckDBPyConnection, table: str, writers: set[str], now: datetime) -> int:
     """Move each writer's contiguous prefix forward over the files that have arrived; returns files given up on.
 
-    Runs inside the load's transaction. Reads only the writer's files past its current prefix, so the cost
-    follows what is new, not the length of history."""
+    Runs inside the load's transaction, for the writers of the new files and every writer of the table with an
+    open hole (a writer that died after leaving one writes nothing more, yet its hole must still time out). Reads
+    only the files past each prefix, so the cost follows what is new, not the length of history."""
     given_up = 0
-    for writer in sorted(writers):
+    holes = {w for (w,) in conn.execute("SELECT writer FROM raw_writer_progress WHERE table_name = ? AND max_seq > contiguous_seq",
+                                        [table]).fetchall()}
+    for writer in sorted(writers | holes):
         prog = conn.execute("""SELECT contiguous_seq, contiguous_flushed_at, gap_since FROM raw_writer_progress
                                WHERE table_name = ? AND writer = ?""", [table, writer]).fetchall()
         seq, flushed_at, gap_since = prog[0] if prog else (0, None, None)
