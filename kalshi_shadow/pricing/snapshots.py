@@ -51,16 +51,12 @@ UNPRICEABLE = ("no_market_terms", "strike_unknown", "closed", "no_spot", "no_vol
 SEEN = "coalesce(q.received_ts, q.ts)"
 
 
-def spot_frontier(conn: duckdb.DuckDBPyConnection) -> datetime | None:
-    return table_frontier(conn, "spot_ticks")
-
-
 def refresh_spot_vol(conn: duckdb.DuckDBPyConnection) -> int:
     """Extend the one-minute vol grid up to the spot frontier; returns rows added.
 
     Grid point g carries the last trade *received* at or before g, and is only computed once every tick received
     up to g is loaded, so the grid never changes after it is written."""
-    wm = spot_frontier(conn)
+    wm = table_frontier(conn, "spot_ticks")
     if wm is None:
         return 0
     last = next(iter(conn.execute("SELECT grid_ts, price, var_per_minute FROM spot_vol ORDER BY grid_ts DESC LIMIT 1").fetchall()), None)
@@ -85,7 +81,10 @@ def refresh_spot_vol(conn: duckdb.DuckDBPyConnection) -> int:
         SELECT row_number() OVER (ORDER BY g.grid_ts) - 1 AS i, g.grid_ts, t.price
         FROM grid AS g ASOF LEFT JOIN ticks AS t ON g.grid_ts >= t.seen
     """, {"start": start, "end": end})
-    prices = _forward_fill(_floats(conn.sql("SELECT price FROM _grid ORDER BY i").fetchnumpy()["price"]), state.last_price)
+    prices = _floats(conn.sql("SELECT price FROM _grid ORDER BY i").fetchnumpy()["price"])
+    # The ASOF join gives each point the last tick at or before it, so only a leading run (no tick yet in its
+    # lookback) is NULL: those points carry the price the previous run ended on.
+    prices = np.where(np.isnan(prices), state.last_price, prices)
     rets, var, vol, _ = ewma_vol(prices, state)
     # The EWMA state is stored per row so the next run resumes exactly where this one ended.
     conn.register("_vol_rows", pa.table({"i": np.arange(len(prices), dtype=np.int64), "price": prices, "log_return": rets,
@@ -101,13 +100,6 @@ def refresh_spot_vol(conn: duckdb.DuckDBPyConnection) -> int:
 def _floats(col) -> np.ndarray:
     """A fetchnumpy column as floats with NULL as NaN (DuckDB returns a masked array when there are NULLs)."""
     return np.ma.filled(np.ma.asarray(col).astype(float), np.nan)
-
-
-def _forward_fill(x: np.ndarray, first: float) -> np.ndarray:
-    idx = np.where(np.isnan(x), 0, np.arange(len(x)))
-    np.maximum.accumulate(idx, out=idx)
-    out = x[idx]
-    return np.where(np.isnan(out), first, out)
 
 
 BASE_SQL = f"""
