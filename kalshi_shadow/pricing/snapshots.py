@@ -1,7 +1,7 @@
 """Edge snapshots: every quote priced by every model, with all its inputs, point in time.
 
 **What a quote may use.** Each quote is priced with what was known when it was *seen* (`received_ts`): the last
-spot tick received at or before then, the vol grid point at or before the quote, and the market terms and series
+spot tick received at or before then, the vol grid point of that minute, and the market terms and series
 fees as fetched at or before it. Inputs older than a fixed bound relative to the quote (`SPOT_LOOKBACK`, ...) are
 treated as missing, so a row never depends on where a run or a chunk happened to start.
 
@@ -37,7 +37,6 @@ from kalshi_shadow.warehouse.frontier import pricing_frontier, table_frontier
 from kalshi_shadow.warehouse.connection import transaction
 
 SPOT_LOOKBACK = timedelta(hours=1)   # a spot tick older than this (vs the quote) counts as no spot at all
-VOL_LOOKBACK = timedelta(hours=1)    # likewise a vol grid point
 TERMS_LOOKBACK = timedelta(days=1)   # and market terms (the poller re-writes them at least every 10 minutes)
 
 STATE_LOAD_ID = "kalshi_edge_snapshots.load_id"
@@ -115,24 +114,28 @@ WITH q AS (
     WHERE product_id = 'BTC-USD' AND ts <= $seen_hi  -- a trade happens before it is received: prunes by ts
       AND coalesce(received_ts, ts) >= $seen_lo - INTERVAL 2 HOUR AND coalesce(received_ts, ts) <= $seen_hi
 ), vol AS (
-    SELECT grid_ts, vol FROM spot_vol WHERE grid_ts >= $lo - INTERVAL 2 HOUR AND grid_ts < $hi
+    SELECT grid_ts, vol FROM spot_vol WHERE grid_ts >= date_trunc('minute', $seen_lo::TIMESTAMPTZ) AND grid_ts <= $seen_hi
+), fees AS (  -- each series' fee schedule with the time it was replaced: a range join is cheaper than ASOF here
+    SELECT series_ticker, fee_type, fee_multiplier, ts AS valid_from,
+           lead(ts, 1, 'infinity'::TIMESTAMPTZ) OVER (PARTITION BY series_ticker ORDER BY ts) AS valid_to
+    FROM kalshi_series WHERE ts < $hi
 ), joined AS (
     SELECT q.*,
            m.strike_type AS m_strike_type, m.floor_strike AS m_floor, m.cap_strike AS m_cap, m.close_time AS m_close, m.ts AS m_ts,
-           s.seen AS s_seen, s.ts AS s_ts, s.price AS s_price, v.grid_ts AS v_ts, v.vol AS v_vol,
+           s.seen AS s_seen, s.ts AS s_ts, s.price AS s_price, v.vol AS v_vol,
            se.fee_type, se.fee_multiplier
     FROM q
     ASOF LEFT JOIN markets AS m ON q.ticker = m.ticker AND q.ts >= m.ts
     ASOF LEFT JOIN spot AS s ON q.seen_ts >= s.seen
-    ASOF LEFT JOIN vol AS v ON q.ts >= v.grid_ts
-    ASOF LEFT JOIN kalshi_series AS se ON q.series_ticker = se.series_ticker AND q.ts >= se.ts
+    LEFT JOIN vol AS v ON v.grid_ts = date_trunc('minute', q.seen_ts)  -- the grid has every minute up to the spot frontier
+    LEFT JOIN fees AS se ON q.series_ticker = se.series_ticker AND q.ts >= se.valid_from AND q.ts < se.valid_to AND se.valid_to > $lo
 ), p AS (  -- inputs older than their lookback are missing, whatever the chunk
-    SELECT * EXCLUDE (m_strike_type, m_floor, m_cap, m_close, m_ts, s_seen, s_ts, s_price, v_ts, v_vol),
+    SELECT * EXCLUDE (m_strike_type, m_floor, m_cap, m_close, m_ts, s_seen, s_ts, s_price, v_vol),
            CASE WHEN q_fresh_terms THEN m_strike_type END AS strike_type, CASE WHEN q_fresh_terms THEN m_floor END AS floor_strike,
            CASE WHEN q_fresh_terms THEN m_cap END AS cap_strike, CASE WHEN q_fresh_terms THEN m_close END AS close_time,
            CASE WHEN q_fresh_spot THEN s_ts END AS spot_ts, CASE WHEN q_fresh_spot THEN s_seen END AS spot_seen,
            CASE WHEN q_fresh_spot THEN s_price END AS spot,
-           CASE WHEN ts - v_ts <= INTERVAL {int(VOL_LOOKBACK.total_seconds())} SECOND THEN v_vol END AS vol
+           v_vol AS vol
     FROM (SELECT *, ts - m_ts <= INTERVAL {int(TERMS_LOOKBACK.total_seconds())} SECOND AS q_fresh_terms,
                  seen_ts - s_seen <= INTERVAL {int(SPOT_LOOKBACK.total_seconds())} SECOND AS q_fresh_spot FROM joined)
 )
@@ -204,7 +207,7 @@ SELECT * EXCLUDE (base_reasons, seen_ts),
                         ELSE []::VARCHAR[] END,
                    CASE WHEN p_model IS NOT NULL AND greatest(coalesce(ev_yes, -1), coalesce(ev_no, -1)) < $min_ev
                         THEN ['no_edge'] ELSE []::VARCHAR[] END) AS reasons,
-       md5(quote_key::VARCHAR || '|' || model_version)::UUID AS snapshot_id, $rules_version AS rules_version, now() AS created_at
+       md5_number(quote_key::VARCHAR || '|' || model_version)::UUID AS snapshot_id, $rules_version AS rules_version, now() AS created_at
 FROM ev
 """
 
