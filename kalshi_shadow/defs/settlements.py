@@ -5,6 +5,10 @@ the closed contracts still lacking a final outcome, asks the exchange for exactl
 connection open), then writes outcomes and the observation history in one short transaction. A sensor then
 scores the snapshot days of contracts whose outcome is new or changed. Backfill any day of scores in the UI;
 set `since_seconds` in the launchpad to re-read every contract closed in that window.
+
+A ticker whose reads bring nothing new backs off, and past KALSHI_SHADOW_SETTLEMENT_GIVE_UP_HOURS (default 48)
+after close is flagged in kalshi_settlement_reads and no longer read; the `no_settlement_reads_given_up` check
+warns while any ticker is flagged. A `since_seconds` re-read also reads flagged tickers of its window.
 """
 
 import json
@@ -16,46 +20,72 @@ import dagster as dg
 from kalshi_shadow.defs.pricing import daily
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, KalshiAPI, Warehouse
 from kalshi_shadow.scoring.scores import score_day
-from kalshi_shadow.scoring.settlements import apply_observations, fetch_outcomes, pending_tickers, quote_dates_of, utcnow
+from kalshi_shadow.scoring.settlements import (Skip, apply_observations, fetch_outcomes, plan_reads, quote_dates_of,
+                                               track_reads, utcnow)
 
 GROUP = "scoring"
 
 
 class SettlementConfig(dg.Config):
-    since_seconds: int | None = None  # also re-read contracts closed this long ago, even if final
+    since_seconds: int | None = None  # also re-read contracts closed this long ago, even if final, backing off or flagged
 
 
 @dg.asset(
     group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"}, owners=["team:quant"], deps=["kalshi_contracts"],
     description="Outcomes (result, settlement value, expiration value, settlement time) read from the exchange for each "
-                "closed contract's own ticker into kalshi_contracts, plus every observation in kalshi_settlement_observations.",
+                "closed contract's own ticker into kalshi_contracts, plus every observation in kalshi_settlement_observations "
+                "and each ticker's read state (backoff, given-up flag) in kalshi_settlement_reads.",
     check_specs=[dg.AssetCheckSpec("final_contracts_have_outcomes", asset="kalshi_settlements",
-                                   description="No contract the exchange calls finalized lacks an outcome.")],
+                                   description="No contract the exchange calls finalized lacks an outcome."),
+                 dg.AssetCheckSpec("no_settlement_reads_given_up", asset="kalshi_settlements",
+                                   description="No ticker was given up on (unknown to the exchange, or never finalized "
+                                               "within the bound); see kalshi_settlement_reads WHERE flag IS NOT NULL.")],
 )
 def kalshi_settlements(context: dg.AssetExecutionContext, config: SettlementConfig, warehouse: Warehouse,
                        kalshi: KalshiAPI) -> dg.MaterializeResult:
     now = utcnow()
     with warehouse.get_connection() as conn:
-        todo = pending_tickers(conn, now, config.since_seconds)
+        todo, skipped = plan_reads(conn, now, config.since_seconds)
+    _log_skips(context, skipped)
     with kalshi.client() as client:  # no warehouse lock held during HTTP
         observations = fetch_outcomes(client, todo)
     missing = sorted(set(todo) - {o.ticker for o in observations})
     if missing:
-        context.log.warning(f"{len(missing)} closed tickers unknown to the exchange, e.g. {missing[:3]}")
+        context.log.warning(f"{len(missing)} closed tickers not returned by the exchange, e.g. {missing[:3]}; read again with backoff")
     with warehouse.get_connection() as conn:
         changed = apply_observations(conn, observations, now)
+        flagged_now = track_reads(conn, todo, observations, now)
         days = quote_dates_of(conn, changed)
         final_without = conn.execute("""SELECT count(*) FROM kalshi_contracts
                                         WHERE settlement_status = 'finalized' AND outcome IS NULL""").fetchall()[0][0]
         by_outcome = dict(conn.execute("SELECT coalesce(outcome, 'pending'), count(*) FROM kalshi_contracts "
                                        "WHERE close_ts <= ? GROUP BY 1", [now]).fetchall())
+        flags = dict(conn.execute("SELECT flag, count(*) FROM kalshi_settlement_reads WHERE flag IS NOT NULL GROUP BY 1").fetchall())
+    for s in flagged_now:
+        context.log.warning(f"{s.ticker}: given up ({s.flag}) after {s.reads} reads: {s.flag_reason}")
     return dg.MaterializeResult(
         metadata={"checked": len(todo), "observed": len(observations), "changed": len(changed),
                   "changed_tickers": json.dumps(changed[:50]), "quote_dates": json.dumps(days),
-                  "closed_contracts_by_outcome": json.dumps(by_outcome), "unknown_tickers": len(missing)},
+                  "closed_contracts_by_outcome": json.dumps(by_outcome), "unknown_tickers": len(missing),
+                  "skipped": len(skipped), "flagged_now": len(flagged_now)},
         check_results=[dg.AssetCheckResult(check_name="final_contracts_have_outcomes", passed=final_without == 0,
-                                           metadata={"finalized_without_outcome": final_without})],
+                                           metadata={"finalized_without_outcome": final_without}),
+                       dg.AssetCheckResult(check_name="no_settlement_reads_given_up", passed=not flags,
+                                           severity=dg.AssetCheckSeverity.WARN,
+                                           metadata={"flagged_tickers": sum(flags.values()), "by_flag": json.dumps(flags)})],
     )
+
+
+def _log_skips(context: dg.AssetExecutionContext, skipped: list[Skip]) -> None:
+    """Why each unresolved ticker is not read this run: backing off (one line each), or given up (one line in all:
+    each flag's reason was logged when it was set and stays in kalshi_settlement_reads)."""
+    flagged = [s for s in skipped if s.flag]
+    for s in skipped:
+        if not s.flag:
+            context.log.info(f"{s.ticker}: not read, {s.reason}")
+    if flagged:
+        context.log.info(f"{len(flagged)} given-up tickers not read (kalshi_settlement_reads WHERE flag IS NOT NULL), "
+                         f"e.g. {flagged[0].ticker}, {flagged[0].flag}: {flagged[0].reason}")
 
 
 class ScoreConfig(dg.Config):

@@ -3,18 +3,24 @@
 The settlement columns of `kalshi_contracts` follow the newest observation that carries a result. A contract is
 re-read until its status is final, so disputes and amendments land; a changed outcome returns the ticker so its
 scores are recomputed. Network calls happen while no DuckDB connection is open.
+
+Reads that end: a ticker whose reads bring nothing new (the exchange does not return it, or keeps the same unfinished
+answer) waits longer before each next read, and once it is past `KALSHI_SHADOW_SETTLEMENT_GIVE_UP_HOURS` after close
+it is flagged in `kalshi_settlement_reads` and no longer read. Nothing is filled in for it: an outcome the exchange
+never gave stays NULL, never a default.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import astuple, dataclass
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Iterable
 
 import duckdb
 
+from kalshi_shadow.config import env_number
 from kalshi_shadow.kalshi.client import KalshiClient
 from kalshi_shadow.kalshi.models import Market
 from kalshi_shadow.warehouse.connection import transaction
@@ -23,6 +29,9 @@ log = logging.getLogger(__name__)
 FINAL_STATUSES = ("finalized",)
 RESULT_STATUSES = ("determined", "amended", "finalized", "settled")
 BATCH = 100
+FIRST_RETRY = timedelta(minutes=1)  # after the first read without news; doubles with each further one
+MAX_RETRY = timedelta(hours=1)  # so a late amendment still lands within the hour
+GIVE_UP_MIN_READS = 3  # stale reads in a row before a flag, so a pipeline back from downtime still gets to read
 
 
 @dataclass(frozen=True)
@@ -35,16 +44,35 @@ class Observation:
     settlement_ts: datetime | None
 
 
-def pending_tickers(conn: duckdb.DuckDBPyConnection, now: datetime, since_seconds: int | None = None) -> list[str]:
-    """Closed contracts without a final outcome; with `since_seconds`, also every contract closed in that window."""
+@dataclass(frozen=True)
+class Skip:
+    ticker: str
+    flag: str | None  # None: backing off, read again later
+    reason: str
+
+
+def plan_reads(conn: duckdb.DuckDBPyConnection, now: datetime, since_seconds: int | None = None) -> tuple[list[str], list[Skip]]:
+    """Closed contracts without a final outcome that are due for a read, and the rest with why they are skipped.
+
+    With `since_seconds`, every contract closed in that window is read regardless of backoff or flag: a manual re-read."""
     rows = conn.execute("""
-        SELECT ticker FROM kalshi_contracts
-        WHERE close_ts <= $now
-          AND (settlement_status IS NULL OR settlement_status NOT IN ('finalized')
-               OR ($since IS NOT NULL AND close_ts >= $now - to_seconds($since)))
-        ORDER BY close_ts, ticker
+        SELECT c.ticker, ($since IS NOT NULL AND c.close_ts >= $now - to_seconds($since)) AS forced,
+               r.flag, r.flag_reason, r.next_read_at, r.stale_reads, r.last_status
+        FROM kalshi_contracts AS c LEFT JOIN kalshi_settlement_reads AS r USING (ticker)
+        WHERE c.close_ts <= $now
+          AND (c.settlement_status IS NULL OR c.settlement_status NOT IN ('finalized') OR forced)
+        ORDER BY c.close_ts, c.ticker
     """, {"now": now, "since": since_seconds}).fetchall()
-    return [r[0] for r in rows]
+    due, skipped = [], []
+    for ticker, forced, flag, flag_reason, next_read_at, stale, last_status in rows:
+        if forced or (flag is None and (next_read_at is None or next_read_at <= now)):
+            due.append(ticker)
+        elif flag is not None:
+            skipped.append(Skip(ticker, flag, flag_reason))
+        else:
+            skipped.append(Skip(ticker, None, f"backing off until {next_read_at.isoformat()} after {stale} reads without news "
+                                        f"(last answer: {last_status or 'not returned'})"))
+    return due, skipped
 
 
 def fetch_outcomes(client: KalshiClient, tickers: Iterable[str]) -> list[Observation]:
@@ -106,6 +134,87 @@ def apply_observations(conn: duckdb.DuckDBPyConnection, observations: list[Obser
             FROM _obs AS o WHERE c.ticker = o.ticker
         """)
     return changed
+
+
+@dataclass(frozen=True)
+class ReadState:
+    """One row of kalshi_settlement_reads (same column order)."""
+    ticker: str
+    reads: int
+    stale_reads: int
+    first_read_at: datetime
+    last_read_at: datetime
+    next_read_at: datetime
+    last_status: str | None
+    last_result: str | None
+    last_value: Decimal | None
+    flag: str | None = None
+    flagged_at: datetime | None = None
+    flag_reason: str | None = None
+
+
+def give_up_after() -> timedelta:
+    """How long after close a ticker may stay unresolved before it is flagged and no longer read."""
+    return timedelta(hours=env_number("KALSHI_SHADOW_SETTLEMENT_GIVE_UP_HOURS", 48, minimum=0))
+
+
+def retry_gap(stale_reads: int) -> timedelta:
+    """Wait before the next read: none after a read that brought news, so a settling contract is followed every run;
+    then doubling with each read that brought nothing, capped."""
+    if stale_reads <= 0:
+        return timedelta(0)
+    return min(FIRST_RETRY * 2 ** min(stale_reads - 1, 20), MAX_RETRY)
+
+
+def _flag(obs: Observation | None, stale_reads: int, close_ts: datetime, now: datetime,
+          give_up: timedelta) -> tuple[str | None, str | None]:
+    """(flag, reason) when the ticker is given up on, else (None, None)."""
+    if obs is not None and obs.status in FINAL_STATUSES:
+        return None, None
+    if now < close_ts + give_up or stale_reads < GIVE_UP_MIN_READS:
+        return None, None
+    hours = (now - close_ts).total_seconds() / 3600
+    if obs is None:
+        return "unknown_to_exchange", f"not returned by the exchange in the last {stale_reads} reads, {hours:.1f} h after close"
+    return "never_finalized", (f"still {obs.status} (result {obs.result or 'none'}) in the last {stale_reads} reads, "
+                               f"{hours:.1f} h after close")
+
+
+def next_state(prev: ReadState | None, ticker: str, obs: Observation | None, close_ts: datetime, now: datetime,
+               give_up: timedelta) -> ReadState:
+    """The read state after reading `ticker` at `now`; `obs` None means the exchange did not return it."""
+    answer = (obs.status, obs.result, obs.settlement_value) if obs else (None, None, None)
+    news = obs is not None and (prev is None or answer != (prev.last_status, prev.last_result, prev.last_value))
+    stale = 0 if news else (prev.stale_reads if prev else 0) + 1
+    flag, reason = _flag(obs, stale, close_ts, now, give_up)
+    flagged_at = (prev.flagged_at if prev and prev.flag == flag else now) if flag else None
+    return ReadState(ticker, (prev.reads if prev else 0) + 1, stale, prev.first_read_at if prev else now, now,
+                     now + retry_gap(stale), *answer, flag, flagged_at, reason)
+
+
+def track_reads(conn: duckdb.DuckDBPyConnection, asked: list[str], observations: list[Observation], now: datetime) -> list[ReadState]:
+    """Record one read of each asked ticker (backoff and flags); returns the states this read newly flagged, each logged."""
+    if not asked:
+        return []
+    seen = {o.ticker: o for o in observations}
+    give_up = give_up_after()
+    rows = conn.execute("""
+        SELECT c.ticker, c.close_ts, r.* EXCLUDE (ticker)
+        FROM kalshi_contracts AS c LEFT JOIN kalshi_settlement_reads AS r USING (ticker)
+        WHERE list_contains($asked, c.ticker)
+    """, {"asked": asked}).fetchall()
+    states, flagged = [], []
+    for ticker, close_ts, *prev in rows:
+        old = ReadState(ticker, *prev) if prev[0] is not None else None
+        new = next_state(old, ticker, seen.get(ticker), close_ts, now, give_up)
+        states.append(new)
+        if new.flag and (old is None or old.flag != new.flag):
+            log.warning("%s: flagged %s after %d reads, no longer read: %s", ticker, new.flag, new.reads, new.flag_reason)
+            flagged.append(new)
+    with transaction(conn):
+        conn.executemany("INSERT OR REPLACE INTO kalshi_settlement_reads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [astuple(s) for s in states])
+    return flagged
 
 
 def quote_dates_of(conn: duckdb.DuckDBPyConnection, tickers: list[str]) -> list[str]:

@@ -9,6 +9,24 @@ CREATE TABLE IF NOT EXISTS kalshi_settlement_observations (
     settlement_ts    TIMESTAMPTZ
 );
 
+-- How each ticker has been read for its outcome, kept here so that backoff and giving up survive restarts. A ticker
+-- whose reads bring nothing new (not returned, or the same unfinished answer) waits longer between reads; past the
+-- give-up bound after close it is flagged and no longer read. Flagged tickers: SELECT * ... WHERE flag IS NOT NULL.
+CREATE TABLE IF NOT EXISTS kalshi_settlement_reads (
+    ticker        VARCHAR PRIMARY KEY,
+    reads         INTEGER NOT NULL,          -- every read of this ticker
+    stale_reads   INTEGER NOT NULL,          -- reads in a row that brought nothing new; 0 after news
+    first_read_at TIMESTAMPTZ NOT NULL,
+    last_read_at  TIMESTAMPTZ NOT NULL,
+    next_read_at  TIMESTAMPTZ NOT NULL,      -- not read before this, unless a since_seconds re-read asks
+    last_status   VARCHAR,                   -- NULL: the exchange did not return the ticker
+    last_result   VARCHAR,
+    last_value    DECIMAL(18, 4),            -- settlement_value as sent
+    flag          VARCHAR,                   -- unknown_to_exchange | never_finalized: given up, no longer read
+    flagged_at    TIMESTAMPTZ,
+    flag_reason   VARCHAR
+);
+
 -- One row per snapshot of a settled contract. Brier and log loss score P(YES) against y, the dollars one YES
 -- contract paid (1 / 0, or the scalar value). Log loss clips p to [1e-6, 1 - 1e-6]. PnL is per contract,
 -- taking that side at the ask net of the per-order fee. Void contracts keep a row with excluded_reason = 'void'.
