@@ -1,7 +1,10 @@
 """A Coinbase Exchange-compatible market-data WebSocket feed (`ticker` + `heartbeat`) over the simulated index.
 
-Like the real feed: a `subscribe` must arrive within 5 s, `sequence` is per product and rises by one across
-message types, numbers are strings except `sequence` and `trade_id`.
+Like the real feed: a `subscribe` must arrive within 5 s; `sequence` is the product's order-book sequence, which moves
+on with every book event, so it jumps between tickers (only matches are sent) and never falls; each ticker carries
+the product's next `trade_id` and each heartbeat the `last_trade_id`; numbers are strings except `sequence` and the
+trade ids.
+Test hooks drop given tickers (a trade-id gap) or let the heartbeat overtake a ticker, as happens on the real feed.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import json
 import logging
 import random
+import threading
 from datetime import datetime, timezone
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -40,22 +44,47 @@ class CoinbaseFeed:
         self.products = products
         self.rate = ticks_per_second
         self.rng = random.Random(seed)
+        self.book_rng = random.Random(seed + 1)  # its own stream, so book events leave the price path unchanged
         self.sequence = {p: 1_000_000 for p in products}
-        self.trade_id = 500_000
+        self.trade_id = {p: 500_000 for p in products}
         self.clients: dict[ServerConnection, set[str]] = {}
         self.connections_total = 0
+        self._plan_lock = threading.Lock()  # tests plan from their own thread while the pump runs in the loop's
+        self._drop: set[tuple[str, int]] = set()
+        self._heartbeat_first: set[tuple[str, int]] = set()
 
-    def _next_seq(self, product: str) -> int:
-        self.sequence[product] += 1
+    def _book_events(self, product: str, low: int, high: int) -> int:
+        """The order-book sequence after `low..high` book events (adds, cancels, changes) nobody here is sent."""
+        self.sequence[product] += self.book_rng.randint(low, high)
         return self.sequence[product]
+
+    def _ahead(self, product: str, offsets: tuple[int, ...]) -> list[int]:
+        base = self.trade_id[product]
+        if not offsets or min(offsets) < 1:
+            raise ValueError("offsets count from the next trade: 1 or more")
+        return [base + k for k in offsets]
+
+    def drop_trades(self, *offsets: int, product: str = "BTC-USD") -> list[int]:
+        """Never deliver the tickers of the trades `offsets` ahead (1 = the next one); returns their trade ids."""
+        with self._plan_lock:
+            ids = self._ahead(product, offsets)
+            self._drop.update((product, i) for i in ids)
+        return ids
+
+    def heartbeat_first(self, *offsets: int, product: str = "BTC-USD") -> list[int]:
+        """Send a heartbeat announcing each of these trades just before its ticker; returns their trade ids."""
+        with self._plan_lock:
+            ids = self._ahead(product, offsets)
+            self._heartbeat_first.update((product, i) for i in ids)
+        return ids
 
     def ticker(self, product: str, now: float) -> dict:
         px = self.x.index.at(now) * (1 + self.rng.gauss(0, 2e-5))
         spread = max(0.01, round(abs(self.rng.gauss(0, 0.5)), 2))
-        self.trade_id += 1
+        self.trade_id[product] += 1
         return {
             "type": "ticker",
-            "sequence": self._next_seq(product),
+            "sequence": self._book_events(product, 2, 40),
             "product_id": product,
             "price": f"{px:.2f}",
             "open_24h": f"{self.x.index.at(now - 86400) if now - 86400 >= self.x.index.origin else px:.2f}",
@@ -69,7 +98,7 @@ class CoinbaseFeed:
             "best_ask_size": f"{self.rng.random() * 2:.8f}",
             "side": self.rng.choice(["buy", "sell"]),
             "time": _t(now),
-            "trade_id": self.trade_id,
+            "trade_id": self.trade_id[product],
             "last_size": f"{self.rng.random() * 0.5:.8f}",
         }
 
@@ -93,20 +122,34 @@ class CoinbaseFeed:
                 self.clients.clear()
             while self.faults.malformed_ws > 0 and self.clients and self.faults.take("malformed_ws"):
                 await self._send_all("*", self.rng.choice(MALFORMED))
-            # The exchange's sequence moves on whether or not anyone listens (or hears it, during a silence), so a
-            # client that reconnects sees a gap, as on the real feed.
+            # Trades and the book move on whether or not anyone listens (or hears it, during a silence), so a
+            # client that reconnects sees a trade-id gap, as on the real feed.
             deliver = not self.faults.silent() and bool(self.clients)
             now = self.x.clock.now()
             for p in self.products:
-                msg = json.dumps(self.ticker(p, now))
-                if deliver:
-                    await self._send_all(p, msg)
+                await self._emit_ticker(p, now, deliver)
             if loop.time() >= next_heartbeat:
                 next_heartbeat = loop.time() + 1.0
                 for p in self.products:
-                    hb = {"type": "heartbeat", "sequence": self._next_seq(p), "last_trade_id": self.trade_id, "product_id": p, "time": _t(now)}
-                    if deliver:
-                        await self._send_all(p, json.dumps(hb))
+                    await self._emit_heartbeat(p, now, deliver)
+
+    async def _emit_ticker(self, product: str, now: float, deliver: bool) -> None:
+        msg = self.ticker(product, now)
+        key = (product, msg["trade_id"])
+        with self._plan_lock:
+            dropped, overtaken = key in self._drop, key in self._heartbeat_first
+            self._drop.discard(key)
+            self._heartbeat_first.discard(key)
+        if overtaken:  # the heartbeat already knows this trade when it goes out ahead of its ticker
+            await self._emit_heartbeat(product, now, deliver)
+        if deliver and not dropped:
+            await self._send_all(product, json.dumps(msg))
+
+    async def _emit_heartbeat(self, product: str, now: float, deliver: bool) -> None:
+        hb = {"type": "heartbeat", "sequence": self._book_events(product, 1, 10),
+              "last_trade_id": self.trade_id[product], "product_id": product, "time": _t(now)}
+        if deliver:
+            await self._send_all(product, json.dumps(hb))
 
     async def handler(self, ws: ServerConnection) -> None:
         self.connections_total += 1
