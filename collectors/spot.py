@@ -2,11 +2,16 @@
 
 Subscribes to `ticker` + `heartbeat` as soon as it connects; reconnects with capped, jittered exponential backoff
 (reset once a session stayed healthy) and resubscribes, like cryptofeed's connection handler; a watchdog reconnects
-when nothing, not even a heartbeat, arrives for `--silence-seconds`. Per-product `sequence` rises by exactly one
-across message types: a jump is recorded as a gap (expected, got), a lower one is ignored as out of order, and the
-first sequence after a reconnect re-bases the count (a jump across the reconnect is still recorded as a gap).
-Malformed messages are counted, logged (truncated) and skipped; heartbeats are only counted. SIGTERM/SIGINT flush,
-write the final health record and exit 0.
+when nothing, not even a heartbeat, arrives for `--silence-seconds`.
+
+Continuity is checked by trade id, not `sequence`: on `ticker` the sequence is the order-book's and jumps between
+matches, so a jump loses nothing. A ticker whose `trade_id` skips past every trade already accounted for records a gap
+(how many trades, which ids). A heartbeat whose `last_trade_id` is ahead of the newest ticker only announces trades:
+their ticker may still follow it, so they count as missed only if still absent at the next heartbeat, and never twice.
+Every ticker is kept (the warehouse dedups by trade id): one arriving after its heartbeat closes what that announced;
+one older than the newest is counted out of order; the first after a reconnect re-bases if the ids restarted lower.
+Malformed messages are counted, logged (truncated) and skipped. SIGTERM/SIGINT flush, write the final health record
+and exit 0.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import random
 import signal
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -96,11 +102,21 @@ def parse_ticker(msg: dict[str, Any], received: datetime) -> dict[str, Any]:
         raise Malformed(f"'side'={side!r} is not a string")
     return {
         "ts": ts.astimezone(timezone.utc), "received_ts": received, "product_id": product,
-        "sequence": _int(msg, "sequence", required=True), "trade_id": _int(msg, "trade_id"),
+        "sequence": _int(msg, "sequence", required=True), "trade_id": _int(msg, "trade_id", required=True),
         "price": price, "best_bid": _dec(msg, "best_bid"), "best_ask": _dec(msg, "best_ask"),
         "best_bid_size": _dec(msg, "best_bid_size"), "best_ask_size": _dec(msg, "best_ask_size"),
         "last_size": _dec(msg, "last_size"), "side": side,
     }
+
+
+@dataclass
+class TradeContinuity:
+    """One product's trades so far: the `newest` ticker's id, every id up to `through` received or recorded missing,
+    and a heartbeat's `announced` last_trade_id that no ticker has matched yet (pending, not yet a gap)."""
+
+    newest: int
+    through: int
+    announced: int | None = None
 
 
 class SpotCollector:
@@ -115,34 +131,54 @@ class SpotCollector:
         self.health.extra["products"] = products
         self.health.extra["url"] = url
         self.silence_seconds = silence_seconds
-        self.last_seq: dict[str, int] = {}
-        self._rebase: set[str] = set()  # products whose next sequence is the first after a reconnect
+        self.trades: dict[str, TradeContinuity] = {}
+        self._rebase: set[str] = set()  # products whose next ticker is the first after a reconnect
         self._connected_at: float | None = None
         self._session_messages = 0
         self.stop = asyncio.Event()
 
     # ---- messages -----------------------------------------------------------------------------------------
-    def _sequence_ok(self, product: str, seq: int) -> bool:
-        last = self.last_seq.get(product)
-        if last is not None and product in self._rebase:
-            self._rebase.discard(product)
-            if seq > last + 1:
-                self.health.gap(product, last + 1, seq, " across reconnect")
-            elif seq <= last:
-                self.health.event("rebase", f"{product} sequence restarted at {seq} after {last}")
-                log.warning("sequence of %s restarted at %d (was %d): re-based", product, seq, last)
-        elif last is not None:
-            if seq <= last:
-                self.health.event("out_of_order", f"{product} got {seq} after {last}")
-                return False
-            if seq > last + 1:
-                self.health.gap(product, last + 1, seq)
-                log.warning("sequence gap on %s: expected %d, got %d", product, last + 1, seq)
-        self.last_seq[product] = seq
-        return True
+    def _gap(self, product: str, first: int, last: int, note: str = "") -> None:
+        """Trades `first..last` never arrived: counted in the health record (gaps, missed_messages) and as an event."""
+        n = last - first + 1
+        self.health.gaps += 1
+        self.health.missed_messages += n
+        self.health.event("gap", f"{product} missed {n} trade{'s' if n > 1 else ''}: ids {first}..{last}{note}")
+        log.warning("trade gap on %s: missed %d trades %d..%d%s", product, n, first, last, note)
+
+    def _ticker_trade(self, product: str, trade_id: int) -> None:
+        """A ticker's trade: a skip past everything accounted for is a gap; one a heartbeat announced closes it."""
+        state = self.trades.get(product)
+        reconnected = product in self._rebase
+        self._rebase.discard(product)
+        if state is None or (reconnected and trade_id <= state.newest):
+            if state is not None:
+                self.health.event("rebase", f"{product} trade ids restarted at {trade_id} after {state.newest}")
+                log.warning("trade ids of %s restarted at %d (was %d): re-based", product, trade_id, state.newest)
+            self.trades[product] = TradeContinuity(trade_id, trade_id)
+            return
+        if trade_id <= state.newest:
+            self.health.event("out_of_order", f"{product} trade {trade_id} after {state.newest}")
+            return
+        if trade_id > state.through + 1:
+            self._gap(product, state.through + 1, trade_id - 1, " across reconnect" if reconnected else "")
+        state.newest, state.through = trade_id, max(state.through, trade_id)
+        if state.announced is not None and state.announced <= trade_id:
+            state.announced = None
+
+    def _heartbeat_trade(self, product: str, last_trade_id: int) -> None:
+        """A heartbeat ahead of the newest ticker announces trades whose tickers may still follow: what the previous
+        heartbeat announced and no ticker brought since is missed; what this one announces waits for the next."""
+        state = self.trades.get(product)
+        if state is None:  # continuity starts at the first ticker
+            return
+        if state.announced is not None and state.announced > state.through:
+            self._gap(product, state.through + 1, state.announced)
+            state.through = state.announced
+        state.announced = last_trade_id if last_trade_id > state.through else None
 
     def handle(self, raw: str | bytes) -> None:
-        """One feed message: a tick is buffered, a heartbeat counted, anything broken counted and skipped."""
+        """One feed message: a tick is buffered, a heartbeat checks continuity, anything broken counted and skipped."""
         received = datetime.now(timezone.utc)
         self.health.message()
         try:
@@ -152,12 +188,12 @@ class SpotCollector:
             kind = msg.get("type")
             if kind == "ticker":
                 row = parse_ticker(msg, received)
-                if self._sequence_ok(row["product_id"], row["sequence"]):
-                    self.writer.append(row)
+                self._ticker_trade(row["product_id"], row["trade_id"])
+                self.writer.append(row)  # never dropped: even a late or repeated trade is an observation
             elif kind == "heartbeat":
-                product, seq = _product(msg), _int(msg, "sequence", required=True)
+                product, last_trade_id = _product(msg), _int(msg, "last_trade_id", required=True)
                 self.health.counters["heartbeats"] += 1
-                self._sequence_ok(product, seq)
+                self._heartbeat_trade(product, last_trade_id)
             elif kind == "error":
                 self.health.event("exchange_error", f"{msg.get('message')}: {msg.get('reason')}"[:200])
                 log.error("feed error: %s (%s)", msg.get("message"), msg.get("reason"))
@@ -181,7 +217,7 @@ class SpotCollector:
         """Connect, subscribe and read until stopped, silent or disconnected (which raises)."""
         async with connect(self.url, open_timeout=10, ping_interval=20, close_timeout=2, max_size=2**22) as ws:
             await self._subscribe(ws)
-            self._rebase = set(self.last_seq)
+            self._rebase = set(self.trades)
             self._connected_at = time.monotonic()
             self.health.status = "connected"
             self._sync_health(force=True)

@@ -1,5 +1,5 @@
-"""Collectors over loopback: the simulator's faults survived and counted, sequence handling against a scripted real
-WebSocket feed, SIGKILL loses nothing acknowledged, the quote poller's rows, errors and signing, and no Dagster/DuckDB."""
+"""Collectors over loopback: the simulator's faults survived and counted, trade-id continuity against a scripted
+real WebSocket feed, SIGKILL loses nothing acknowledged, the quote poller's rows, errors and signing, and no Dagster/DuckDB."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_spot_collector_survives_drops_malformed_and_silence(sim: SimHandle, tmp
     assert h["reconnects"] >= 2 and h["counters"]["heartbeats"] >= 1  # the drop and the silence
     ticks = _rows(tmp_path, "spot_ticks")
     assert ticks.height == h["rows_acknowledged"]
-    assert ticks["price"].null_count() == 0 and ticks["sequence"].is_unique().all()
+    assert ticks["price"].null_count() == 0 and ticks["trade_id"].is_unique().all()
     assert ticks.schema["price"] == pl.Decimal(18, 8)
     events = _rows(tmp_path, "collector_events")
     assert events.filter(pl.col("kind") == "malformed")["count"].sum() == 4
@@ -95,7 +95,7 @@ def test_spot_collector_survives_drops_malformed_and_silence(sim: SimHandle, tmp
     assert events.filter(pl.col("kind") == "silence").height >= 1
 
 
-# ---- spot: sequence handling against a scripted feed ---------------------------------------------------------------
+# ---- spot: trade-id continuity against a scripted feed -------------------------------------------------------------
 class ScriptedFeed:
     """A real WebSocket server on 127.0.0.1 that plays one script per connection, then stays silent.
 
@@ -136,49 +136,54 @@ class ScriptedFeed:
         self._thread.join(5)
 
 
-def _tick(seq: int, price: object = None) -> str:
-    return json.dumps({"type": "ticker", "sequence": seq, "product_id": "BTC-USD", "trade_id": 100 + seq,
-                       "price": price if price is not None else f"64{seq:03d}.12345678", "best_bid": "64000.01",
+def _tick(trade_id: int, price: object = None) -> str:
+    """A ticker whose book `sequence` jumps between trades, as on the real feed."""
+    return json.dumps({"type": "ticker", "sequence": 1000 + 37 * trade_id, "product_id": "BTC-USD",
+                       "trade_id": trade_id, "price": price if price is not None else f"64{trade_id:03d}.12345678",
+                       "best_bid": "64000.01",
                        "best_ask": "64000.02", "side": "buy", "time": "2026-07-29T04:00:00.123456Z", "last_size": "0.001"})
 
 
-def _heartbeat(seq: int) -> str:
-    return json.dumps({"type": "heartbeat", "sequence": seq, "last_trade_id": 1, "product_id": "BTC-USD",
-                       "time": "2026-07-29T04:00:01Z"})
+def _heartbeat(last_trade_id: int) -> str:
+    return json.dumps({"type": "heartbeat", "sequence": 1000 + 37 * last_trade_id + 5,
+                       "last_trade_id": last_trade_id, "product_id": "BTC-USD", "time": "2026-07-29T04:00:01Z"})
 
 
-def test_spot_sequence_gaps_out_of_order_reconnect_and_rebase(tmp_path: Path) -> None:
+def test_spot_trade_gaps_out_of_order_reconnect_and_rebase(tmp_path: Path) -> None:
     feed = ScriptedFeed([
-        [json.dumps({"type": "subscriptions", "channels": []}), _tick(1), _tick(2), _heartbeat(3),
-         _tick(5),  # gap: expected 4
-         _tick(4),  # out of order: ignored
-         "{not json", _tick(6, price=64006.5),  # malformed: bad JSON, a number where a decimal string belongs
+        [json.dumps({"type": "subscriptions", "channels": []}), _tick(1), _tick(2),
+         _heartbeat(3), _tick(3),  # the heartbeat overtook trade 3's ticker: kept, no gap
+         _tick(6),  # gap: trades 4..5
+         _tick(5),  # out of order: counted, kept
+         "{not json", _tick(7, price=64006.5),  # malformed: bad JSON, a number where a decimal string belongs
          json.dumps({"type": "status", "products": []}),  # unknown type: ignored
          json.dumps({"type": "error", "message": "slow consumer", "reason": "test"}),
+         _heartbeat(8), _heartbeat(8),  # trades 7..8 announced and still absent a heartbeat later: one gap
          "CLOSE"],
-        [_tick(9), _tick(10)],  # gap across the reconnect (expected 6), then silence -> watchdog
-        [_tick(2), _tick(3)],  # the feed restarted its sequence: re-based, not dropped as out of order
+        [_tick(11), _tick(12)],  # gap across the reconnect (9..10, after the announced 8), then silence -> watchdog
+        [_tick(2), _tick(3)],  # the feed restarted its trade ids: re-based, not dropped as out of order
     ])
     proc = _spot(feed.url, tmp_path, "--silence-seconds", "1")
     try:
-        _wait(lambda: _health(tmp_path, "spot").get("rows_acknowledged", 0) >= 7, timeout=30)
+        _wait(lambda: _health(tmp_path, "spot").get("rows_acknowledged", 0) >= 9, timeout=30)
     finally:
         code = _stop(proc)
         feed.stop()
     assert code == 0
     h = _health(tmp_path, "spot")
-    assert (h["gaps"], h["missed_messages"]) == (2, 1 + 3)
+    assert (h["gaps"], h["missed_messages"]) == (3, 2 + 2 + 2)
     assert h["errors"]["out_of_order"] == 1 and h["errors"]["rebase"] == 1 and h["errors"]["malformed"] == 2
     assert h["errors"]["exchange_error"] == 1 and h["errors"]["silence"] >= 1 and h["reconnects"] >= 2
-    assert h["counters"]["heartbeats"] == 1
+    assert h["counters"]["heartbeats"] == 3
     assert all(s == {"type": "subscribe", "product_ids": ["BTC-USD"], "channels": ["ticker", "heartbeat"]} for s in feed.subscribes)
     assert len(feed.subscribes) >= 3  # resubscribed on every reconnect
     ticks = _rows(tmp_path, "spot_ticks")
-    assert ticks["sequence"].to_list() == [1, 2, 5, 9, 10, 2, 3]
-    assert ticks["price"][2] == Decimal("64005.12345678")  # exact: never through float
+    assert ticks["trade_id"].to_list() == [1, 2, 3, 6, 5, 11, 12, 2, 3]
+    assert ticks["price"][3] == Decimal("64006.12345678")  # exact: never through float
     assert ticks["best_ask_size"].null_count() == ticks.height  # absent is null, not 0
     gaps = _rows(tmp_path, "collector_events").filter(pl.col("kind") == "gap")["detail"].to_list()
-    assert sorted(gaps) == ["BTC-USD expected 4 got 5", "BTC-USD expected 6 got 9 across reconnect"]
+    assert sorted(gaps) == ["BTC-USD missed 2 trades: ids 4..5", "BTC-USD missed 2 trades: ids 7..8",
+                            "BTC-USD missed 2 trades: ids 9..10 across reconnect"]
 
 
 # ---- spot: SIGKILL ------------------------------------------------------------------------------------------------
