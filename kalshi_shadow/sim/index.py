@@ -1,6 +1,7 @@
 """The simulated BTC index: GBM with mean-reverting stochastic log-volatility and Poisson jumps, one value per second.
 
-Deterministic for a seed and origin; generated lazily forward, so any second from the origin on can be asked for.
+Deterministic for a seed and origin; generated lazily forward in fixed blocks, so any second from the origin on can
+be asked for and the path does not depend on the order seconds are asked in (the market maker reads a little ahead).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import threading
 import numpy as np
 
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
+BLOCK = 600  # seconds drawn at a time: fixed, so the draws (and the path) do not depend on who asks when
 
 
 class IndexPath:
@@ -18,6 +20,7 @@ class IndexPath:
         self.origin = int(origin)
         self._rng = np.random.default_rng(seed)
         self._values = np.array([s0], dtype=np.float64)
+        self._vols = np.array([base_vol], dtype=np.float64)  # the true vol of the step into each second
         self._logvol = math.log(base_vol)
         self._mean_logvol = math.log(base_vol)
         self._lock = threading.Lock()
@@ -32,6 +35,7 @@ class IndexPath:
         jumps = rng.random(n) < 1.0 / 21600.0
         jump_sizes = rng.normal(0.0, 0.004, n) * jumps
         out = np.empty(n)
+        vols = np.empty(n)
         s = self._values[-1]
         lv = self._logvol
         for i in range(n):  # a path is sequential by nature; this runs once per simulated second
@@ -39,8 +43,10 @@ class IndexPath:
             sigma = math.exp(lv)
             s *= math.exp(-0.5 * sigma * sigma * dt + sigma * math.sqrt(dt) * z[i] + jump_sizes[i])
             out[i] = s
+            vols[i] = sigma
         self._logvol = lv
         self._values = np.concatenate([self._values, out])
+        self._vols = np.concatenate([self._vols, vols])
 
     def value(self, second: int) -> float:
         """The index at whole second `second` (epoch seconds)."""
@@ -48,8 +54,8 @@ class IndexPath:
         if i < 0:
             raise ValueError(f"second {second} is before the path's origin {self.origin}")
         with self._lock:
-            if i >= len(self._values):
-                self._extend(max(i - len(self._values) + 1, 600))
+            while i >= len(self._values):
+                self._extend(BLOCK)
             return float(self._values[i])
 
     def values(self, first: int, last: int) -> np.ndarray:
@@ -61,4 +67,10 @@ class IndexPath:
         return self.value(math.floor(t))
 
     def current_vol(self) -> float:
+        """The vol at the end of the generated path (which runs ahead of the clock); see `vol_at`."""
         return math.exp(self._logvol)
+
+    def vol_at(self, t: float) -> float:
+        """The true annualised vol the path was drawn with into second floor(t), which no tick-based estimate sees."""
+        self.at(t)
+        return float(self._vols[math.floor(t) - self.origin])
