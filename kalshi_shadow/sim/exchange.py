@@ -3,6 +3,10 @@
 Everything is a function of the clock: an event exists once its window is near, a market's status follows its
 times, and settlement uses the mean of the index's 60 one-second values in (close - 60 s, close], rounded to the
 cent, compared with the market's strike. Tests may override an outcome (`set_outcome`) to model disputes/amendments.
+
+Quotes come from a market maker better informed than the platform's model (the true vol, the index MAKER_LEAD s
+before the feed publishes it), as recorded Kalshi mids usually forecast better than the model; its spreads widen near
+close and in fast markets, and its books go one-sided or empty away from the money.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from kalshi_shadow.sim.index import SECONDS_PER_YEAR, IndexPath
 ET = ZoneInfo("America/New_York")
 CENT = Decimal("0.01")
 FOUR = Decimal("0.0001")
+WINDOW = 60  # settlement averages this many one-second index values
+MAKER_LEAD = 2.0  # seconds of index the market maker sees before the spot feed publishes it
+FAST_LOOKBACK = 30  # seconds over which an index move counts as recent
+FAST_MOVE = 0.001  # a 10 bp move in FAST_LOOKBACK s doubles the spread
 
 
 @dataclass(frozen=True)
@@ -198,36 +206,75 @@ class Exchange:
             raise ValueError("a scalar result needs settlement_value")
         m.override = {"result": result, "settlement_value": settlement_value, "status": status}
 
+    def maker_view(self, now: float) -> tuple[int, float, float]:
+        """(last second seen, index there, true vol there): the maker sees the index MAKER_LEAD s before the spot
+        feed publishes it and knows the vol the path is drawn with, so it is better informed than a model of the feed
+        (an EWMA of ticks), as the real Kalshi book usually is."""
+        seen = math.floor(now + MAKER_LEAD)
+        return seen, self.index.value(seen), self.index.vol_at(seen)
+
     def fair_prob(self, m: Market, now: float) -> float | None:
-        """The market maker's own view (a simple lognormal); None before a 15M strike is known."""
+        """The market maker's own view: a lognormal law of the settlement's 60-s average, with the part of the window
+        it has already seen realised; None before a 15M strike is known."""
         if now < m.strike_known_ts:
             return None
-        s = self.index.at(now)
-        tau = max(m.close_ts - now, 1.0) / SECONDS_PER_YEAR
-        sd = max(self.index.current_vol() * math.sqrt(tau), 1e-9)
+        seen, _, vol = self.maker_view(now)
+        seen = min(seen, m.close_ts)
+        s = self.index.value(seen)
+        first = m.close_ts - WINDOW + 1
+        realised = float(self.index.values(first, seen).sum()) if seen >= first else 0.0
+        rest = m.close_ts - max(seen, first - 1)  # window seconds still to come
+        gap = m.close_ts - seen - rest  # seconds before the window opens
+        # Variance of the log of the mean of the next `rest` seconds, `gap` s out (discrete Brownian average).
+        var = vol * vol * (gap + (rest + 1) * (2 * rest + 1) / (6 * rest)) / SECONDS_PER_YEAR if rest else 0.0
 
-        def above(k: float) -> float:
-            return 1.0 - _norm_cdf((math.log(k / s) + 0.5 * sd * sd) / sd)
+        def above(a: float) -> float:
+            """P(window mean >= a)."""
+            if rest == 0:
+                return float(realised / WINDOW >= a)
+            k = (WINDOW * a - realised) / rest  # what the rest of the window must average
+            return 1.0 if k <= 0 else 1.0 - _norm_cdf((math.log(k / s) + 0.5 * var) / math.sqrt(var))
 
-        if m.strike_type in ("greater", "greater_or_equal"):
-            return above(m.floor)
-        if m.strike_type in ("less", "less_or_equal"):
-            return 1.0 - above(m.cap)
-        return above(m.floor) - above(m.cap)
+        # Settlement rounds the mean to the cent, hence half-cent thresholds (the comparisons of natural_result).
+        st = m.strike_type
+        lower = {"greater": 0.005, "greater_or_equal": -0.005, "between": -0.005}
+        upper = {"less": -0.005, "less_or_equal": 0.005, "between": 0.005}
+        p = above(m.floor + lower[st]) if st in lower else 1.0
+        return p - (above(m.cap + upper[st]) if st in upper else 0.0)
+
+    def half_spread(self, m: Market, now: float, u: float) -> float:
+        """Half the quoted spread: wider near close (a few ticks decide the average, so quotes are risky) and in fast
+        markets (a large recent index move means quotes go stale fast)."""
+        near_close = 1.0 + 2.0 * math.exp(-max(m.close_ts - now, 0.0) / 180.0)
+        seen, s, _ = self.maker_view(now)
+        move = abs(math.log(s / self.index.value(max(seen - FAST_LOOKBACK, self.index.origin))))
+        fast = min(1.0 + move / FAST_MOVE, 4.0)
+        return min((0.003 + 0.007 * u) * near_close * fast, 0.15)
+
+    @staticmethod
+    def _sides_shown(fair: float, u_edge: float, u_other: float) -> tuple[bool, bool]:
+        """(bid shown, ask shown). Away from the money the maker mostly leaves empty the side next to 0 or 1 (nobody
+        pays 1c for a 0.2c YES: deep OTM books have no bid, deep ITM no ask) and deep in the wings often quotes
+        nothing at all, as on Kalshi. Near the money both sides show but for a rare pulled quote."""
+        wing = min(fair, 1.0 - fair)
+        edge = u_edge > 0.02 + 0.8 * max(0.0, 1.0 - wing / 0.15)
+        other = u_other > (0.5 if wing < 0.03 else 0.02)
+        return (edge, other) if fair < 0.5 else (other, edge)
 
     def quote(self, m: Market, now: float) -> dict:
-        """Top of book, stable within a 2-second bucket. Prices Decimal; None = empty side."""
+        """Top of book on the cent grid, its noise stable within a 2-s bucket. Prices Decimal; None = empty side."""
         bucket = int(now // 2)
         fair = self.fair_prob(m, now)
         if fair is None or self.status(m, now) != "active":
             return {"yes_bid": None, "yes_ask": None, "yes_bid_size": Decimal(0), "yes_ask_size": Decimal(0)}
         u = [_noise(self.seed, m.ticker, bucket, i) for i in range(6)]
-        fair = min(max(fair + (u[0] - 0.5) * 0.06, 0.0), 1.0)
-        half = 0.005 + 0.025 * u[1]
-        bid = math.floor((fair - half) * 100) / 100
-        ask = math.ceil((fair + half) * 100) / 100
-        yes_bid = Decimal(f"{bid:.2f}") if 0.01 <= bid <= 0.99 and u[2] > 0.04 else None
-        yes_ask = Decimal(f"{ask:.2f}") if 0.01 <= ask <= 0.99 and u[3] > 0.04 else None
+        mid = min(max(fair + (u[0] - 0.5) * 0.02, 0.0), 1.0)
+        half = self.half_spread(m, now, u[1])
+        bid = math.floor(round((mid - half) * 100, 6))  # in cents; round() keeps 0.29999999 from dropping a cent
+        ask = max(math.ceil(round((mid + half) * 100, 6)), bid + 1)
+        show_bid, show_ask = self._sides_shown(fair, u[2], u[3])
+        yes_bid = CENT * bid if 1 <= bid <= 99 and show_bid else None
+        yes_ask = CENT * ask if 1 <= ask <= 99 and show_ask else None
         return {
             "yes_bid": yes_bid,
             "yes_ask": yes_ask,
