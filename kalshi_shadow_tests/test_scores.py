@@ -169,5 +169,5 @@ def test_brier_and_log_loss_equal_scikit_learn(manual_sim: SimHandle, tmp_path: 
     assert lm.mean() == pytest.approx(log_loss(y, clip(pm), labels=[0, 1]), rel=1e-9)
     assert lk.mean() == pytest.approx(log_loss(y, clip(pk), labels=[0, 1]), rel=1e-9)
     with utc(duckdb.connect(wh.database)) as conn:
-        summary = conn.execute("SELECT sum(n_scored), avg(brier_model) FROM kalshi_score_summary WHERE series_ticker = 'KXBTCD'").fetchall()[0]
+        summary = conn.execute("SELECT sum(n_paired), avg(brier_model) FROM kalshi_score_summary WHERE series_ticker = 'KXBTCD'").fetchall()[0]
     assert summary[0] == len(y) and summary[1] == pytest.approx(bm.mean())  # one horizon bucket here

@@ -107,18 +107,20 @@ def kalshi_edge_snapshot_scores(context: dg.AssetExecutionContext, config: Score
     full = config.full_recompute or "dagster/backfill" in context.run.tags
     with warehouse.get_connection() as conn:
         counts = score_day(conn, day, full=full)
-        out_of_range, unscored, n, brier_model, brier_mid = conn.execute("""
+        # Model and mid side by side only on paired rows (both priced, contract not void), with the count.
+        out_of_range, unscored, n, n_paired, brier_model, brier_mid = conn.execute("""
             SELECT (SELECT count(*) FROM kalshi_edge_snapshot_scores WHERE quote_date = $day
                       AND (brier_model NOT BETWEEN 0 AND 1 OR brier_mid NOT BETWEEN 0 AND 1 OR logloss_model < 0
                            OR abs(pnl_yes) > 1 OR abs(pnl_no) > 1)),
                    (SELECT count(*) FROM kalshi_edge_snapshots AS s JOIN kalshi_contracts AS c USING (ticker)
                       WHERE s.quote_date = $day AND c.outcome IS NOT NULL
                         AND NOT EXISTS (SELECT 1 FROM kalshi_edge_snapshot_scores AS x WHERE x.snapshot_id = s.snapshot_id)),
-                   count(*), avg(brier_model), avg(brier_mid)
+                   count(*), count(*) FILTER (WHERE excluded_reason IS NULL),
+                   avg(brier_model) FILTER (WHERE excluded_reason IS NULL), avg(brier_mid) FILTER (WHERE excluded_reason IS NULL)
             FROM kalshi_edge_snapshot_scores WHERE quote_date = $day""", {"day": day}).fetchall()[0]
     return dg.MaterializeResult(
-        metadata={**counts, "mode": "full recompute" if full else "incremental", "rows_in_day": n,
-                  "mean_brier_model": brier_model, "mean_brier_mid": brier_mid},
+        metadata={**counts, "mode": "full recompute" if full else "incremental", "rows_in_day": n, "paired_rows": n_paired,
+                  "paired_brier_model": brier_model, "paired_brier_mid": brier_mid},
         check_results=[
             dg.AssetCheckResult(check_name="scores_in_range", passed=out_of_range == 0, metadata={"bad_rows": out_of_range}),
             dg.AssetCheckResult(check_name="settled_snapshots_all_scored", passed=unscored == 0, metadata={"unscored": unscored}),

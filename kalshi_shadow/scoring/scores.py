@@ -1,5 +1,11 @@
 """Scores for snapshots of settled contracts, one UTC quote day at a time, in SQL.
 
+Model and market are compared only on *paired* rows: the model priced the quote (fresh inputs, see `UNPRICEABLE`)
+and the book had both sides, so a mid exists. A one-sided book (no bid or no ask, common away from the money) has
+no mid: its row is scored for the model alone and marked `excluded_reason = 'one_sided_book'`, so it never enters a
+model-vs-mid average (averaging each side over its own rows compares different populations and can flip the
+verdict). `excluded_reason IS NULL` is the paired set.
+
 Idempotent: a day's rows whose stored outcome no longer matches the contract (an amendment) are deleted and
 re-scored; snapshots already scored are skipped, so a re-run adds only newly settled contracts. A full run
 (backfill) recomputes the whole day.
@@ -35,7 +41,8 @@ SELECT snapshot_id, quote_date, ticker, series_ticker, model_version, quote_ts, 
        yy - yes_ask::DOUBLE - fee_yes                       AS pnl_yes,
        (1 - yy) - no_ask::DOUBLE - fee_no                   AS pnl_no,
        ev_yes, ev_no, reasons,
-       CASE WHEN outcome = 'void' THEN 'void' WHEN p_model IS NULL THEN 'model_unpriced' END AS excluded_reason,
+       CASE WHEN outcome = 'void' THEN 'void' WHEN p_model IS NULL THEN 'model_unpriced'
+            WHEN p_mid IS NULL THEN 'one_sided_book' END AS excluded_reason,
        now() AS scored_at
 FROM clipped
 """

@@ -51,23 +51,34 @@ CREATE TABLE IF NOT EXISTS kalshi_edge_snapshot_scores (
     ev_yes          DOUBLE,                 -- what the snapshot predicted
     ev_no           DOUBLE,
     reasons         VARCHAR[],              -- the snapshot's filter reasons (empty = would have traded)
-    excluded_reason VARCHAR,                -- void, or why the model part is missing
+    excluded_reason VARCHAR,                -- NULL = paired (model and mid both scored); void | model_unpriced | one_sided_book
     scored_at       TIMESTAMPTZ NOT NULL
 );
 
--- The evaluation report: per series, model and time-to-close bucket, model vs market calibration, and realised
--- PnL of the trades the rules would have taken against the EV they predicted.
+-- The evaluation report: per series, model and time-to-close bucket, model vs market calibration on the same rows,
+-- and realised PnL of the trades the rules would have taken against the EV they predicted.
+-- Model and mid are averaged only over paired rows (excluded_reason IS NULL: model priced, book two-sided, contract
+-- not void), and n_paired says how many. The model alone over every row it priced (one-sided books included) is
+-- brier_model_all over n_model_priced: a different population, never to be set beside brier_mid.
 CREATE OR REPLACE VIEW kalshi_score_summary AS
 SELECT series_ticker, model_version,
        CASE WHEN tau_seconds < 60 THEN '0-1m' WHEN tau_seconds < 900 THEN '1-15m' WHEN tau_seconds < 3600 THEN '15-60m'
             WHEN tau_seconds < 6 * 3600 THEN '1-6h' ELSE '6h+' END AS horizon,
-       count(*) FILTER (WHERE excluded_reason IS NULL) AS n_scored,
-       avg(brier_model) AS brier_model, avg(brier_mid) AS brier_mid,
-       avg(logloss_model) AS logloss_model, avg(logloss_mid) AS logloss_mid,
+       count(*) FILTER (WHERE excluded_reason IS NULL) AS n_paired,
+       avg(brier_model) FILTER (WHERE excluded_reason IS NULL) AS brier_model,
+       avg(brier_mid) FILTER (WHERE excluded_reason IS NULL) AS brier_mid,
+       1 - avg(brier_model) FILTER (WHERE excluded_reason IS NULL)
+           / nullif(avg(brier_mid) FILTER (WHERE excluded_reason IS NULL), 0) AS brier_skill_vs_mid,
+       avg(logloss_model) FILTER (WHERE excluded_reason IS NULL) AS logloss_model,
+       avg(logloss_mid) FILTER (WHERE excluded_reason IS NULL) AS logloss_mid,
+       count(*) FILTER (WHERE excluded_reason IN ('one_sided_book')) AS n_one_sided,
+       count(*) FILTER (WHERE excluded_reason = 'model_unpriced') AS n_model_unpriced,
+       count(*) FILTER (WHERE excluded_reason = 'void') AS n_void,
+       count(*) FILTER (WHERE p_model IS NOT NULL AND outcome <> 'void') AS n_model_priced,
+       avg(brier_model) FILTER (WHERE p_model IS NOT NULL AND outcome <> 'void') AS brier_model_all,
        count(*) FILTER (WHERE len(reasons) = 0) AS n_would_trade,
        avg(CASE WHEN coalesce(ev_yes, -1) >= coalesce(ev_no, -1) THEN pnl_yes ELSE pnl_no END)
            FILTER (WHERE len(reasons) = 0) AS realised_pnl_per_contract,
-       avg(greatest(ev_yes, ev_no)) FILTER (WHERE len(reasons) = 0) AS predicted_ev_per_contract,
-       count(*) FILTER (WHERE excluded_reason = 'void') AS n_void
+       avg(greatest(ev_yes, ev_no)) FILTER (WHERE len(reasons) = 0) AS predicted_ev_per_contract
 FROM kalshi_edge_snapshot_scores
 GROUP BY ALL;
