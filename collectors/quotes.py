@@ -1,5 +1,5 @@
 """Kalshi REST poller -> raw `kalshi_quotes` (top of book every cycle), `kalshi_markets` (metadata when it
-changes, or every 10 min) and `kalshi_series` (fees, at start and hourly).
+changes, or every 10 min) and `kalshi_series` (fees and scheduled fee changes, at start and every 10 min).
 
 One `GET /markets?series_ticker=S&status=open` per series per cycle carries the top of book of every market, so a
 cycle costs a few requests. Errors after the client's own retries are counted and the cycle moves on: never a
@@ -28,13 +28,15 @@ from kalshi_shadow.raw import RawWriter
 log = logging.getLogger("collectors.quotes")
 STATUS_ALIASES = {"active": "open", "open": "open", "unopened": "unopened", "closed": "closed", "settled": "settled", "paused": "paused"}
 METADATA_REFRESH_SECONDS = 600
-SERIES_REFRESH_SECONDS = 3600
+SERIES_REFRESH_SECONDS = 600
 
 
-def quote_row(m: Market, series: str, ts: datetime) -> dict[str, Any]:
+def quote_row(m: Market, series: str, sent_at: datetime, received_at: datetime) -> dict[str, Any]:
+    """A REST book has no exchange timestamp: it was read between the page's request and its answer, so `ts` is
+    when the request was sent (its age is at most received - sent) and `received_ts` when we had it."""
     tob = m.top_of_book()
     return {
-        "ts": ts, "received_ts": ts, "ticker": m.ticker, "event_ticker": m.event_ticker, "series_ticker": series,
+        "ts": sent_at, "received_ts": received_at, "ticker": m.ticker, "event_ticker": m.event_ticker, "series_ticker": series,
         "status": m.status, "yes_bid": tob.yes_bid, "yes_ask": tob.yes_ask, "no_bid": tob.no_bid, "no_ask": tob.no_ask,
         "yes_bid_size": tob.yes_bid_size, "yes_ask_size": tob.yes_ask_size, "last_price": m.last_price,
         "volume": m.volume, "open_interest": m.open_interest, "source": "rest_markets",
@@ -97,18 +99,25 @@ class QuotePoller:
         log.error("%s failed: %s: %s", what, type(exc).__name__, exc, exc_info=kind == "poll_error")
 
     def _refresh_series(self) -> None:
-        """Fees and titles at start and hourly; a series that failed is tried again next cycle."""
+        """Fees, titles and scheduled fee changes at start and every 10 minutes; a series that failed is tried
+        again next cycle. A scheduled change is written with its effective time, so pricing applies it then."""
         for s in self.series:
             if time.monotonic() - self._series_fetched_at.get(s, -1e18) < SERIES_REFRESH_SECONDS or self.stop.is_set():
                 continue
             try:
                 info = self.client.get_series(s)
+                changes = self.client.get_fee_changes(s)
             except Exception as exc:  # noqa: BLE001 - never a crash loop; counted and logged
                 self._failed(f"series {s}", exc)
                 continue
-            self.series_rows.append({"ts": datetime.now(timezone.utc), "series_ticker": info.ticker, "title": info.title,
-                                     "fee_type": info.fee_type, "fee_multiplier": info.fee_multiplier,
-                                     "raw_json": json.dumps(info.raw, separators=(",", ":"))})
+            now = datetime.now(timezone.utc)
+            self.series_rows.append({"ts": now, "series_ticker": info.ticker, "title": info.title, "fee_type": info.fee_type,
+                                     "fee_multiplier": info.fee_multiplier, "raw_json": json.dumps(info.raw, separators=(",", ":")),
+                                     "effective_ts": now, "fee_change_id": None})
+            self.series_rows.extend({"ts": now, "series_ticker": c.series_ticker, "title": info.title, "fee_type": c.fee_type,
+                                     "fee_multiplier": c.fee_multiplier, "raw_json": json.dumps(c.raw, separators=(",", ":")),
+                                     "effective_ts": c.scheduled_ts, "fee_change_id": c.id}
+                                    for c in changes if c.series_ticker == s)
             self._series_fetched_at[s] = time.monotonic()
 
     def poll_once(self) -> int:
@@ -119,23 +128,23 @@ class QuotePoller:
             if self.stop.is_set():
                 break
             try:
-                markets = list(self.client.iter_markets(series_ticker=s, status=self.status))
+                pages = list(self.client.iter_market_pages(series_ticker=s, status=self.status))
             except Exception as exc:  # noqa: BLE001 - the next series and the next cycle go on
                 self._failed(f"markets {s}", exc)
                 continue
-            ts = datetime.now(timezone.utc)  # when the response (all its pages) was received
             self.health.message()
             now = time.monotonic()
-            self.quotes.extend(quote_row(m, s, ts) for m in markets)
             changed = []
-            for m in markets:
-                key = _metadata_key(m)
-                seen = self._seen.get(m.ticker)
-                if seen is None or seen[0] != key or now - seen[1] > METADATA_REFRESH_SECONDS:
-                    changed.append(market_row(m, s, ts))
-                    self._seen[m.ticker] = (key, now)
+            for page in pages:  # each page's markets carry that page's own send and receive times
+                self.quotes.extend(quote_row(m, s, page.sent_at, page.received_at) for m in page.items)
+                for m in page.items:
+                    key = _metadata_key(m)
+                    seen = self._seen.get(m.ticker)
+                    if seen is None or seen[0] != key or now - seen[1] > METADATA_REFRESH_SECONDS:
+                        changed.append(market_row(m, s, page.received_at))
+                        self._seen[m.ticker] = (key, now)
+                written += len(page.items)
             self.markets.extend(changed)
-            written += len(markets)
         self._forget_old_markets()
         self.cycles += 1
         self.health.counters["cycles"] = self.cycles

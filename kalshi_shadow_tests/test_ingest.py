@@ -104,7 +104,7 @@ def test_ingest_assets_build_contracts_and_keep_settlements(tmp_path: Path) -> N
     assert meta["rows"].value == 2 and meta["min_ts"].value == NOW.isoformat()
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"no_unreadable_raw_files": True, "newest_row_is_recent": True, "quotes_are_consistent": True,
-                      "contracts_have_terms": True}
+                      "contracts_have_terms": True, "fee_schedule_unchanged": True}
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
         rows = conn.execute("SELECT ticker, series_ticker, strike_type, cap_strike, fee_type, fee_multiplier FROM kalshi_contracts ORDER BY 1").fetchall()
         assert rows == [("KXBTC-26NOV2417-B95250", "KXBTC", "between", 95499.99, "quadratic", 1.0),

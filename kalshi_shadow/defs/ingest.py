@@ -43,6 +43,21 @@ FROM kalshi_quotes WHERE load_id IN (SELECT load_id FROM raw_file_loads
 """
 
 
+# Fee schedule changes (each schedule that differs from the one before it) in force within the last week or still
+# to come: a fee change moves every EV, so a person should know of it (WARN), with its effective time.
+FEE_CHANGES_SQL = """
+SELECT series_ticker, valid_from, prev_type || ' x' || prev_mult AS before, fee_type || ' x' || fee_multiplier AS after, fee_change_id
+FROM (
+    SELECT *, lag(fee_type) OVER w AS prev_type, lag(fee_multiplier) OVER w AS prev_mult
+    FROM (SELECT *, greatest(ts, coalesce(effective_ts, ts)) AS valid_from FROM kalshi_series)
+    WINDOW w AS (PARTITION BY series_ticker ORDER BY valid_from, ts)
+)
+WHERE prev_type IS NOT NULL AND (fee_type IS DISTINCT FROM prev_type OR fee_multiplier IS DISTINCT FROM prev_mult)
+  AND valid_from > now() - INTERVAL 7 DAY
+ORDER BY valid_from
+"""
+
+
 def _iso(ts: datetime | None) -> str | None:
     return ts.isoformat() if ts is not None else None
 
@@ -52,6 +67,9 @@ def _raw_load_asset(table: str) -> dg.AssetsDefinition:
                                 description="Every raw file could be read (unreadable ones are in raw/_quarantine) and none went missing.")]
     if table in FRESHNESS_CHECKED:
         checks.append(dg.AssetCheckSpec("newest_row_is_recent", asset=table, description=f"Newest row is younger than {STALE_AFTER}."))
+    if table == "kalshi_series":
+        checks.append(dg.AssetCheckSpec("fee_schedule_unchanged", asset=table,
+                                        description="No series fee change took effect in the last 7 days or is scheduled (WARN: EVs move)."))
     if table == "kalshi_quotes":
         checks.append(dg.AssetCheckSpec("quotes_are_consistent", asset=table, description="bid <= ask, prices in [0, 1], yes_ask = 1 - no_bid (last hour's loads)."))
 
@@ -90,6 +108,13 @@ def _raw_load_asset(table: str) -> dg.AssetsDefinition:
                     check_name="quotes_are_consistent", passed=crossed + out_of_range + inconsistent == 0,
                     severity=dg.AssetCheckSeverity.ERROR,
                     metadata={"crossed": crossed, "out_of_range": out_of_range, "inconsistent": inconsistent}))
+            if table == "kalshi_series":
+                changes = conn.execute(FEE_CHANGES_SQL).fetchall()
+                results.append(dg.AssetCheckResult(
+                    check_name="fee_schedule_unchanged", passed=not changes, severity=dg.AssetCheckSeverity.WARN,
+                    description="; ".join(f"{s}: {b} -> {a} from {_iso(t)}" for s, t, b, a, _ in changes) or None,
+                    metadata={"changes": dg.MetadataValue.json([{"series_ticker": s, "effective_ts": _iso(t), "before": b,
+                                                                  "after": a, "fee_change_id": i} for s, t, b, a, i in changes])}))
             total = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         if res.failed_files:
             context.log.error(f"{len(res.failed_files)} unreadable {table} files quarantined: {res.failed_files[:5]}")

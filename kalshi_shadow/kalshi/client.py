@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator
 
 import httpx
@@ -19,11 +20,13 @@ from kalshi_shadow.kalshi.auth import KalshiSigner
 from kalshi_shadow.kalshi.models import (
     Event,
     ExchangeStatus,
+    FeeChange,
     KalshiParseError,
     Market,
     Orderbook,
     Series,
     parse_event,
+    parse_fee_change,
     parse_market,
     parse_orderbook,
     parse_series,
@@ -32,6 +35,15 @@ from kalshi_shadow.kalshi.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 EventCallback = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One response page with when its successful request was sent and its answer received (UTC): the book it
+    carries was read by the exchange between the two, so `sent_at` bounds its age and `received_at` is when we knew it."""
+    items: list[Any]
+    sent_at: datetime
+    received_at: datetime
 
 
 class KalshiAPIError(RuntimeError):
@@ -88,12 +100,17 @@ class KalshiClient:
         time.sleep(random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt)))
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._get_timed(path, params)[0]
+
+    def _get_timed(self, path: str, params: dict[str, Any] | None = None) -> tuple[dict[str, Any], datetime, datetime]:
+        """The body, when the successful attempt was sent, and when its response was received."""
         params = {k: v for k, v in (params or {}).items() if v is not None}
         url = self.base_url + path
         last: str = ""
         for attempt in range(self.max_retries + 1):
             self.bucket.acquire()
             headers = self.signer.headers("GET", self._path_prefix + path) if self.signer else {}
+            sent_at = datetime.now(timezone.utc)
             try:
                 resp = self._http.get(url, params=params, headers=headers)
             except httpx.TimeoutException as exc:
@@ -102,8 +119,9 @@ class KalshiClient:
                 kind, last, status, code = "connect_error", f"GET {path}: {type(exc).__name__}: {exc}", None, None
             else:
                 if resp.status_code == 200:
+                    received_at = datetime.now(timezone.utc)
                     try:
-                        return resp.json()
+                        return resp.json(), sent_at, received_at
                     except ValueError:
                         raise KalshiAPIError(200, "invalid_json", f"GET {path}: body is not JSON") from None
                 body = self._error_body(resp)
@@ -132,18 +150,33 @@ class KalshiClient:
             return body["error"]
         return body if isinstance(body, dict) else {}
 
-    def _pages(self, path: str, key: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _timed_pages(self, path: str, key: str, params: dict[str, Any]) -> Iterator[Page]:
         cursor: str | None = None
         while True:
-            page = self._get(path, {**params, "cursor": cursor} if cursor else params)
-            yield from page.get(key) or []
-            cursor = page.get("cursor") or None
+            body, sent_at, received_at = self._get_timed(path, {**params, "cursor": cursor} if cursor else params)
+            yield Page(body.get(key) or [], sent_at, received_at)
+            cursor = body.get("cursor") or None
             if not cursor:
                 return
+
+    def _pages(self, path: str, key: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        for page in self._timed_pages(path, key, params):
+            yield from page.items
 
     # ---- endpoints ------------------------------------------------------------------------------------------
     def get_series(self, series_ticker: str) -> Series:
         return parse_series(self._get(f"/series/{series_ticker}")["series"])
+
+    def get_fee_changes(self, series_ticker: str) -> list[FeeChange]:
+        """Scheduled fee changes of a series; an entry that fails to parse is reported as `malformed` and skipped."""
+        out = []
+        for obj in self._get("/series/fee_changes", {"series_ticker": series_ticker}).get("series_fee_change_arr") or []:
+            try:
+                out.append(parse_fee_change(obj))
+            except KalshiParseError as exc:
+                log.warning("skipping malformed fee change: %s", exc)
+                self.on_event("malformed", str(exc))
+        return out
 
     def iter_events(self, series_ticker: str | None = None, status: str | None = None, with_nested_markets: bool = False, limit: int = 200) -> Iterator[Event]:
         params = {"series_ticker": series_ticker, "status": status, "limit": limit,
@@ -151,7 +184,28 @@ class KalshiClient:
         for obj in self._pages("/events", "events", params):
             yield parse_event(obj)
 
-    def iter_markets(
+    @staticmethod
+    def _market_params(series_ticker, event_ticker, status, tickers, min_close_ts, max_close_ts, min_settled_ts,
+                       max_settled_ts, limit) -> dict[str, Any]:
+        return {
+            "series_ticker": series_ticker, "event_ticker": event_ticker, "status": status, "limit": limit,
+            "tickers": ",".join(tickers) if tickers is not None else None,
+            "min_close_ts": _ts(min_close_ts), "max_close_ts": _ts(max_close_ts),
+            "min_settled_ts": _ts(min_settled_ts), "max_settled_ts": _ts(max_settled_ts),
+        }
+
+    def _parsed(self, objs: list[dict[str, Any]]) -> list[Market]:
+        """Markets of one page; one that fails to parse is reported as `malformed` and skipped."""
+        out = []
+        for obj in objs:
+            try:
+                out.append(parse_market(obj))
+            except KalshiParseError as exc:
+                log.warning("skipping malformed market: %s", exc)
+                self.on_event("malformed", str(exc))
+        return out
+
+    def iter_market_pages(
         self,
         *,
         series_ticker: str | None = None,
@@ -163,20 +217,17 @@ class KalshiClient:
         min_settled_ts: int | datetime | None = None,
         max_settled_ts: int | datetime | None = None,
         limit: int = 1000,
-    ) -> Iterator[Market]:
-        """Every matching market across pages. A market that fails to parse is reported as `malformed` and skipped."""
-        params = {
-            "series_ticker": series_ticker, "event_ticker": event_ticker, "status": status, "limit": limit,
-            "tickers": ",".join(tickers) if tickers is not None else None,
-            "min_close_ts": _ts(min_close_ts), "max_close_ts": _ts(max_close_ts),
-            "min_settled_ts": _ts(min_settled_ts), "max_settled_ts": _ts(max_settled_ts),
-        }
-        for obj in self._pages("/markets", "markets", params):
-            try:
-                yield parse_market(obj)
-            except KalshiParseError as exc:
-                log.warning("skipping malformed market: %s", exc)
-                self.on_event("malformed", str(exc))
+    ) -> Iterator[Page]:
+        """Every matching market, page by page, each page with its own send and receive times."""
+        params = self._market_params(series_ticker, event_ticker, status, tickers, min_close_ts, max_close_ts,
+                                     min_settled_ts, max_settled_ts, limit)
+        for page in self._timed_pages("/markets", "markets", params):
+            yield Page(self._parsed(page.items), page.sent_at, page.received_at)
+
+    def iter_markets(self, **filters: Any) -> Iterator[Market]:
+        """Every matching market across pages (filters as `iter_market_pages`)."""
+        for page in self.iter_market_pages(**filters):
+            yield from page.items
 
     def get_market(self, ticker: str) -> Market:
         return parse_market(self._get(f"/markets/{ticker}")["market"])

@@ -177,6 +177,33 @@ def parse_series(obj: Mapping[str, Any]) -> Series:
 
 
 @dataclass(frozen=True)
+class FeeChange:
+    """A scheduled change of a series' fees (`GET /series/fee_changes`)."""
+    id: str
+    series_ticker: str
+    fee_type: str
+    fee_multiplier: float
+    scheduled_ts: datetime
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+def parse_fee_change(obj: Mapping[str, Any]) -> FeeChange:
+    """The API reference shows PascalCase keys (`ScheduledTs`), the SDK model snake_case: accept either."""
+    k = "fee change"
+    pick = {name: obj[pascal] if pascal in obj else obj.get(name)
+            for name, pascal in (("id", "ID"), ("series_ticker", "SeriesTicker"), ("fee_type", "FeeType"),
+                                 ("fee_multiplier", "FeeMultiplier"), ("scheduled_ts", "ScheduledTs"))}
+    return FeeChange(
+        id=str(_req(pick, "id", k)),
+        series_ticker=str(_req(pick, "series_ticker", k)),
+        fee_type=str(_req(pick, "fee_type", k)),
+        fee_multiplier=float(_req(pick, "fee_multiplier", k)),
+        scheduled_ts=_time(pick, "scheduled_ts", k, required=True),
+        raw=obj,
+    )
+
+
+@dataclass(frozen=True)
 class Event:
     event_ticker: str
     series_ticker: str

@@ -14,6 +14,7 @@ from kalshi_shadow.config import env_number
 class Rules:
     max_spot_age_seconds: float = 30.0     # spot_stale
     max_quote_age_seconds: float = 15.0    # quote_stale
+    max_vol_gap_seconds: float = 120.0     # vol_gap: the vol grid point spans a silence of the spot feed longer than this
     max_spread: float = 0.10               # spread_wide (yes_ask - yes_bid, dollars)
     max_tau_seconds: float = 26 * 3600.0   # too_far_from_close
     min_p: float = 0.02                    # deep_out_of_money / deep_in_money: p_model outside [min_p, 1 - min_p]

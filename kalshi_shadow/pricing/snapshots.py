@@ -1,8 +1,8 @@
 """Edge snapshots: every quote priced by every model, with all its inputs, point in time.
 
 **What a quote may use.** Each quote is priced with what was known when it was *seen* (`received_ts`): the last
-spot tick received at or before then, the vol grid point of that minute, and the market terms and series
-fees as fetched at or before it. Inputs older than a fixed bound relative to the quote (`SPOT_LOOKBACK`, ...) are
+spot tick received at or before then, the vol grid point of that minute, the market terms as fetched by then, and
+the series fees in force at the quote's time. Inputs older than a fixed bound relative to the quote (`SPOT_LOOKBACK`, ...) are
 treated as missing, so a row never depends on where a run or a chunk happened to start.
 
 **When a quote may be priced.** Only once every input is complete up to the time it was seen: its seen time must
@@ -32,7 +32,7 @@ from kalshi_shadow.config import env_number
 from kalshi_shadow.pricing.fees import FEE_MACRO_SQL
 from kalshi_shadow.pricing.probability import MODELS, prob_yes
 from kalshi_shadow.pricing.rules import RULES, Rules
-from kalshi_shadow.pricing.vol import VolState, ewma_vol, initial_state
+from kalshi_shadow.pricing.vol import GRID_SECONDS, VolState, ewma_vol, initial_state
 from kalshi_shadow.warehouse.frontier import pricing_frontier, table_frontier
 from kalshi_shadow.warehouse.connection import transaction
 
@@ -44,8 +44,9 @@ STATE_FRONTIER = "kalshi_edge_snapshots.frontier_us"
 STATE_MIN_PENDING = "kalshi_edge_snapshots.min_pending_load_id"  # no quote of an older load is still waiting
 NEG_INF = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
-# Reasons that make the model's probability meaningless (p_model stays NULL).
-UNPRICEABLE = ("no_market_terms", "strike_unknown", "closed", "no_spot", "no_vol")
+# Reasons that leave p_model NULL: the model cannot price, or would price from stale inputs. Such a row keeps its
+# reasons and drops out of every score average (one freshness threshold per input, `Rules`, whatever the day).
+UNPRICEABLE = ("no_market_terms", "strike_unknown", "closed", "no_spot", "spot_stale", "no_vol", "vol_gap", "quote_stale")
 
 SEEN = "coalesce(q.received_ts, q.ts)"
 
@@ -54,46 +55,68 @@ def refresh_spot_vol(conn: duckdb.DuckDBPyConnection) -> int:
     """Extend the one-minute vol grid up to the spot frontier; returns rows added.
 
     Grid point g carries the last trade *received* at or before g, and is only computed once every tick received
-    up to g is loaded, so the grid never changes after it is written."""
+    up to g is loaded, so the grid never changes after it is written. Minutes without a trade hold the EWMA
+    (`pricing/vol.py`)."""
     wm = table_frontier(conn, "spot_ticks")
     if wm is None:
         return 0
-    last = next(iter(conn.execute("SELECT grid_ts, price, var_per_minute FROM spot_vol ORDER BY grid_ts DESC LIMIT 1").fetchall()), None)
+    last = next(iter(conn.execute("""SELECT grid_ts, price, var_per_minute,
+                                            (SELECT epoch(max(grid_ts))::BIGINT // 60 FROM spot_vol WHERE log_return IS NOT NULL)
+                                     FROM spot_vol ORDER BY grid_ts DESC LIMIT 1""").fetchall()), None)
     if last:
-        start, state = last[0] + timedelta(minutes=1), VolState(last[1], last[2])
+        start = last[0] + timedelta(minutes=1)
+        state = VolState(last[1], last[2], last[3] if last[3] is not None else int(last[0].timestamp()) // 60)
     else:
         first = conn.execute("""SELECT coalesce(received_ts, ts), price::DOUBLE FROM spot_ticks WHERE product_id = 'BTC-USD'
                                 ORDER BY coalesce(received_ts, ts) LIMIT 1""").fetchall()
         if not first:
             return 0
         start = (first[0][0] + timedelta(minutes=1)).replace(second=0, microsecond=0)
-        state = initial_state(first[0][1])
+        state = initial_state(first[0][1], int(start.timestamp()) // 60 - 1)
     end = wm.replace(second=0, microsecond=0)
     if end < start:
         return 0
-    conn.execute("""
-        CREATE OR REPLACE TEMP TABLE _grid AS
-        WITH grid AS (SELECT unnest(generate_series($start::TIMESTAMPTZ, $end::TIMESTAMPTZ, INTERVAL 1 MINUTE)) AS grid_ts),
-             ticks AS (SELECT coalesce(received_ts, ts) AS seen, price::DOUBLE AS price FROM spot_ticks
-                       WHERE product_id = 'BTC-USD' AND coalesce(received_ts, ts) > $start::TIMESTAMPTZ - INTERVAL 1 DAY
-                         AND coalesce(received_ts, ts) <= $end::TIMESTAMPTZ)
-        SELECT row_number() OVER (ORDER BY g.grid_ts) - 1 AS i, g.grid_ts, t.price
-        FROM grid AS g ASOF LEFT JOIN ticks AS t ON g.grid_ts >= t.seen
-    """, {"start": start, "end": end})
-    prices = _floats(conn.sql("SELECT price FROM _grid ORDER BY i").fetchnumpy()["price"])
+    conn.execute(GRID_SQL, {"start": start, "end": end})
+    g = conn.sql("SELECT minute, price, tick_age FROM _grid ORDER BY i").fetchnumpy()
+    prices, tick_age = _floats(g["price"]), _floats(g["tick_age"])
     # The ASOF join gives each point the last tick at or before it, so only a leading run (no tick yet in its
     # lookback) is NULL: those points carry the price the previous run ended on.
     prices = np.where(np.isnan(prices), state.last_price, prices)
-    rets, var, vol, _ = ewma_vol(prices, state)
+    rets, var, vol, _ = ewma_vol(g["minute"], prices, tick_age < GRID_SECONDS, state)  # fresh: a trade in the minute
     # The EWMA state is stored per row so the next run resumes exactly where this one ended.
-    conn.register("_vol_rows", pa.table({"i": np.arange(len(prices), dtype=np.int64), "price": prices, "log_return": rets,
+    conn.register("_vol_rows", pa.table({"i": np.arange(len(prices), dtype=np.int64), "price": prices,
+                                         "log_return": pa.array(rets, mask=np.isnan(rets)),
                                          "var_per_minute": var, "vol": vol}))
     try:
-        conn.execute("INSERT INTO spot_vol BY NAME SELECT g.grid_ts, r.* EXCLUDE (i) FROM _grid AS g JOIN _vol_rows AS r USING (i)")
+        conn.execute("""INSERT INTO spot_vol BY NAME
+                        SELECT g.grid_ts, g.gap_seconds, r.* EXCLUDE (i)
+                        FROM _grid AS g JOIN _vol_rows AS r USING (i)""")
     finally:
         conn.unregister("_vol_rows")
         conn.execute("DROP TABLE _grid")
     return len(prices)
+
+
+# One row per minute: the last tick received at or before it, and the longest silence of the feed in the minute it
+# covers, (g - 60 s, g]: from the last tick to g, or between two ticks that ended inside the minute. A point whose
+# last tick is under a minute old had a trade in its minute ("fresh").
+GRID_SQL = """
+CREATE OR REPLACE TEMP TABLE _grid AS
+WITH grid AS (SELECT unnest(generate_series($start::TIMESTAMPTZ, $end::TIMESTAMPTZ, INTERVAL 1 MINUTE)) AS grid_ts),
+ticks AS (
+    SELECT coalesce(received_ts, ts) AS seen, price::DOUBLE AS price FROM spot_ticks
+    WHERE product_id = 'BTC-USD' AND coalesce(received_ts, ts) > $start::TIMESTAMPTZ - INTERVAL 1 DAY
+      AND coalesce(received_ts, ts) <= $end::TIMESTAMPTZ
+), silences AS (  -- each wait between two ticks, on the grid point whose minute it ended in
+    SELECT date_trunc('minute', seen - INTERVAL 1 MICROSECOND) + INTERVAL 1 MINUTE AS grid_ts, max(epoch(seen) - epoch(prev)) AS longest
+    FROM (SELECT seen, lag(seen) OVER (ORDER BY seen) AS prev FROM ticks)
+    GROUP BY 1
+)
+SELECT row_number() OVER (ORDER BY g.grid_ts) - 1 AS i, g.grid_ts, epoch(g.grid_ts)::BIGINT // 60 AS minute, t.price,
+       epoch(g.grid_ts) - epoch(t.seen) AS tick_age, greatest(coalesce(epoch(g.grid_ts) - epoch(t.seen), 'infinity'::DOUBLE), coalesce(s.longest, 0)) AS gap_seconds
+FROM grid AS g ASOF LEFT JOIN ticks AS t ON g.grid_ts >= t.seen
+LEFT JOIN silences AS s ON s.grid_ts = g.grid_ts
+"""
 
 
 def _floats(col) -> np.ndarray:
@@ -107,36 +130,43 @@ WITH q AS (
     SELECT q.*, {SEEN} AS seen_ts FROM kalshi_quotes AS q
     WHERE ({{pred}}) AND q.ts >= $lo AND q.ts < $hi
 ), markets AS (
-    SELECT ticker, ts, strike_type, floor_strike, cap_strike, close_time FROM kalshi_markets
-    WHERE ts >= $lo - INTERVAL 2 DAY AND ts < $hi
+    SELECT ticker, ts, strike_type, floor_strike, cap_strike, open_time, close_time FROM kalshi_markets
+    WHERE ts >= $seen_lo - INTERVAL 2 DAY AND ts <= $seen_hi
 ), spot AS (
     SELECT coalesce(received_ts, ts) AS seen, ts, price::DOUBLE AS price FROM spot_ticks
     WHERE product_id = 'BTC-USD' AND ts <= $seen_hi  -- a trade happens before it is received: prunes by ts
       AND coalesce(received_ts, ts) >= $seen_lo - INTERVAL 2 HOUR AND coalesce(received_ts, ts) <= $seen_hi
 ), vol AS (
-    SELECT grid_ts, vol FROM spot_vol WHERE grid_ts >= date_trunc('minute', $seen_lo::TIMESTAMPTZ) AND grid_ts <= $seen_hi
-), fees AS (  -- each series' fee schedule with the time it was replaced: a range join is cheaper than ASOF here
-    SELECT series_ticker, fee_type, fee_multiplier, ts AS valid_from,
-           lead(ts, 1, 'infinity'::TIMESTAMPTZ) OVER (PARTITION BY series_ticker ORDER BY ts) AS valid_to
-    FROM kalshi_series WHERE ts < $hi
+    SELECT grid_ts, vol, gap_seconds FROM spot_vol WHERE grid_ts >= date_trunc('minute', $seen_lo::TIMESTAMPTZ) AND grid_ts <= $seen_hi
+), fees AS (  -- each fee schedule from when it applies to when the next one does (a range join: cheaper than ASOF)
+    -- A scheduled change applies from its effective time, or, if we only learned of it later, from when we did:
+    -- point in time, and a backfill gives the live rows.
+    SELECT series_ticker, fee_type, fee_multiplier, valid_from,
+           lead(valid_from, 1, 'infinity'::TIMESTAMPTZ) OVER (PARTITION BY series_ticker ORDER BY valid_from, ts) AS valid_to
+    FROM (SELECT *, greatest(ts, coalesce(effective_ts, ts)) AS valid_from FROM kalshi_series)
+    WHERE valid_from < $hi
 ), joined AS (
     SELECT q.*,
-           m.strike_type AS m_strike_type, m.floor_strike AS m_floor, m.cap_strike AS m_cap, m.close_time AS m_close, m.ts AS m_ts,
-           s.seen AS s_seen, s.ts AS s_ts, s.price AS s_price, v.vol AS v_vol,
+           m.strike_type AS m_strike_type, m.floor_strike AS m_floor, m.cap_strike AS m_cap, m.open_time AS m_open, m.close_time AS m_close,
+           m.ts AS m_ts,
+           s.seen AS s_seen, s.ts AS s_ts, s.price AS s_price, v.vol AS v_vol, v.gap_seconds AS vol_gap_seconds,
            se.fee_type, se.fee_multiplier
     FROM q
-    ASOF LEFT JOIN markets AS m ON q.ticker = m.ticker AND q.ts >= m.ts
+    ASOF LEFT JOIN markets AS m ON q.ticker = m.ticker AND q.seen_ts >= m.ts  -- terms as fetched by the time the quote was seen
     ASOF LEFT JOIN spot AS s ON q.seen_ts >= s.seen
     LEFT JOIN vol AS v ON v.grid_ts = date_trunc('minute', q.seen_ts)  -- the grid has every minute up to the spot frontier
     LEFT JOIN fees AS se ON q.series_ticker = se.series_ticker AND q.ts >= se.valid_from AND q.ts < se.valid_to AND se.valid_to > $lo
 ), p AS (  -- inputs older than their lookback are missing, whatever the chunk
-    SELECT * EXCLUDE (m_strike_type, m_floor, m_cap, m_close, m_ts, s_seen, s_ts, s_price, v_vol),
+    SELECT * EXCLUDE (status, m_strike_type, m_floor, m_cap, m_open, m_close, m_ts, s_seen, s_ts, s_price, v_vol),
+           -- a source without a status field (a WebSocket feed) gets the market's lifecycle state at the quote
+           coalesce(status, CASE WHEN NOT q_fresh_terms THEN NULL WHEN ts >= m_close THEN 'closed'
+                                 WHEN ts >= m_open THEN 'active' ELSE 'initialized' END) AS status,
            CASE WHEN q_fresh_terms THEN m_strike_type END AS strike_type, CASE WHEN q_fresh_terms THEN m_floor END AS floor_strike,
            CASE WHEN q_fresh_terms THEN m_cap END AS cap_strike, CASE WHEN q_fresh_terms THEN m_close END AS close_time,
            CASE WHEN q_fresh_spot THEN s_ts END AS spot_ts, CASE WHEN q_fresh_spot THEN s_seen END AS spot_seen,
            CASE WHEN q_fresh_spot THEN s_price END AS spot,
            v_vol AS vol
-    FROM (SELECT *, ts - m_ts <= INTERVAL {int(TERMS_LOOKBACK.total_seconds())} SECOND AS q_fresh_terms,
+    FROM (SELECT *, seen_ts - m_ts <= INTERVAL {int(TERMS_LOOKBACK.total_seconds())} SECOND AS q_fresh_terms,
                  seen_ts - s_seen <= INTERVAL {int(SPOT_LOOKBACK.total_seconds())} SECOND AS q_fresh_spot FROM joined)
 )
 SELECT
@@ -158,7 +188,7 @@ SELECT
         CASE WHEN p.status IS DISTINCT FROM 'active' THEN 'not_active' END,
         CASE WHEN p.close_time <= p.ts THEN 'closed' END,
         CASE WHEN p.spot IS NULL THEN 'no_spot' WHEN epoch(p.seen_ts) - epoch(p.spot_seen) > $max_spot_age THEN 'spot_stale' END,
-        CASE WHEN p.vol IS NULL THEN 'no_vol' END,
+        CASE WHEN p.vol IS NULL THEN 'no_vol' WHEN p.vol_gap_seconds > $max_vol_gap THEN 'vol_gap' END,
         CASE WHEN epoch(p.seen_ts) - epoch(p.ts) > $max_quote_age THEN 'quote_stale' END,
         CASE WHEN p.yes_ask IS NULL THEN 'no_yes_ask' END,
         CASE WHEN p.no_ask IS NULL THEN 'no_no_ask' END,
@@ -170,19 +200,34 @@ SELECT
 FROM p
 """
 
-# The mean spot so far inside the settlement window, for the few quotes in their contract's last 60 s: spot that
-# traded in (close - 60 s, quote time] and was received by the time the quote was seen. Exact DECIMAL sum, so the
-# figure is the same whatever the thread order. Done after `_base` exists, over those rows only (a join over every
-# quote of the chunk cost 40% of the chunk's time).
+# The settlement average so far, for the few quotes in their contract's last 60 s. Kalshi settles on the mean of the
+# 60 one-second index values in (close - 60 s, close], each the last value at or before its second. For a quote, the
+# elapsed seconds are those at or before its time, and a value may come only from ticks received by the time the
+# quote was seen. Each tick stands for the seconds from its own time up to the next tick's, so the mean is a
+# count-weighted sum over ticks (no per-second rows). Ticks from up to 60 s before the window cover its first
+# seconds; a second with no value at all is left out, never filled. Exact DECIMAL sum, so the figure is the same
+# whatever the thread order. Done after `_base` exists, over those rows only.
 WINDOW_MEAN_SQL = """
 UPDATE _base AS b SET window_mean = w.window_mean
 FROM (
-    SELECT b.rowid AS rid, avg(s.price)::DOUBLE AS window_mean
-    FROM _base AS b JOIN spot_ticks AS s
-      ON s.ts > b.close_ts - INTERVAL 60 SECOND AND s.ts <= b.quote_ts AND coalesce(s.received_ts, s.ts) <= b.seen_ts
-    WHERE b.close_ts - b.quote_ts < INTERVAL 60 SECOND
-      AND s.product_id = 'BTC-USD' AND s.ts >= $lo - INTERVAL 60 SECOND AND s.ts <= $seen_hi
-    GROUP BY 1
+    SELECT rid, (sum(price * n_seconds) / sum(n_seconds))::DOUBLE AS window_mean
+    FROM (
+        SELECT rid, price,
+               -- whole seconds t with ts <= t < next tick's ts, inside (close - 60, min(close, quote time)]
+               least(coalesce(ceil(epoch(next_ts))::BIGINT - 1, last_second), last_second)
+                 - greatest(ceil(epoch(ts))::BIGINT, first_second) + 1 AS n_seconds
+        FROM (
+            SELECT b.rowid AS rid, s.price, s.ts, lead(s.ts) OVER (PARTITION BY b.rowid ORDER BY s.ts, s.trade_id, s.sequence) AS next_ts,
+                   epoch(b.close_ts)::BIGINT - 59 AS first_second,
+                   least(epoch(b.close_ts)::BIGINT, floor(epoch(b.quote_ts))::BIGINT) AS last_second
+            FROM _base AS b JOIN spot_ticks AS s
+              ON s.ts > b.close_ts - INTERVAL 120 SECOND AND s.ts <= b.quote_ts AND coalesce(s.received_ts, s.ts) <= b.seen_ts
+            WHERE b.close_ts - b.quote_ts < INTERVAL 60 SECOND
+              AND s.product_id = 'BTC-USD' AND s.ts >= $lo - INTERVAL 120 SECOND AND s.ts <= $seen_hi
+        )
+    )
+    WHERE n_seconds > 0
+    GROUP BY rid
 ) AS w
 WHERE b.rowid = w.rid
 """
@@ -276,7 +321,7 @@ def _price_chunk(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, lo: d
                                     {**params, "lo": lo, "hi": hi}).fetchall()[0]
     conn.execute(BASE_SQL.format(pred=pred), {
         **params, "lo": lo, "hi": hi, "seen_lo": seen_lo, "seen_hi": seen_hi, "lot": lot, "max_spot_age": rules.max_spot_age_seconds,
-        "max_quote_age": rules.max_quote_age_seconds, "max_spread": rules.max_spread, "max_tau": rules.max_tau_seconds})
+        "max_quote_age": rules.max_quote_age_seconds, "max_vol_gap": rules.max_vol_gap_seconds, "max_spread": rules.max_spread, "max_tau": rules.max_tau_seconds})
     conn.execute(WINDOW_MEAN_SQL, {"lo": lo, "seen_hi": seen_hi})
     b = conn.sql("SELECT rowid AS rid, strike_type, floor_strike, cap_strike, spot, vol, tau_seconds, window_mean FROM _base").fetchnumpy()
     n = len(b["spot"])

@@ -31,8 +31,8 @@ SPOT_TICKS = {
 
 # Top of book as observed. An empty side ("0.0000" bid / "1.0000" ask on the wire) is null here.
 KALSHI_QUOTES = {
-    "ts": UTC_TS,  # when the quote was observed (poll receive time, or the WS message's ts_ms)
-    "received_ts": UTC_TS,
+    "ts": UTC_TS,  # when the book was read: the page request's send time (REST), or the WS message's ts_ms
+    "received_ts": UTC_TS,  # when it reached us (the page's receive time): "seen", what point-in-time joins use
     "ticker": pl.String,
     "event_ticker": pl.String,
     "series_ticker": pl.String,
@@ -76,12 +76,14 @@ KALSHI_MARKETS = {
 
 # Series metadata (fees) as fetched.
 KALSHI_SERIES = {
-    "ts": UTC_TS,
+    "ts": UTC_TS,  # when fetched
     "series_ticker": pl.String,
     "title": pl.String,
     "fee_type": pl.String,
     "fee_multiplier": pl.Float64,
     "raw_json": pl.String,
+    "effective_ts": UTC_TS,  # when these fees apply: ts for a series read, the scheduled time for a fee change
+    "fee_change_id": pl.String,  # set on rows from /series/fee_changes
 }
 
 # What happened to a collector: reconnects, sequence gaps, malformed messages, HTTP errors.

@@ -6,6 +6,7 @@ endpoints exist here, as nowhere in this project.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import time
@@ -80,6 +81,7 @@ class KalshiAPI:
         self.faults = faults
         self.bucket = TokenBucket(rate_limit_per_second, 2 * rate_limit_per_second)
         self.api_key_id = api_key_id
+        self.fee_changes: list[dict[str, Any]] = []  # scheduled by /_sim/fee_changes; applied from their time on
         self.public_key = serialization.load_pem_public_key(public_key_pem) if public_key_pem else None
         self.requests = 0
 
@@ -115,19 +117,30 @@ class KalshiAPI:
         if denied is not None:
             return denied
         try:
-            return handler(request, self.x.clock.now())
+            response = handler(request, self.x.clock.now())
         except ValueError as exc:
             return _error(400, "bad_request", str(exc))
+        if self.faults.take("slow_pages"):  # the book was read now; the answer arrives late
+            await asyncio.sleep(self.faults.slow_page_seconds)
+        return response
 
     # ---- endpoints --------------------------------------------------------------------------------------
     def get_series(self, request: Request, now: float) -> JSONResponse:
         t = request.path_params["series_ticker"]
         if t not in self.x.specs:
             return _error(404, "not_found", f"series {t} not found")
-        return JSONResponse({"series": self.x.series_json(t)})
+        body = self.x.series_json(t)
+        for c in sorted(self.fee_changes, key=lambda c: c["at"]):  # changes whose time has come are in force
+            if c["SeriesTicker"] == t and c["at"] <= now:
+                body.update(fee_type=c["FeeType"], fee_multiplier=c["FeeMultiplier"])
+        return JSONResponse({"series": body})
 
     def get_fee_changes(self, request: Request, now: float) -> JSONResponse:
-        return JSONResponse({"series_fee_change_arr": []})
+        """Upcoming changes, as the API reference shows them (PascalCase keys)."""
+        series = request.query_params.get("series_ticker")
+        return JSONResponse({"series_fee_change_arr": [
+            {k: v for k, v in c.items() if k != "at"} for c in self.fee_changes
+            if c["at"] > now and (not series or c["SeriesTicker"] == series)]})
 
     def _filtered_markets(self, request: Request, now: float) -> list[Market]:
         q = request.query_params
@@ -211,7 +224,20 @@ class KalshiAPI:
     # ---- simulator controls (not Kalshi) ----------------------------------------------------------------
     async def post_faults(self, request: Request) -> JSONResponse:
         body = await request.json()
-        self.faults.set(**{k: body[k] for k in ("http_5xx", "http_429", "drop_ws", "malformed_ws", "ws_silence_seconds") if k in body})
+        self.faults.set(**{k: body[k] for k in ("http_5xx", "http_429", "drop_ws", "malformed_ws", "ws_silence_seconds",
+                                                "slow_pages", "slow_page_seconds") if k in body})
+        return JSONResponse({"ok": True})
+
+    async def post_fee_change(self, request: Request) -> JSONResponse:
+        """Schedule a fee change: {series_ticker, fee_type, fee_multiplier, scheduled_ts (unix seconds)}."""
+        body = await request.json()
+        try:
+            at = float(body["scheduled_ts"])
+            self.fee_changes.append({"ID": f"fc-{len(self.fee_changes) + 1}", "SeriesTicker": str(body["series_ticker"]),
+                                     "FeeType": str(body["fee_type"]), "FeeMultiplier": float(body["fee_multiplier"]),
+                                     "ScheduledTs": iso(at), "at": at})
+        except (KeyError, TypeError, ValueError) as exc:
+            return _error(400, "bad_request", f"fee change needs series_ticker, fee_type, fee_multiplier, scheduled_ts: {exc}")
         return JSONResponse({"ok": True})
 
     async def post_outcome(self, request: Request) -> JSONResponse:
@@ -246,6 +272,7 @@ class KalshiAPI:
             Route(PREFIX + "/markets/{ticker}/orderbook", wrap(self.get_orderbook)),
             Route(PREFIX + "/exchange/status", wrap(self.get_exchange_status)),
             Route("/_sim/faults", self.post_faults, methods=["POST"]),
+            Route("/_sim/fee_changes", self.post_fee_change, methods=["POST"]),
             Route("/_sim/markets/{ticker}/outcome", self.post_outcome, methods=["POST"]),
             Route("/_sim/state", self.get_state),
         ]

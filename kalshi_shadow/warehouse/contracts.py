@@ -24,7 +24,8 @@ WITH changed AS (
     QUALIFY row_number() OVER (PARTITION BY m.ticker ORDER BY m.ts DESC, m.load_id DESC) = 1
 ), series AS (
     SELECT series_ticker, fee_type, fee_multiplier FROM kalshi_series
-    QUALIFY row_number() OVER (PARTITION BY series_ticker ORDER BY ts DESC, load_id DESC) = 1
+    WHERE greatest(ts, coalesce(effective_ts, ts)) <= now()  -- a scheduled change applies only from its time
+    QUALIFY row_number() OVER (PARTITION BY series_ticker ORDER BY greatest(ts, coalesce(effective_ts, ts)) DESC, ts DESC, load_id DESC) = 1
 )
 SELECT l.ticker, l.series_ticker, l.event_ticker, l.market_type, l.strike_type, l.floor_strike, l.cap_strike,
        l.yes_sub_title, l.open_time, l.close_time, l.expected_expiration_time, l.latest_expiration_time,
@@ -48,7 +49,8 @@ REFRESH_FEES = """
 UPDATE kalshi_contracts AS c SET fee_type = s.fee_type, fee_multiplier = s.fee_multiplier
 FROM (
     SELECT series_ticker, fee_type, fee_multiplier FROM kalshi_series
-    QUALIFY row_number() OVER (PARTITION BY series_ticker ORDER BY ts DESC, load_id DESC) = 1
+    WHERE greatest(ts, coalesce(effective_ts, ts)) <= now()
+    QUALIFY row_number() OVER (PARTITION BY series_ticker ORDER BY greatest(ts, coalesce(effective_ts, ts)) DESC, ts DESC, load_id DESC) = 1
 ) AS s
 WHERE c.series_ticker = s.series_ticker
   AND (c.fee_type IS DISTINCT FROM s.fee_type OR c.fee_multiplier IS DISTINCT FROM s.fee_multiplier)

@@ -101,6 +101,8 @@ CREATE TABLE IF NOT EXISTS kalshi_series (
     fee_type       VARCHAR,
     fee_multiplier DOUBLE,
     raw_json       VARCHAR,
+    effective_ts   TIMESTAMPTZ,      -- when these fees apply: ts for a series read, the scheduled time of a fee change
+    fee_change_id  VARCHAR,          -- set on rows from /series/fee_changes
     load_id        BIGINT NOT NULL
 );
 

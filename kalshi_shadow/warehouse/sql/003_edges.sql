@@ -3,7 +3,7 @@
 -- Monetary columns per contract, in dollars. `reasons` lists every filter that failed; empty = would be tradable.
 
 CREATE TABLE IF NOT EXISTS kalshi_edge_snapshots (
-    snapshot_id       UUID NOT NULL,         -- deterministic: md5(quote_key | model_version); unique (a blocking check)
+    snapshot_id       UUID NOT NULL,         -- deterministic: md5_number(quote_key | model_version); unique (a blocking check)
     quote_key         UUID NOT NULL,         -- the quote's natural key (kalshi_quotes.quote_key)
     quote_date        DATE NOT NULL,         -- UTC day of quote_ts: the Dagster partition
     ticker            VARCHAR NOT NULL,
@@ -45,11 +45,12 @@ CREATE TABLE IF NOT EXISTS kalshi_edge_snapshots (
     rules_version     VARCHAR NOT NULL       -- which filter thresholds produced `reasons` (kalshi_shadow/pricing/rules.py)
 );
 
--- Point-in-time volatility grid: one row per minute, from trades at or before grid_ts only.
+-- Point-in-time volatility grid: one row per minute, from trades received at or before grid_ts only.
 CREATE TABLE IF NOT EXISTS spot_vol (
     grid_ts        TIMESTAMPTZ PRIMARY KEY,
-    price          DOUBLE NOT NULL,          -- last BTC-USD trade at or before grid_ts
-    log_return     DOUBLE NOT NULL,
+    price          DOUBLE NOT NULL,          -- last BTC-USD trade received at or before grid_ts
+    gap_seconds    DOUBLE NOT NULL,          -- longest silence of the feed in (grid_ts - 60 s, grid_ts]: vol_gap past the rules' bound
+    log_return     DOUBLE,                   -- NULL: no trade in the minute, the EWMA held (a gap is not a zero return)
     var_per_minute DOUBLE NOT NULL,          -- EWMA state
     vol            DOUBLE NOT NULL           -- annualised, floored and capped
 );
