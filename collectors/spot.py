@@ -4,12 +4,14 @@ Subscribes to `ticker` + `heartbeat` as soon as it connects; reconnects with cap
 (reset once a session stayed healthy) and resubscribes, like cryptofeed's connection handler; a watchdog reconnects
 when nothing, not even a heartbeat, arrives for `--silence-seconds`.
 
-Continuity is checked by trade id, not `sequence`: on `ticker` the sequence is the order-book's and jumps between
-matches, so a jump loses nothing. A ticker whose `trade_id` skips past every trade already accounted for records a gap
-(how many trades, which ids). A heartbeat whose `last_trade_id` is ahead of the newest ticker only announces trades:
-their ticker may still follow it, so they count as missed only if still absent at the next heartbeat, and never twice.
-Every ticker is kept (the warehouse dedups by trade id): one arriving after its heartbeat closes what that announced;
-one older than the newest is counted out of order; the first after a reconnect re-bases if the ids restarted lower.
+Continuity is checked by trade id against heartbeats, as the reference defines it (docs `exchanges.md`, Coinbase
+feed): `sequence` on `ticker` is the order-book's and jumps between matches, and a ticker carries only the last trade of
+a cascade batched into it, so neither a sequence jump nor a trade-id jump between tickers loses anything. Each
+heartbeat's `last_trade_id` should equal the newest ticker's `trade_id`; one that is ahead only announces trades, since
+their ticker may still follow it: a later ticker at or past the announced id covers them, and what is still uncovered
+at the next heartbeat is recorded once as a gap of `announced - newest` trades (which ids). A gap across a reconnect
+is found the same way, by the first heartbeat after it. Every ticker is kept (the warehouse dedups by trade id): one
+older than the newest is counted out of order; the first after a reconnect re-bases if the ids restarted lower.
 Malformed messages are counted, logged (truncated) and skipped. SIGTERM/SIGINT flush, write the final health record
 and exit 0.
 """
@@ -111,12 +113,15 @@ def parse_ticker(msg: dict[str, Any], received: datetime) -> dict[str, Any]:
 
 @dataclass
 class TradeContinuity:
-    """One product's trades so far: the `newest` ticker's id, every id up to `through` received or recorded missing,
-    and a heartbeat's `announced` last_trade_id that no ticker has matched yet (pending, not yet a gap)."""
+    """One product's trades so far: the `newest` ticker's id, every id up to `through` received (a ticker covers its
+    whole cascade) or recorded missing, and a heartbeat's `announced` last_trade_id that no ticker has reached yet
+    (pending, not yet a gap); `announced_across` if it spans a reconnect (announced before it, or by a heartbeat that
+    came before any ticker of the new connection)."""
 
     newest: int
     through: int
     announced: int | None = None
+    announced_across: bool = False
 
 
 class SpotCollector:
@@ -147,7 +152,8 @@ class SpotCollector:
         log.warning("trade gap on %s: missed %d trades %d..%d%s", product, n, first, last, note)
 
     def _ticker_trade(self, product: str, trade_id: int) -> None:
-        """A ticker's trade: a skip past everything accounted for is a gap; one a heartbeat announced closes it."""
+        """A ticker's trade: it covers every trade up to its id (a batched cascade carries only its last), so a skip is
+        no gap; at or past what a heartbeat announced, it closes that."""
         state = self.trades.get(product)
         reconnected = product in self._rebase
         self._rebase.discard(product)
@@ -160,22 +166,23 @@ class SpotCollector:
         if trade_id <= state.newest:
             self.health.event("out_of_order", f"{product} trade {trade_id} after {state.newest}")
             return
-        if trade_id > state.through + 1:
-            self._gap(product, state.through + 1, trade_id - 1, " across reconnect" if reconnected else "")
         state.newest, state.through = trade_id, max(state.through, trade_id)
         if state.announced is not None and state.announced <= trade_id:
-            state.announced = None
+            state.announced, state.announced_across = None, False
 
     def _heartbeat_trade(self, product: str, last_trade_id: int) -> None:
         """A heartbeat ahead of the newest ticker announces trades whose tickers may still follow: what the previous
-        heartbeat announced and no ticker brought since is missed; what this one announces waits for the next."""
+        heartbeat announced and no ticker reached since is missed (once); what this one announces waits for the next."""
         state = self.trades.get(product)
         if state is None:  # continuity starts at the first ticker
             return
         if state.announced is not None and state.announced > state.through:
-            self._gap(product, state.through + 1, state.announced)
+            self._gap(product, state.through + 1, state.announced, " across reconnect" if state.announced_across else "")
             state.through = state.announced
-        state.announced = last_trade_id if last_trade_id > state.through else None
+        if last_trade_id > state.through:  # before any ticker of a new connection: compared with the old one's newest
+            state.announced, state.announced_across = last_trade_id, product in self._rebase
+        else:
+            state.announced, state.announced_across = None, False
 
     def handle(self, raw: str | bytes) -> None:
         """One feed message: a tick is buffered, a heartbeat checks continuity, anything broken counted and skipped."""
@@ -218,6 +225,8 @@ class SpotCollector:
         async with connect(self.url, open_timeout=10, ping_interval=20, close_timeout=2, max_size=2**22) as ws:
             await self._subscribe(ws)
             self._rebase = set(self.trades)
+            for state in self.trades.values():  # a pending announcement now spans the reconnect
+                state.announced_across = state.announced is not None
             self._connected_at = time.monotonic()
             self.health.status = "connected"
             self._sync_health(force=True)

@@ -150,40 +150,44 @@ def _heartbeat(last_trade_id: int) -> str:
 
 
 def test_spot_trade_gaps_out_of_order_reconnect_and_rebase(tmp_path: Path) -> None:
+    """Continuity as the reference defines it (docs `exchanges.md`, Coinbase feed): only heartbeats find losses."""
     feed = ScriptedFeed([
         [json.dumps({"type": "subscriptions", "channels": []}), _tick(1), _tick(2),
          _heartbeat(3), _tick(3),  # the heartbeat overtook trade 3's ticker: kept, no gap
-         _tick(6),  # gap: trades 4..5
+         _tick(6),  # a cascade 4..6 batched into one ticker carrying its last trade: no gap
+         _heartbeat(6),  # says the same: nothing was lost
          _tick(5),  # out of order: counted, kept
          "{not json", _tick(7, price=64006.5),  # malformed: bad JSON, a number where a decimal string belongs
          json.dumps({"type": "status", "products": []}),  # unknown type: ignored
          json.dumps({"type": "error", "message": "slow consumer", "reason": "test"}),
-         _heartbeat(8), _heartbeat(8),  # trades 7..8 announced and still absent a heartbeat later: one gap
+         _heartbeat(8), _heartbeat(8), _heartbeat(8),  # 7..8 announced, still absent a heartbeat later: one gap, once
+         _tick(10),  # a jump past what was recorded missing: a cascade again, no gap
          "CLOSE"],
-        [_tick(11), _tick(12)],  # gap across the reconnect (9..10, after the announced 8), then silence -> watchdog
+        [_heartbeat(14), _heartbeat(14),  # the first heartbeat after the reconnect is ahead: 11..14 missed across it
+         _tick(15), _tick(19)],  # then silence -> watchdog; the jump 15 -> 19 is a cascade, no gap
         [_tick(2), _tick(3)],  # the feed restarted its trade ids: re-based, not dropped as out of order
     ])
     proc = _spot(feed.url, tmp_path, "--silence-seconds", "1")
     try:
-        _wait(lambda: _health(tmp_path, "spot").get("rows_acknowledged", 0) >= 9, timeout=30)
+        _wait(lambda: _health(tmp_path, "spot").get("rows_acknowledged", 0) >= 10, timeout=30)
     finally:
         code = _stop(proc)
         feed.stop()
     assert code == 0
     h = _health(tmp_path, "spot")
-    assert (h["gaps"], h["missed_messages"]) == (3, 2 + 2 + 2)
+    assert (h["gaps"], h["missed_messages"]) == (2, 2 + 4)  # last_trade_id - newest, once per loss
     assert h["errors"]["out_of_order"] == 1 and h["errors"]["rebase"] == 1 and h["errors"]["malformed"] == 2
     assert h["errors"]["exchange_error"] == 1 and h["errors"]["silence"] >= 1 and h["reconnects"] >= 2
-    assert h["counters"]["heartbeats"] == 3
+    assert h["counters"]["heartbeats"] == 7
     assert all(s == {"type": "subscribe", "product_ids": ["BTC-USD"], "channels": ["ticker", "heartbeat"]} for s in feed.subscribes)
     assert len(feed.subscribes) >= 3  # resubscribed on every reconnect
     ticks = _rows(tmp_path, "spot_ticks")
-    assert ticks["trade_id"].to_list() == [1, 2, 3, 6, 5, 11, 12, 2, 3]
+    assert ticks["trade_id"].to_list() == [1, 2, 3, 6, 5, 10, 15, 19, 2, 3]  # every ticker kept
     assert ticks["price"][3] == Decimal("64006.12345678")  # exact: never through float
     assert ticks["best_ask_size"].null_count() == ticks.height  # absent is null, not 0
     gaps = _rows(tmp_path, "collector_events").filter(pl.col("kind") == "gap")["detail"].to_list()
-    assert sorted(gaps) == ["BTC-USD missed 2 trades: ids 4..5", "BTC-USD missed 2 trades: ids 7..8",
-                            "BTC-USD missed 2 trades: ids 9..10 across reconnect"]
+    assert sorted(gaps) == ["BTC-USD missed 2 trades: ids 7..8",
+                            "BTC-USD missed 4 trades: ids 11..14 across reconnect"]
 
 
 # ---- spot: SIGKILL ------------------------------------------------------------------------------------------------
@@ -236,7 +240,9 @@ def test_quote_poller_writes_all_series_and_survives_errors(sim: SimHandle, tmp_
     # An empty side ("0.0000" bid / "1.0000" ask on the wire) is null; a quoted side keeps its exact price.
     wire = markets.select("ticker", "ts", pl.col("raw_json").map_elements(
         lambda s: json.loads(s)["yes_bid_dollars"], return_dtype=pl.String).alias("wire_bid"))
-    joined = quotes.join(wire, on=["ticker", "ts"])  # the quote observed in the same response as the metadata
+    # the quote observed in the same response (page) as the metadata: received together, its request sent before
+    joined = quotes.join(wire.rename({"ts": "received_ts"}), on=["ticker", "received_ts"])
+    assert (joined["ts"] < joined["received_ts"]).all()
     assert joined.height == markets.height >= first
     empty = joined.filter(pl.col("wire_bid").cast(pl.Decimal(18, 4)) == 0)
     quoted = joined.filter(pl.col("wire_bid").cast(pl.Decimal(18, 4)) > 0)

@@ -1,10 +1,13 @@
 """A Coinbase Exchange-compatible market-data WebSocket feed (`ticker` + `heartbeat`) over the simulated index.
 
-Like the real feed: a `subscribe` must arrive within 5 s; `sequence` is the product's order-book sequence, which moves
-on with every book event, so it jumps between tickers (only matches are sent) and never falls; each ticker carries
-the product's next `trade_id` and each heartbeat the `last_trade_id`; numbers are strings except `sequence` and the
-trade ids.
-Test hooks drop given tickers (a trade-id gap) or let the heartbeat overtake a ticker, as happens on the real feed.
+Like the real feed (docs `exchanges.md`, Coinbase feed): a `subscribe` must arrive within 5 s; `sequence` is the
+product's order-book sequence, which moves on with every book event, so it jumps between tickers (only matches are
+sent) and never falls; tickers are one per match, but now and then (seeded) a cascade of several matches is batched into
+one ticker carrying its last `trade_id`, so trade ids jump between tickers without any loss; each heartbeat carries the
+`last_trade_id`; numbers are strings except `sequence` and the trade ids.
+Test hooks drop given tickers (a run of dropped tickers is followed by a quiet spell over the next two heartbeats, so
+the dropped trades are the newest at both and the loss is visible, as the reference defines continuity) or let the
+heartbeat overtake a ticker, as happens on the real feed. A planned trade always has a ticker of its own.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class CoinbaseFeed:
         self.rate = ticks_per_second
         self.rng = random.Random(seed)
         self.book_rng = random.Random(seed + 1)  # its own stream, so book events leave the price path unchanged
+        self.cascade_rng = random.Random(seed + 2)  # and so do batched cascades
+        self.cascade_probability = 0.15
         self.sequence = {p: 1_000_000 for p in products}
         self.trade_id = {p: 500_000 for p in products}
         self.clients: dict[ServerConnection, set[str]] = {}
@@ -52,6 +57,8 @@ class CoinbaseFeed:
         self._plan_lock = threading.Lock()  # tests plan from their own thread while the pump runs in the loop's
         self._drop: set[tuple[str, int]] = set()
         self._heartbeat_first: set[tuple[str, int]] = set()
+        self._quiet = {p: 0 for p in products}  # heartbeats to go before the next trade (after dropped tickers)
+        self._quiet_after: dict[tuple[str, int], int] = {}
 
     def _book_events(self, product: str, low: int, high: int) -> int:
         """The order-book sequence after `low..high` book events (adds, cancels, changes) nobody here is sent."""
@@ -64,11 +71,18 @@ class CoinbaseFeed:
             raise ValueError("offsets count from the next trade: 1 or more")
         return [base + k for k in offsets]
 
-    def drop_trades(self, *offsets: int, product: str = "BTC-USD") -> list[int]:
-        """Never deliver the tickers of the trades `offsets` ahead (1 = the next one); returns their trade ids."""
+    def drop_trades(self, *offsets: int, product: str = "BTC-USD", quiet_heartbeats: int = 2) -> list[int]:
+        """Never deliver the tickers of the trades `offsets` ahead (1 = the next one); returns their trade ids.
+
+        A run of consecutive dropped trades happens at once, and after it no trade happens until `quiet_heartbeats`
+        (at least 2) heartbeats have gone out, each announcing the run's last trade: the first leaves room for a late
+        ticker, the next shows the loss."""
+        if quiet_heartbeats < 2:
+            raise ValueError("a loss shows only at the second heartbeat that announces it")
         with self._plan_lock:
             ids = self._ahead(product, offsets)
             self._drop.update((product, i) for i in ids)
+            self._quiet_after.update({(product, i): quiet_heartbeats for i in ids})
         return ids
 
     def heartbeat_first(self, *offsets: int, product: str = "BTC-USD") -> list[int]:
@@ -78,13 +92,26 @@ class CoinbaseFeed:
             self._heartbeat_first.update((product, i) for i in ids)
         return ids
 
+    def _matches(self, product: str) -> int:
+        """How many matches the next ticker carries: now and then a cascade, never past or around a planned trade."""
+        n = 1
+        if self.cascade_rng.random() < self.cascade_probability:
+            n = self.cascade_rng.randint(2, 6)
+        first = self.trade_id[product] + 1
+        for i in range(first, first + n):
+            if (product, i) in self._drop or (product, i) in self._heartbeat_first:
+                return max(1, i - first)  # the cascade ends before it; a planned trade goes alone
+        return n
+
     def ticker(self, product: str, now: float) -> dict:
         px = self.x.index.at(now) * (1 + self.rng.gauss(0, 2e-5))
         spread = max(0.01, round(abs(self.rng.gauss(0, 0.5)), 2))
-        self.trade_id[product] += 1
+        with self._plan_lock:  # the plan and the trade ids move together
+            n = self._matches(product)
+            self.trade_id[product] += n  # a batched cascade carries its last trade
         return {
             "type": "ticker",
-            "sequence": self._book_events(product, 2, 40),
+            "sequence": self._book_events(product, 2 * n, 40 * n),
             "product_id": product,
             "price": f"{px:.2f}",
             "open_24h": f"{self.x.index.at(now - 86400) if now - 86400 >= self.x.index.origin else px:.2f}",
@@ -134,20 +161,29 @@ class CoinbaseFeed:
                     await self._emit_heartbeat(p, now, deliver)
 
     async def _emit_ticker(self, product: str, now: float, deliver: bool) -> None:
+        if self._quiet[product] > 0:  # no trade until the heartbeats after a dropped run went out
+            return
         msg = self.ticker(product, now)
         key = (product, msg["trade_id"])
         with self._plan_lock:
             dropped, overtaken = key in self._drop, key in self._heartbeat_first
             self._drop.discard(key)
             self._heartbeat_first.discard(key)
+            quiet = self._quiet_after.pop(key, 0)
+            run_goes_on = (product, msg["trade_id"] + 1) in self._drop
         if overtaken:  # the heartbeat already knows this trade when it goes out ahead of its ticker
             await self._emit_heartbeat(product, now, deliver)
         if deliver and not dropped:
             await self._send_all(product, json.dumps(msg))
+        if dropped and run_goes_on:  # the next dropped trade at once: no heartbeat splits the run
+            await self._emit_ticker(product, now, deliver)
+        elif dropped:
+            self._quiet[product] = quiet
 
     async def _emit_heartbeat(self, product: str, now: float, deliver: bool) -> None:
         hb = {"type": "heartbeat", "sequence": self._book_events(product, 1, 10),
               "last_trade_id": self.trade_id[product], "product_id": product, "time": _t(now)}
+        self._quiet[product] = max(0, self._quiet[product] - 1)
         if deliver:
             await self._send_all(product, json.dumps(hb))
 
