@@ -13,7 +13,6 @@ import threading
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import polars as pl
 import pytest
@@ -27,10 +26,10 @@ from kalshi_shadow.kalshi.auth import KalshiSigner
 from kalshi_shadow.kalshi.client import KalshiClient
 from kalshi_shadow.raw import list_raw_files
 from kalshi_shadow.sim.server import SimHandle
+from kalshi_shadow_tests.waiting import wait_for
 
 REPO = Path(__file__).parents[1]
 SERIES = ["KXBTC15M", "KXBTCD", "KXBTC"]
-T = TypeVar("T")
 
 
 def _collector(module: str, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -48,16 +47,6 @@ def _stop(proc: subprocess.Popen) -> int:
     return proc.wait(timeout=15)
 
 
-def _wait(predicate: Callable[[], T], timeout: float = 20.0, step: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
-
-
 def _health(data_dir: Path, name: str) -> dict:
     return read_health(data_dir).get(name, {})
 
@@ -71,15 +60,15 @@ def _rows(data_dir: Path, table: str) -> pl.DataFrame:
 def test_spot_collector_survives_drops_malformed_and_silence(sim: SimHandle, tmp_path: Path) -> None:
     proc = _spot(sim.coinbase_ws_url, tmp_path, "--silence-seconds", "2")
     try:
-        _wait(lambda: _health(tmp_path, "spot").get("rows_acknowledged", 0) > 20)
+        wait_for(lambda: _health(tmp_path, "spot").get("rows_acknowledged", 0) > 20)
         sim.faults(drop_ws=1)
-        _wait(lambda: _health(tmp_path, "spot").get("reconnects", 0) >= 1)
+        wait_for(lambda: _health(tmp_path, "spot").get("reconnects", 0) >= 1)
         sim.faults(malformed_ws=4)
-        _wait(lambda: _health(tmp_path, "spot").get("errors", {}).get("malformed", 0) >= 4)
+        wait_for(lambda: _health(tmp_path, "spot").get("errors", {}).get("malformed", 0) >= 4)
         sim.faults(ws_silence_seconds=4)
-        _wait(lambda: _health(tmp_path, "spot").get("errors", {}).get("silence", 0) >= 1, timeout=15)
+        wait_for(lambda: _health(tmp_path, "spot").get("errors", {}).get("silence", 0) >= 1, timeout=15)
         before = _health(tmp_path, "spot")["rows_acknowledged"]
-        _wait(lambda: _health(tmp_path, "spot")["rows_acknowledged"] > before + 20)  # still collecting afterwards
+        wait_for(lambda: _health(tmp_path, "spot")["rows_acknowledged"] > before + 20)  # still collecting afterwards
     finally:
         assert _stop(proc) == 0
     h = _health(tmp_path, "spot")
@@ -169,7 +158,7 @@ def test_spot_trade_gaps_out_of_order_reconnect_and_rebase(tmp_path: Path) -> No
     ])
     proc = _spot(feed.url, tmp_path, "--silence-seconds", "1")
     try:
-        _wait(lambda: _health(tmp_path, "spot").get("rows_acknowledged", 0) >= 10, timeout=30)
+        wait_for(lambda: _health(tmp_path, "spot").get("rows_acknowledged", 0) >= 10, timeout=30)
     finally:
         code = _stop(proc)
         feed.stop()
@@ -193,7 +182,7 @@ def test_spot_trade_gaps_out_of_order_reconnect_and_rebase(tmp_path: Path) -> No
 # ---- spot: SIGKILL ------------------------------------------------------------------------------------------------
 def test_spot_collector_killed_mid_write_leaves_whole_files_and_resumes(sim: SimHandle, tmp_path: Path) -> None:
     proc = _spot(sim.coinbase_ws_url, tmp_path)
-    _wait(lambda: _health(tmp_path, "spot").get("files_written", 0) >= 4)
+    wait_for(lambda: _health(tmp_path, "spot").get("files_written", 0) >= 4)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     acknowledged = _health(tmp_path, "spot")["rows_acknowledged"]  # the last record the killed process wrote
@@ -210,7 +199,7 @@ def test_spot_collector_killed_mid_write_leaves_whole_files_and_resumes(sim: Sim
     assert on_disk >= acknowledged > 0
     proc = _spot(sim.coinbase_ws_url, tmp_path)
     try:
-        _wait(lambda: len(list_raw_files(tmp_path / "raw", "spot_ticks")) > len(files))
+        wait_for(lambda: len(list_raw_files(tmp_path / "raw", "spot_ticks")) > len(files))
         assert not partial.exists()  # swept on restart
     finally:
         assert _stop(proc) == 0
@@ -276,7 +265,7 @@ def test_quote_collector_process_signs_requests_and_exits_cleanly(sim: SimHandle
     env = {"KALSHI_API_KEY_ID": "test-key", "KALSHI_PRIVATE_KEY_PATH": str(key_file)}
     proc = _collector("collectors.quotes", tmp_path, "--base-url", sim.kalshi_base_url, "--interval", "0.5", env=env)
     try:
-        _wait(lambda: _health(tmp_path, "quotes").get("counters", {}).get("cycles", 0) >= 3)
+        wait_for(lambda: _health(tmp_path, "quotes").get("counters", {}).get("cycles", 0) >= 3)
     finally:
         assert _stop(proc) == 0
     h = _health(tmp_path, "quotes")

@@ -3,7 +3,7 @@ equal scikit-learn's metrics; all through real Dagster materializations on a Duc
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 

@@ -12,20 +12,19 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable
 
 import polars as pl
 from websockets.sync.client import connect
 
 from collectors.health import read_health
 from kalshi_shadow.raw import list_raw_files
+from kalshi_shadow_tests.waiting import wait_for
 from kalshi_shadow.sim.server import SimHandle
 
 REPO = Path(__file__).parents[1]
 SUBSCRIBE = {"type": "subscribe", "product_ids": ["BTC-USD"], "channels": ["ticker", "heartbeat"]}
-T = TypeVar("T")
 
 
 def _spot(url: str, data_dir: Path, *extra: str) -> subprocess.Popen:
@@ -37,16 +36,6 @@ def _spot(url: str, data_dir: Path, *extra: str) -> subprocess.Popen:
 def _stop(proc: subprocess.Popen) -> int:
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=15)
-
-
-def _wait(predicate: Callable[[], T], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def _health(data_dir: Path) -> dict:
@@ -85,7 +74,7 @@ def _collect_until(sim: SimHandle, data_dir: Path, past_trade: int, *extra: str,
     """Run the collector until it has written a trade past `past_trade`, stop it cleanly, return its health."""
     proc = _spot(sim.coinbase_ws_url, data_dir, *extra)
     try:
-        _wait(lambda: any(t > past_trade for t in _trade_ids(data_dir)), timeout=timeout)
+        wait_for(lambda: any(t > past_trade for t in _trade_ids(data_dir)), timeout=timeout)
     finally:
         assert _stop(proc) == 0
     return _health(data_dir)
@@ -177,10 +166,10 @@ def test_sequence_and_cascade_jumps_alone_record_no_gap(sim: SimHandle, tmp_path
 def test_dropped_tickers_are_exactly_the_gaps_and_an_overtaken_ticker_is_kept(sim: SimHandle, tmp_path: Path) -> None:
     proc = _spot(sim.coinbase_ws_url, tmp_path)
     try:
-        _wait(lambda: len(_trade_ids(tmp_path)) > 10)  # continuity has a baseline
+        wait_for(lambda: len(_trade_ids(tmp_path)) > 10)  # continuity has a baseline
         a, b, c = sim.feed.drop_trades(20, 21, 40)
         (late,) = sim.feed.heartbeat_first(60)
-        _wait(lambda: any(t > late + 30 for t in _trade_ids(tmp_path)), timeout=30)  # past another heartbeat
+        wait_for(lambda: any(t > late + 30 for t in _trade_ids(tmp_path)), timeout=30)  # past another heartbeat
     finally:
         assert _stop(proc) == 0
     h = _health(tmp_path)
@@ -196,11 +185,11 @@ def test_dropped_tickers_are_exactly_the_gaps_and_an_overtaken_ticker_is_kept(si
 def test_a_gap_across_a_reconnect_is_found_by_the_first_heartbeat_after_it(sim: SimHandle, tmp_path: Path) -> None:
     proc = _spot(sim.coinbase_ws_url, tmp_path)
     try:
-        _wait(lambda: len(_trade_ids(tmp_path)) > 10)
+        wait_for(lambda: len(_trade_ids(tmp_path)) > 10)
         (lost,) = sim.feed.drop_trades(10, quiet_heartbeats=4)  # the newest trade over the next 4 heartbeats
-        _wait(lambda: sim.feed.trade_id["BTC-USD"] >= lost, timeout=10)
+        wait_for(lambda: sim.feed.trade_id["BTC-USD"] >= lost, timeout=10)
         sim.faults(drop_ws=1)  # the connection drops while the lost trade is the newest
-        _wait(lambda: any(t > lost for t in _trade_ids(tmp_path)), timeout=30)
+        wait_for(lambda: any(t > lost for t in _trade_ids(tmp_path)), timeout=30)
     finally:
         assert _stop(proc) == 0
     h = _health(tmp_path)
@@ -213,13 +202,13 @@ def test_reconnects_and_silence_keep_every_ticker_and_id_jumps_across_them_are_n
                                                                                         tmp_path: Path) -> None:
     proc = _spot(sim.coinbase_ws_url, tmp_path, "--silence-seconds", "1")
     try:
-        _wait(lambda: len(_trade_ids(tmp_path)) > 10)
+        wait_for(lambda: len(_trade_ids(tmp_path)) > 10)
         sim.faults(drop_ws=1)
-        _wait(lambda: _health(tmp_path).get("reconnects", 0) >= 1)
+        wait_for(lambda: _health(tmp_path).get("reconnects", 0) >= 1)
         sim.faults(ws_silence_seconds=2)
-        _wait(lambda: _health(tmp_path).get("errors", {}).get("silence", 0) >= 1)
+        wait_for(lambda: _health(tmp_path).get("errors", {}).get("silence", 0) >= 1)
         past = sim.feed.trade_id["BTC-USD"] + 20
-        _wait(lambda: any(t > past for t in _trade_ids(tmp_path)), timeout=30)
+        wait_for(lambda: any(t > past for t in _trade_ids(tmp_path)), timeout=30)
     finally:
         assert _stop(proc) == 0
     h = _health(tmp_path)

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import pytest
 
 from kalshi_shadow.supervisor import free_ports
+from kalshi_shadow_tests.waiting import wait_for
 
 REPO = Path(__file__).parents[1]
 CHILDREN = {"sim", "collect-spot", "collect-quotes"}
@@ -43,16 +44,6 @@ def _state(data_dir: Path) -> dict:
         return json.loads((data_dir / "run" / "up.json").read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _wait_for(what: str, check: Callable[[], object], timeout: float = 20.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _all_alive(data_dir: Path, up_pid: int) -> Callable[[], dict | None]:
@@ -91,7 +82,7 @@ class Ups:
         return proc
 
     def ready(self, proc: subprocess.Popen) -> dict:
-        st = _wait_for("up.json with all children alive", _all_alive(self.data_dir, proc.pid), timeout=30)
+        st = wait_for(_all_alive(self.data_dir, proc.pid), 30, what="up.json with all children alive", every=0.2)
         self.pids |= {k["pid"] for k in st["children"].values()}
         return st
 
@@ -180,7 +171,7 @@ def test_a_killed_child_is_restarted_and_its_exit_logged(ups: Ups) -> None:
         k = _state(ups.data_dir).get("children", {}).get("collect-spot", {})
         return k if k.get("restarts") == 1 and k.get("alive") and k.get("pid") not in (None, victim) else None
 
-    k = _wait_for("collect-spot restarted", restarted, timeout=15)
+    k = wait_for(restarted, 15, what="collect-spot restarted", every=0.2)
     ups.pids.add(k["pid"])
     assert k["last_exit_code"] == -9 and k["last_exit_at"], k
     lines = [json.loads(line) for line in (ups.data_dir / "run" / "restarts.jsonl").read_text().splitlines()]

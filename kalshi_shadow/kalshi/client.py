@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import httpx
 
@@ -35,6 +35,7 @@ from kalshi_shadow.kalshi.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 EventCallback = Callable[[str, str], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -168,15 +169,9 @@ class KalshiClient:
         return parse_series(self._get(f"/series/{series_ticker}")["series"])
 
     def get_fee_changes(self, series_ticker: str) -> list[FeeChange]:
-        """Scheduled fee changes of a series; an entry that fails to parse is reported as `malformed` and skipped."""
-        out = []
-        for obj in self._get("/series/fee_changes", {"series_ticker": series_ticker}).get("series_fee_change_arr") or []:
-            try:
-                out.append(parse_fee_change(obj))
-            except KalshiParseError as exc:
-                log.warning("skipping malformed fee change: %s", exc)
-                self.on_event("malformed", str(exc))
-        return out
+        """Scheduled fee changes of a series."""
+        body = self._get("/series/fee_changes", {"series_ticker": series_ticker})
+        return self._parse_each(body.get("series_fee_change_arr") or [], parse_fee_change, "fee change")
 
     def iter_events(self, series_ticker: str | None = None, status: str | None = None, with_nested_markets: bool = False, limit: int = 200) -> Iterator[Event]:
         params = {"series_ticker": series_ticker, "status": status, "limit": limit,
@@ -184,24 +179,14 @@ class KalshiClient:
         for obj in self._pages("/events", "events", params):
             yield parse_event(obj)
 
-    @staticmethod
-    def _market_params(series_ticker, event_ticker, status, tickers, min_close_ts, max_close_ts, min_settled_ts,
-                       max_settled_ts, limit) -> dict[str, Any]:
-        return {
-            "series_ticker": series_ticker, "event_ticker": event_ticker, "status": status, "limit": limit,
-            "tickers": ",".join(tickers) if tickers is not None else None,
-            "min_close_ts": _ts(min_close_ts), "max_close_ts": _ts(max_close_ts),
-            "min_settled_ts": _ts(min_settled_ts), "max_settled_ts": _ts(max_settled_ts),
-        }
-
-    def _parsed(self, objs: list[dict[str, Any]]) -> list[Market]:
-        """Markets of one page; one that fails to parse is reported as `malformed` and skipped."""
+    def _parse_each(self, objs: list[dict[str, Any]], parse: Callable[[dict[str, Any]], T], what: str) -> list[T]:
+        """Each object parsed; one that fails is reported as `malformed` and skipped: the rest of the page stands."""
         out = []
         for obj in objs:
             try:
-                out.append(parse_market(obj))
+                out.append(parse(obj))
             except KalshiParseError as exc:
-                log.warning("skipping malformed market: %s", exc)
+                log.warning("skipping malformed %s: %s", what, exc)
                 self.on_event("malformed", str(exc))
         return out
 
@@ -219,10 +204,14 @@ class KalshiClient:
         limit: int = 1000,
     ) -> Iterator[Page]:
         """Every matching market, page by page, each page with its own send and receive times."""
-        params = self._market_params(series_ticker, event_ticker, status, tickers, min_close_ts, max_close_ts,
-                                     min_settled_ts, max_settled_ts, limit)
+        params = {
+            "series_ticker": series_ticker, "event_ticker": event_ticker, "status": status, "limit": limit,
+            "tickers": ",".join(tickers) if tickers is not None else None,
+            "min_close_ts": _ts(min_close_ts), "max_close_ts": _ts(max_close_ts),
+            "min_settled_ts": _ts(min_settled_ts), "max_settled_ts": _ts(max_settled_ts),
+        }
         for page in self._timed_pages("/markets", "markets", params):
-            yield Page(self._parsed(page.items), page.sent_at, page.received_at)
+            yield Page(self._parse_each(page.items, parse_market, "market"), page.sent_at, page.received_at)
 
     def iter_markets(self, **filters: Any) -> Iterator[Market]:
         """Every matching market across pages (filters as `iter_market_pages`)."""
