@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect-spot": ("collectors.spot", "Coinbase WS -> raw spot_ticks"),
     "collect-quotes": ("collectors.quotes", "Kalshi REST poller -> raw kalshi_markets / kalshi_quotes"),
     "status": ("kalshi_shadow.status", "Collector health and warehouse table counts"),
+    "decisions": ("kalshi_shadow.decisions.cli", "The last would-trade decisions; per rule set open positions, bankroll, realised PnL"),
     "sql": ("kalshi_shadow.warehouse.readers", "Run one read-only query on the warehouse (opens the file only while it runs)"),
     "bench": ("kalshi_shadow.bench", "Benchmarks that print throughput and run times"),
 }

@@ -245,7 +245,7 @@ WITH per_model AS ({PER_MODEL_SQL}
 ), ev AS (
     SELECT *, p_model - yes_ask::DOUBLE - fee_yes AS ev_yes, (1 - p_model) - no_ask::DOUBLE - fee_no AS ev_no FROM per_model
 )
-SELECT * EXCLUDE (base_reasons, seen_ts),
+SELECT * EXCLUDE (base_reasons),
        p_model - p_mid AS model_minus_mid,
        list_concat(base_reasons,
                    CASE WHEN p_model < $min_p THEN ['deep_out_of_money'] WHEN p_model > 1 - $min_p THEN ['deep_in_money']

@@ -11,6 +11,7 @@ CREATE TABLE IF NOT EXISTS kalshi_edge_snapshots (
     event_ticker      VARCHAR NOT NULL,
     model_version     VARCHAR NOT NULL,
     quote_ts          TIMESTAMPTZ NOT NULL,
+    seen_ts           TIMESTAMPTZ,           -- when the quote was seen (received): the time a decision on it is made
     quote_source      VARCHAR,
     created_at        TIMESTAMPTZ NOT NULL,  -- when this row was computed (not part of its identity)
     status            VARCHAR,
@@ -62,15 +63,3 @@ SELECT * EXCLUDE (rn) FROM (
     FROM kalshi_edge_snapshots
     WHERE quote_date >= CAST(now() AT TIME ZONE 'UTC' AS DATE) - 1
 ) WHERE rn = 1;
-
--- Where the rules would have traded: snapshots that passed every filter (no reasons, so an edge of at least
--- min_ev after fees), with the side taken at the ask. Shadow only: nothing here is ever sent to the exchange.
-CREATE OR REPLACE VIEW kalshi_would_trades AS
-SELECT quote_ts, quote_date, ticker, series_ticker, model_version,
-       CASE WHEN coalesce(ev_yes, -1) >= coalesce(ev_no, -1) THEN 'yes' ELSE 'no' END AS side,
-       CASE WHEN coalesce(ev_yes, -1) >= coalesce(ev_no, -1) THEN yes_ask ELSE no_ask END AS price,
-       CASE WHEN coalesce(ev_yes, -1) >= coalesce(ev_no, -1) THEN yes_ask_size END AS size_at_price,
-       lot_size, greatest(ev_yes, ev_no) AS ev, p_model, p_mid, spot, vol, tau_seconds, fee_yes, fee_no,
-       rules_version, snapshot_id
-FROM kalshi_edge_snapshots
-WHERE len(reasons) = 0;
