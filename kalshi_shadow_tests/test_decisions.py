@@ -202,9 +202,10 @@ def test_stake_caps_and_an_empty_bankroll_block_with_their_reasons(tmp_path: Pat
 # ---- sizing ----------------------------------------------------------------------------------------------------
 def test_sizing_never_exceeds_a_cap_or_the_ask_size(tmp_path: Path) -> None:
     rng = random.Random(7)
-    for _ in range(3000):
-        rs = _rule_set(tmp_path, kelly_fraction=rng.choice([0.1, 0.5, 1.0]), max_contracts_per_trade=rng.randint(1, 500),
-                       max_stake_per_trade=rng.uniform(1, 200), max_stake_per_event=rng.uniform(1, 300)) if _ % 100 == 0 else rs
+    for i in range(3000):
+        if i % 100 == 0:  # a new rule set every 100 draws
+            rs = _rule_set(tmp_path, kelly_fraction=rng.choice([0.1, 0.5, 1.0]), max_contracts_per_trade=rng.randint(1, 500),
+                           max_stake_per_trade=rng.uniform(1, 200), max_stake_per_event=rng.uniform(1, 300))
         ask = Decimal(rng.randint(1, 99)) / 100
         p = min(0.999, float(ask) + rng.uniform(0, 0.5))
         cash, event_stake, shown = rng.uniform(0, 500), rng.uniform(0, 150), rng.randint(0, 400)
