@@ -1,0 +1,53 @@
+"""Health checks on a schedule: collector liveness, freshness, gaps, coverage, sanity and error rates
+(`monitoring/health.py`), as Dagster asset checks so they show on each asset's page and the alert sensor sees them.
+
+A check-only job (no materialization) every `KALSHI_SHADOW_HEALTH_MINUTES` (5; 1 with --fast-clock): when the
+feeds die nothing loads, so checks that run only inside loads would never fail.
+"""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+
+from kalshi_shadow.config import env_number
+from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
+from kalshi_shadow.monitoring.health import ERROR, SPECS, evaluate
+
+
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec(name, asset=asset, description=desc) for asset, name, desc in SPECS],
+    name="platform_health", pool=WAREHOUSE_POOL,
+    description="Liveness, freshness, gaps, coverage, sanity and error rates of the live platform.",
+)
+def platform_health(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[dg.AssetCheckResult]:
+    health_dir = Path(warehouse.raw_dir).parent / "health"
+    with warehouse.get_connection() as conn:
+        findings = evaluate(conn, health_dir)
+    for f in findings:
+        if not f.passed:
+            context.log.warning(f"{f.asset}.{f.check} failed ({f.severity}): {f.description or f.metadata}")
+        yield dg.AssetCheckResult(
+            asset_key=f.asset, check_name=f.check, passed=f.passed, description=f.description or None,
+            severity=dg.AssetCheckSeverity.ERROR if f.severity == ERROR else dg.AssetCheckSeverity.WARN,
+            metadata={k: v for k, v in f.metadata.items() if v is not None})
+
+
+health_job = dg.define_asset_job(
+    "health_job", selection=dg.AssetSelection.checks(platform_health),
+    description="Evaluates the platform's health checks (no materialization).")
+
+
+def health_minutes() -> int:
+    default = 1 if os.environ.get("KALSHI_SHADOW_FAST_CLOCK") else 5
+    return env_number("KALSHI_SHADOW_HEALTH_MINUTES", default, minimum=1, integer=True)
+
+
+health_schedule = dg.ScheduleDefinition(
+    name="health_schedule", job=health_job, cron_schedule=f"*/{health_minutes()} * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING, execution_timezone="UTC",
+    description="Health checks every few minutes, whether or not data arrives.")
+
+
+defs = dg.Definitions(asset_checks=[platform_health], jobs=[health_job], schedules=[health_schedule])

@@ -1,0 +1,206 @@
+"""Platform health, evaluated on a schedule rather than only when data arrives: a dead feed loads nothing, so a check
+that runs only inside loads can never see it.
+
+Each check is a `Finding`: the asset it is about, its name, whether it passed, its severity and numbers to show.
+Severity follows one rule: ERROR when the platform is blind or wrong (no spot, no quotes, a collector dead, prices
+outside [0, 1], spot far from its median), WARN when it is degraded (gaps, poor coverage, error bursts, stuck books,
+decisions or scores lagging). Thresholds are module constants or `Rules`-like env settings, named once here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from kalshi_shadow.config import env_number
+
+ERROR, WARN = "ERROR", "WARN"
+
+
+def stale_seconds() -> float:
+    """Newest spot tick or quote older than this: blind (`KALSHI_SHADOW_STALE_SECONDS`, 180)."""
+    return env_number("KALSHI_SHADOW_STALE_SECONDS", 180)
+
+
+
+def collector_silent_seconds() -> float:
+    """A collector whose last message (or health record) is older is dead to us (`KALSHI_SHADOW_COLLECTOR_SILENT_SECONDS`, 120)."""
+    return env_number("KALSHI_SHADOW_COLLECTOR_SILENT_SECONDS", 120, minimum=1)
+
+
+SPOT_GAP_WARN_SECONDS = 60         # largest silence of the spot feed in the last hour
+QUOTE_COVERAGE_MIN = 0.9           # share of open contracts quoted in the last 5 minutes
+STUCK_BOOK_MINUTES = 30            # a book unchanged this long ...
+STUCK_SPOT_MOVE = 0.005            # ... while spot moved more than this (relative)
+SPOT_BAND = 0.10                   # newest spot within this of the last hour's median
+ERROR_BURST = {"malformed": 10, "rate_limited": 20, "http_error": 20, "reconnect": 3, "poll_failed": 5}  # per 15 min
+DECISION_LAG_SECONDS = 600
+SCORE_LAG_SECONDS = 2 * 3600
+
+
+@dataclass(frozen=True)
+class Finding:
+    asset: str
+    check: str
+    passed: bool
+    severity: str
+    metadata: dict = field(default_factory=dict)
+    description: str = ""
+
+
+def _age(now: datetime, ts: datetime | None) -> float | None:
+    return None if ts is None else (now - ts).total_seconds()
+
+
+def collector_liveness(health_dir: Path, now: datetime, silent_seconds: float | None = None) -> list[Finding]:
+    """Each collector alive: its health record is fresh and it heard from its exchange recently."""
+    limit = silent_seconds or collector_silent_seconds()
+    out = []
+    for collector, asset in (("spot", "spot_ticks"), ("quotes", "kalshi_quotes")):
+        path = health_dir / f"{collector}.json"
+        try:
+            rec = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            out.append(Finding(asset, f"{collector}_collector_alive", False, ERROR, {"health_record": str(path)},
+                               f"no readable health record at {path}: the {collector} collector is not running"))
+            continue
+        updated = datetime.fromisoformat(rec["updated_at"]) if rec.get("updated_at") else None
+        last = datetime.fromisoformat(rec["last_message_ts"]) if rec.get("last_message_ts") else None
+        record_age, message_age = _age(now, updated), _age(now, last)
+        alive = (record_age is not None and record_age < limit and message_age is not None and message_age < limit
+                 and rec.get("status") not in ("stopped", "stopping"))
+        out.append(Finding(asset, f"{collector}_collector_alive", alive, ERROR,
+                           {"status": rec.get("status"), "pid": rec.get("pid"), "record_age_seconds": record_age,
+                            "last_message_age_seconds": message_age, "limit_seconds": limit, "reconnects": rec.get("reconnects", 0)},
+                           "" if alive else f"{collector} collector silent: last message {message_age} s ago, record {record_age} s old"))
+    return out
+
+
+def _table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
+
+
+def freshness(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
+    """Newest row of each live table, against a window suited to it."""
+    limit = stale_seconds()
+    spot = conn.execute("SELECT max(coalesce(received_ts, ts)) FROM spot_ticks "
+                        "WHERE ts > now() - INTERVAL 1 DAY").fetchall()[0][0]
+    quotes = conn.execute("SELECT max(received_ts) FROM kalshi_quotes WHERE ts > now() - INTERVAL 1 DAY").fetchall()[0][0]
+    snaps = conn.execute("SELECT max(created_at) FROM kalshi_edge_snapshots "
+                         "WHERE quote_date >= (now() AT TIME ZONE 'UTC')::DATE - 1").fetchall()[0][0]
+    out = [
+        Finding("spot_ticks", "spot_fresh", (_age(now, spot) or 1e18) < limit, ERROR,
+                {"newest_received_age_seconds": _age(now, spot), "limit_seconds": limit}),
+        Finding("kalshi_quotes", "quotes_fresh", (_age(now, quotes) or 1e18) < limit, ERROR,
+                {"newest_received_age_seconds": _age(now, quotes), "limit_seconds": limit}),
+        # Snapshots wait for every input; they are stale only when quotes are not.
+        Finding("kalshi_edge_snapshots", "snapshots_fresh",
+                (_age(now, snaps) or 1e18) < 2 * limit or (_age(now, quotes) or 1e18) >= limit, ERROR,
+                {"newest_created_age_seconds": _age(now, snaps), "limit_seconds": 2 * limit}),
+    ]
+    if _table_exists(conn, "kalshi_would_trades"):
+        lag = conn.execute("""
+            SELECT (SELECT value FROM asset_watermarks WHERE asset = 'kalshi_edge_snapshots.frontier_us')
+                 - min(value) FROM asset_watermarks WHERE asset LIKE 'kalshi_would_trades.frontier_us:%'""").fetchall()[0][0]
+        lag_s = None if lag is None else lag / 1e6
+        out.append(Finding("kalshi_would_trades", "decisions_keep_up", lag_s is None or lag_s < DECISION_LAG_SECONDS, WARN,
+                           {"seconds_behind_pricing": lag_s, "limit_seconds": DECISION_LAG_SECONDS}))
+    settled_unscored = conn.execute("""
+        SELECT count(*) FROM kalshi_contracts AS c
+        WHERE c.outcome IS NOT NULL AND c.settlement_checked_at < now() - to_seconds(?)
+          AND EXISTS (SELECT 1 FROM kalshi_edge_snapshots AS s WHERE s.ticker = c.ticker AND s.quote_date >= c.close_ts::DATE - 2)
+          AND NOT EXISTS (SELECT 1 FROM kalshi_edge_snapshot_scores AS x WHERE x.ticker = c.ticker)
+          AND c.close_ts > now() - INTERVAL 3 DAY""", [SCORE_LAG_SECONDS]).fetchall()[0][0]
+    out.append(Finding("kalshi_edge_snapshot_scores", "scores_keep_up", settled_unscored == 0, WARN,
+                       {"settled_contracts_unscored": settled_unscored, "after_seconds": SCORE_LAG_SECONDS}))
+    return out
+
+
+def gaps_and_coverage(conn: duckdb.DuckDBPyConnection) -> list[Finding]:
+    """The largest spot silence of the last hour, quote coverage of open contracts, and books stuck while spot moves."""
+    largest = conn.execute("""
+        SELECT max(gap) FROM (SELECT epoch(seen) - epoch(lag(seen) OVER (ORDER BY seen)) AS gap
+                              FROM (SELECT coalesce(received_ts, ts) AS seen FROM spot_ticks
+                                    WHERE ts > now() - INTERVAL 1 HOUR AND product_id = 'BTC-USD'))""").fetchall()[0][0]
+    open_n, quoted_n = conn.execute("""
+        SELECT count(*), count(*) FILTER (WHERE EXISTS (
+                   SELECT 1 FROM kalshi_quotes AS q WHERE q.ticker = c.ticker AND q.ts > now() - INTERVAL 5 MINUTE))
+        FROM kalshi_contracts AS c
+        WHERE c.open_ts < now() - INTERVAL 5 MINUTE AND c.close_ts > now() AND c.status IN ('active', 'open')""").fetchall()[0]
+    coverage = quoted_n / open_n if open_n else None
+    stuck = conn.execute(f"""
+        WITH spot AS (SELECT min(price::DOUBLE) AS lo, max(price::DOUBLE) AS hi FROM spot_ticks
+                      WHERE ts > now() - INTERVAL {STUCK_BOOK_MINUTES} MINUTE AND product_id = 'BTC-USD'),
+        books AS (SELECT ticker, count(DISTINCT (yes_bid, yes_ask)) AS distinct_books, min(ts) AS first_ts
+                  FROM kalshi_quotes WHERE ts > now() - INTERVAL {STUCK_BOOK_MINUTES} MINUTE GROUP BY ticker)
+        SELECT count(*) FROM books, spot
+        WHERE distinct_books = 1 AND first_ts < now() - INTERVAL {STUCK_BOOK_MINUTES - 1} MINUTE
+          AND (hi - lo) / lo > {STUCK_SPOT_MOVE}""").fetchall()[0][0]
+    return [
+        Finding("spot_ticks", "spot_gaps_last_hour", largest is None or largest < SPOT_GAP_WARN_SECONDS, WARN,
+                {"largest_gap_seconds": largest, "limit_seconds": SPOT_GAP_WARN_SECONDS}),
+        Finding("kalshi_quotes", "quote_coverage", coverage is None or coverage >= QUOTE_COVERAGE_MIN, WARN,
+                {"open_contracts": open_n, "quoted_last_5_min": quoted_n, "coverage": coverage}),
+        Finding("kalshi_quotes", "books_not_stuck", stuck == 0, WARN,
+                {"books_unchanged_while_spot_moved": stuck, "minutes": STUCK_BOOK_MINUTES}),
+    ]
+
+
+def sanity(conn: duckdb.DuckDBPyConnection) -> list[Finding]:
+    """Prices in [0, 1] with bid <= ask (last hour), and spot within a band of its last hour's median."""
+    bad_quotes = conn.execute("""
+        SELECT count(*) FROM kalshi_quotes WHERE ts > now() - INTERVAL 1 HOUR AND (
+            yes_bid < 0 OR yes_ask > 1 OR no_bid < 0 OR no_ask > 1 OR yes_bid > yes_ask OR no_bid > no_ask)""").fetchall()[0][0]
+    newest, median = conn.execute("""
+        SELECT arg_max(price::DOUBLE, ts), median(price::DOUBLE) FROM spot_ticks
+        WHERE ts > now() - INTERVAL 1 HOUR AND product_id = 'BTC-USD'""").fetchall()[0]
+    off = None if newest is None or not median else abs(newest / median - 1)
+    return [
+        Finding("kalshi_quotes", "prices_sane", bad_quotes == 0, ERROR, {"bad_quotes_last_hour": bad_quotes}),
+        Finding("spot_ticks", "spot_within_band", off is None or off < SPOT_BAND, ERROR,
+                {"newest": newest, "median_last_hour": median, "relative_distance": off, "band": SPOT_BAND}),
+    ]
+
+
+def error_rates(conn: duckdb.DuckDBPyConnection) -> list[Finding]:
+    """Collector events of the last 15 minutes by kind (from raw collector_events): bursts are degradation."""
+    counts = dict(conn.execute("""
+        SELECT kind, sum(coalesce(count, 1)) FROM collector_events WHERE ts > now() - INTERVAL 15 MINUTE GROUP BY kind""").fetchall())
+    over = {k: int(counts.get(k, 0)) for k, limit in ERROR_BURST.items() if counts.get(k, 0) > limit}
+    gaps = int(counts.get("gap", 0))
+    return [
+        Finding("collector_events", "error_rates", not over, WARN,
+                {**{f"{k}_15min": int(counts.get(k, 0)) for k in ERROR_BURST}, "limits": json.dumps(ERROR_BURST)},
+                "" if not over else "error burst: " + ", ".join(f"{k} {v}" for k, v in over.items())),
+        Finding("collector_events", "no_continuity_gaps", gaps == 0, WARN, {"gaps_15min": gaps},
+                "" if not gaps else f"{gaps} continuity gaps (missed trades or files) in the last 15 minutes"),
+    ]
+
+
+def evaluate(conn: duckdb.DuckDBPyConnection, health_dir: Path, now: datetime | None = None) -> list[Finding]:
+    now = now or datetime.now(timezone.utc)
+    return [*collector_liveness(health_dir, now), *freshness(conn, now), *gaps_and_coverage(conn), *sanity(conn),
+            *error_rates(conn)]
+
+
+# (asset, check, description) of every finding `evaluate` returns, for the Dagster check specs.
+SPECS: tuple[tuple[str, str, str], ...] = (
+    ("spot_ticks", "spot_collector_alive", "The spot collector's health record is fresh and it heard from Coinbase recently."),
+    ("kalshi_quotes", "quotes_collector_alive", "The quote poller's health record is fresh and it heard from Kalshi recently."),
+    ("spot_ticks", "spot_fresh", "The newest spot tick was received recently (ERROR: blind)."),
+    ("kalshi_quotes", "quotes_fresh", "The newest quote was received recently (ERROR: blind)."),
+    ("kalshi_edge_snapshots", "snapshots_fresh", "Snapshots keep coming while quotes do."),
+    ("kalshi_would_trades", "decisions_keep_up", "Every rule set has decided close to the pricing frontier."),
+    ("kalshi_edge_snapshot_scores", "scores_keep_up", "Settled contracts get scored."),
+    ("spot_ticks", "spot_gaps_last_hour", "Largest silence of the spot feed in the last hour."),
+    ("kalshi_quotes", "quote_coverage", "Share of open contracts quoted in the last 5 minutes."),
+    ("kalshi_quotes", "books_not_stuck", "No book unchanged for 30 minutes while spot moved."),
+    ("kalshi_quotes", "prices_sane", "Prices in [0, 1] and bid <= ask in the last hour."),
+    ("spot_ticks", "spot_within_band", "The newest spot is within 10% of the last hour's median."),
+    ("collector_events", "error_rates", "Malformed messages, 429s, 5xx, reconnects in the last 15 minutes under their limits."),
+    ("collector_events", "no_continuity_gaps", "No missed trades or files recorded by the collectors in the last 15 minutes."),
+)

@@ -1,0 +1,89 @@
+"""Issue 10: health checks that see a dead or degraded feed. A real spot collector against the simulator's fault
+switches, raw files loaded by the real ingest asset, and the checks run as a real Dagster check-only job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import httpx
+
+from kalshi_shadow.defs import ingest
+from kalshi_shadow.defs.health import health_job, platform_health
+from kalshi_shadow.defs.resources import Warehouse
+from kalshi_shadow.monitoring.health import SPECS, collector_liveness, error_rates
+from kalshi_shadow.sim.server import SimHandle
+from kalshi_shadow.warehouse.connection import connect
+from kalshi_shadow_tests.waiting import wait_for
+
+REPO = Path(__file__).parents[1]
+
+
+def _spot(sim: SimHandle, data_dir: Path) -> subprocess.Popen:
+    log = open(data_dir / "spot.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "collectors.spot", "--data-dir", str(data_dir), "--url", sim.coinbase_ws_url,
+                             "--flush-seconds", "0.3"], cwd=REPO, stdout=log, stderr=log, env=dict(os.environ))
+
+
+def _faults(sim: SimHandle, **faults) -> None:
+    assert httpx.post(sim.kalshi_base_url.split("/trade-api")[0] + "/_sim/faults", json=faults).status_code == 200
+
+
+def _spot_alive(data_dir: Path, silent_seconds: float) -> bool:
+    return next(f for f in collector_liveness(data_dir / "health", datetime.now(timezone.utc), silent_seconds)
+                if f.check == "spot_collector_alive").passed
+
+
+def test_a_silenced_spot_feed_fails_liveness_and_recovers(sim: SimHandle, tmp_path: Path) -> None:
+    proc = _spot(sim, tmp_path)
+    try:
+        wait_for(lambda: _spot_alive(tmp_path, 3.0), 20, what="the spot collector hearing from the feed")
+        _faults(sim, ws_silence_seconds=8)
+        wait_for(lambda: not _spot_alive(tmp_path, 3.0), 10, what="liveness to fail while the feed is silent")
+        wait_for(lambda: _spot_alive(tmp_path, 3.0), 30, what="liveness to recover once the feed speaks again")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    # A collector that is not running at all (no health record for quotes here) is an ERROR, not a pass.
+    quotes = next(f for f in collector_liveness(tmp_path / "health", datetime.now(timezone.utc)) if f.check == "quotes_collector_alive")
+    assert not quotes.passed and quotes.severity == "ERROR"
+
+
+def test_a_burst_of_malformed_messages_fails_the_error_rate_check(sim: SimHandle, tmp_path: Path) -> None:
+    proc = _spot(sim, tmp_path)
+    try:
+        wait_for(lambda: _spot_alive(tmp_path, 3.0), 20, what="the spot collector")
+        _faults(sim, malformed_ws=25)
+        wait_for(lambda: (tmp_path / "health" / "spot.json").read_text().count('"malformed"') and
+                 '"malformed": 25' in (tmp_path / "health" / "spot.json").read_text(), 20, what="25 malformed messages counted")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    wh = Warehouse(database=str(tmp_path / "w.duckdb"), raw_dir=str(tmp_path / "raw"))
+    assert dg.materialize([a for a in ingest.raw_assets if a.key.path == ["collector_events"]], resources={"warehouse": wh}).success
+    conn = connect(wh.database)
+    try:
+        rates = {f.check: f for f in error_rates(conn)}
+    finally:
+        conn.close()
+    assert not rates["error_rates"].passed and rates["error_rates"].metadata["malformed_15min"] == 25
+    assert "malformed 25" in rates["error_rates"].description
+
+
+def test_the_check_only_job_evaluates_every_check_in_dagster(tmp_path: Path) -> None:
+    """No data and no collectors: the job runs (checks only, nothing materialized) and says the platform is blind."""
+    wh = Warehouse(database=str(tmp_path / "w.duckdb"), raw_dir=str(tmp_path / "raw"))
+    defs = dg.Definitions(assets=[*ingest.raw_assets], asset_checks=[platform_health], jobs=[health_job], resources={"warehouse": wh})
+    result = defs.resolve_job_def("health_job").execute_in_process()
+    assert result.success
+    evals = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert set(evals) == {name for _, name, _ in SPECS}
+    assert not result.get_asset_materialization_events()
+    for name in ("spot_collector_alive", "quotes_collector_alive", "spot_fresh", "quotes_fresh"):
+        assert not evals[name].passed and evals[name].severity == dg.AssetCheckSeverity.ERROR
+    assert evals["prices_sane"].passed and evals["error_rates"].passed
