@@ -24,12 +24,14 @@ SELECT w.rule_set_version AS rule_set,
        count(*) FILTER (WHERE action = 'take' AND outcome IS NOT NULL) AS settled,
        round(coalesce(sum(realised_pnl), 0), 2) AS realised_pnl,
        round(sum(ev_per_contract * contracts) FILTER (WHERE action = 'take' AND outcome IS NOT NULL), 2) AS predicted_ev_of_settled,
-       round(b.cash, 2) AS cash_now, round(b.equity_at_cost, 2) AS equity_at_cost
+       -- before a set's first take its cash is the starting bankroll every row carries
+       round(coalesce(b.cash, arg_min(bankroll_before, decided_ts)), 2) AS cash_now,
+       round(coalesce(b.equity_at_cost, arg_min(bankroll_before, decided_ts)), 2) AS equity_at_cost
 FROM kalshi_would_trades AS w
 LEFT JOIN (SELECT rule_set_version, arg_max(cash, step) AS cash, arg_max(equity_at_cost, step) AS equity_at_cost
            FROM kalshi_bankroll GROUP BY 1) AS b USING (rule_set_version)
 WHERE $rule_set = '' OR w.rule_set = $rule_set
-GROUP BY ALL ORDER BY 1
+GROUP BY w.rule_set_version, b.cash, b.equity_at_cost ORDER BY 1
 """
 
 RECENT_SQL = """
