@@ -5,6 +5,14 @@ Dagster webserver (127.0.0.1) and daemon. Each child runs in its own session and
 child that exits is restarted with capped exponential backoff. SIGINT/SIGTERM stop every child's process group
 (SIGTERM, then SIGKILL after a grace period).
 
+Every child exit is a line in <data_dir>/run/restarts.jsonl (kind "exit": child, pid, exit code or signal, uptime,
+restart number). A child that exits more than KALSHI_SHADOW_CRASH_LOOP_RESTARTS (5) times within
+KALSHI_SHADOW_CRASH_LOOP_MINUTES (10) minutes is in a crash loop: a "crash_loop" line, `crash_loop: true` in up.json,
+and KALSHI_SHADOW_CRASH_LOOP_BACKOFF_SECONDS (300) between restarts instead of spinning. Once it has stayed up for
+60 s a "crash_loop_recovered" line clears it. Maintenance switch: KALSHI_SHADOW_NO_RESTART=collect-spot[,name...]
+holds those children down: they start, but once they exit they are not restarted (the exit is recorded with
+`held: true`) until `up` is restarted without the switch.
+
 One `up` per data directory: it holds an flock on <data_dir>/run/up.lock for its whole life and records itself and its
 children in <data_dir>/run/up.json (child exits also go to run/restarts.jsonl). Children live in their own sessions,
 so they survive a SIGKILLed `up`; the next `up` finds them in up.json and stops them before starting its own.
@@ -35,6 +43,38 @@ BACKOFF_MAX = 60.0
 HEALTHY_AFTER = 60.0
 ORPHAN_GRACE = 10.0
 EXIT_LOCKED = 3
+CRASH_LOOP_RESTARTS = 5
+CRASH_LOOP_MINUTES = 10.0
+CRASH_LOOP_BACKOFF = 300.0
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        log.warning("%s=%r is not a number; using %g", name, raw, default)
+        return default
+
+
+def _held_down() -> set[str]:
+    """Children named in KALSHI_SHADOW_NO_RESTART: not restarted once they exit (maintenance: hold a child down)."""
+    return {n.strip() for n in os.environ.get("KALSHI_SHADOW_NO_RESTART", "").split(",") if n.strip()}
+
+
+def describe_exit(code: int | None) -> tuple[int | None, str | None, str]:
+    """(exit code, signal name, cause) of a Popen returncode: a negative one is death by that signal."""
+    if code is None:
+        return None, None, "still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return None, name, f"killed by {name}"
+    return code, None, f"exited with code {code}" + (" (clean exit, not expected while up runs)" if code == 0 else "")
 
 
 def _now() -> str:
@@ -56,6 +96,11 @@ class Child:
     started_at_utc: str | None = None
     last_exit_code: int | None = None
     last_exit_at: str | None = None
+    exit_times: list[float] = field(default_factory=list)  # monotonic times of exits inside the crash-loop window
+    crash_loop: bool = False
+    crash_loop_since: str | None = None
+    held: bool = False  # exited while held down by KALSHI_SHADOW_NO_RESTART: not restarted
+    restart_at_utc: str | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +122,12 @@ class Child:
     def record(self) -> dict:
         alive = self.proc is not None and self.proc.poll() is None
         pid = self.proc.pid if alive else None
+        _, sig, cause = describe_exit(self.last_exit_code) if self.last_exit_at else (None, None, None)
         return {"pid": pid, "pgid": pid, "argv": self.argv, "started_at": self.started_at_utc if alive else None,
-                "restarts": self.restarts, "last_exit_code": self.last_exit_code, "last_exit_at": self.last_exit_at, "alive": alive}
+                "restarts": self.restarts, "last_exit_code": self.last_exit_code, "last_exit_signal": sig,
+                "last_exit_cause": cause, "last_exit_at": self.last_exit_at, "alive": alive,
+                "crash_loop": self.crash_loop, "crash_loop_since": self.crash_loop_since, "held": self.held,
+                "restart_at": self.restart_at_utc if not alive and self.restart_at is not None else None}
 
 
 class RunDir:
@@ -121,11 +170,18 @@ class RunDir:
             os.fsync(fh.fileno())
         os.replace(tmp, self.state_path)
 
-    def log_exit(self, c: Child, ran: float, restart_in: float) -> None:
-        line = {"ts": c.last_exit_at, "child": c.name, "pid": c.proc.pid, "exit_code": c.last_exit_code,
-                "ran_seconds": round(ran, 3), "restart_in_seconds": restart_in}
+    def append(self, line: dict) -> None:
         with open(self.restarts_path, "a") as fh:
             fh.write(json.dumps(line) + "\n")
+
+    def log_exit(self, c: Child, ran: float, restart_in: float | None) -> None:
+        """One child exit. `exit_code` is Popen's returncode (negative: the signal); `signal`/`cause` spell it out.
+        `restart_number` is the restart this exit leads to (None when held down), `ran_seconds` the uptime."""
+        code, sig, cause = describe_exit(c.last_exit_code)
+        self.append({"ts": c.last_exit_at, "kind": "exit", "child": c.name, "pid": c.proc.pid,
+                     "exit_code": c.last_exit_code, "signal": sig, "cause": cause, "ran_seconds": round(ran, 3),
+                     "restart_number": None if restart_in is None else c.restarts + 1,
+                     "restart_in_seconds": restart_in, "held": restart_in is None, "crash_loop": c.crash_loop})
 
 
 def _cmdline_matches(pid: int, argv: list[str]) -> bool:
@@ -249,6 +305,10 @@ def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
 
 def supervise(children: list[Child], *, stop_after: float | None = None, grace: float = 15.0, run: RunDir | None = None) -> int:
     stopping = False
+    loop_restarts = int(_env_number("KALSHI_SHADOW_CRASH_LOOP_RESTARTS", CRASH_LOOP_RESTARTS))
+    loop_window = _env_number("KALSHI_SHADOW_CRASH_LOOP_MINUTES", CRASH_LOOP_MINUTES) * 60
+    loop_backoff = _env_number("KALSHI_SHADOW_CRASH_LOOP_BACKOFF_SECONDS", CRASH_LOOP_BACKOFF)
+    held_down = _held_down()
 
     def save(stopped: bool = False) -> None:
         if run is not None:
@@ -271,20 +331,50 @@ def supervise(children: list[Child], *, stop_after: float | None = None, grace: 
     while not stopping and (deadline is None or time.monotonic() < deadline):
         now = time.monotonic()
         for c in children:
+            if c.held:
+                continue
             if c.proc is not None and c.proc.poll() is not None and c.restart_at is None:
                 ran = now - c.started_at
                 if ran > HEALTHY_AFTER:
                     c.backoff = 1.0
-                c.restart_at = now + c.backoff
                 c.last_exit_code, c.last_exit_at = c.proc.returncode, _now()
-                log.warning("%s exited with %s after %.0fs; restarting in %.0fs (see %s)", c.name, c.proc.returncode, ran, c.backoff, c.log_path)
+                cause = describe_exit(c.proc.returncode)[2]
+                if c.name in held_down:
+                    c.held = True
+                    log.warning("%s %s after %.0fs; held down by KALSHI_SHADOW_NO_RESTART, not restarting", c.name, cause, ran)
+                    if run is not None:
+                        run.log_exit(c, ran, None)
+                    save()
+                    continue
+                c.exit_times = [t for t in c.exit_times if now - t <= loop_window] + [now]
+                if not c.crash_loop and len(c.exit_times) > loop_restarts:
+                    c.crash_loop, c.crash_loop_since = True, _now()
+                    log.error("%s is in a crash loop: %d exits in %.0f min; restarting every %.0fs at most (see %s)",
+                              c.name, len(c.exit_times), loop_window / 60, loop_backoff, c.log_path)
+                    if run is not None:
+                        run.append({"ts": c.crash_loop_since, "kind": "crash_loop", "child": c.name, "pid": c.proc.pid,
+                                    "exits": len(c.exit_times), "window_minutes": loop_window / 60,
+                                    "threshold": loop_restarts, "last_exit_code": c.last_exit_code,
+                                    "cause": cause, "restarts": c.restarts, "backoff_seconds": loop_backoff,
+                                    "log": str(c.log_path)})
+                delay = max(c.backoff, loop_backoff) if c.crash_loop else c.backoff
+                c.restart_at = now + delay
+                c.restart_at_utc = datetime.fromtimestamp(time.time() + delay, timezone.utc).isoformat()
+                log.warning("%s %s after %.0fs; restarting in %.0fs (see %s)", c.name, cause, ran, delay, c.log_path)
                 if run is not None:
-                    run.log_exit(c, ran, c.backoff)
+                    run.log_exit(c, ran, delay)
                 save()
                 c.backoff = min(c.backoff * 2, BACKOFF_MAX)
             if c.restart_at is not None and now >= c.restart_at:
                 c.restarts += 1
                 c.start()
+                save()
+            if c.crash_loop and c.restart_at is None and now - c.started_at > HEALTHY_AFTER:
+                log.info("%s has stayed up for %.0fs: crash loop over", c.name, HEALTHY_AFTER)
+                if run is not None:
+                    run.append({"ts": _now(), "kind": "crash_loop_recovered", "child": c.name, "pid": c.proc.pid,
+                                "since": c.crash_loop_since, "restarts": c.restarts})
+                c.crash_loop, c.crash_loop_since, c.exit_times = False, None, []
                 save()
         time.sleep(0.5)
     log.info("stopping %d children", len(children))
@@ -292,7 +382,7 @@ def supervise(children: list[Child], *, stop_after: float | None = None, grace: 
     _stop([c for c in children if c.name != "sim"], grace)
     _stop([c for c in children if c.name == "sim"], grace)
     for c in children:
-        if c.proc is not None and c.restart_at is None:
+        if c.proc is not None and c.restart_at is None and not c.held:
             c.last_exit_code, c.last_exit_at = c.proc.returncode, _now()
     save(stopped=True)
     log.info("all stopped")

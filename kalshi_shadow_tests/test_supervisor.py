@@ -177,4 +177,8 @@ def test_a_killed_child_is_restarted_and_its_exit_logged(ups: Ups) -> None:
     lines = [json.loads(line) for line in (ups.data_dir / "run" / "restarts.jsonl").read_text().splitlines()]
     assert [(x["child"], x["pid"], x["exit_code"]) for x in lines] == [("collect-spot", victim, -9)], lines
     assert lines[0]["ran_seconds"] > 0 and lines[0]["restart_in_seconds"] == 1.0 and lines[0]["ts"], lines
+    # The cause spelled out, for the alert wiring that reads this file.
+    assert lines[0]["kind"] == "exit" and lines[0]["signal"] == "SIGKILL" and lines[0]["cause"] == "killed by SIGKILL", lines
+    assert lines[0]["restart_number"] == 1 and lines[0]["held"] is False and lines[0]["crash_loop"] is False, lines
+    assert k["last_exit_signal"] == "SIGKILL" and k["last_exit_cause"] == "killed by SIGKILL" and k["crash_loop"] is False, k
     assert _stop(up) == 0, ups.output(1)
