@@ -1,49 +1,311 @@
-"""`kalshi-shadow status`: collector health and warehouse table counts at a glance."""
+"""`kalshi-shadow status`: is the platform up, at a glance.
+
+Reads what `kalshi-shadow up` and the collectors leave on disk, never anything that could hold up the pipeline:
+
+  processes    <data_dir>/run/up.json: each child alive or dead (its pid checked in /proc, not taken on trust), pid,
+               uptime, restarts, crash loop or held down
+  collectors   <data_dir>/health/*.json: age of the last message
+  tables       newest row of the main tables and the live lag (p95 of created_at - quote_ts over snapshots created in
+               the last 10 minutes), through the per-query read-only reader; a warehouse a writer holds is reported
+               as such and skipped
+  checks       <data_dir>/alerts.jsonl: the last record per alert key, firing ("*_failed", "run_failure") or cleared
+               ("*_recovered"), and whether the last alert was delivered
+
+Exit code 1 when something is down (no `up` running, a dead or crash-looping process, a collector with no message
+for --stale-seconds), else 0. `--json` prints the same as one JSON object for scripts.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
-from kalshi_shadow.config import Settings
-from kalshi_shadow.warehouse.connection import WarehouseLockedError, connect
+from kalshi_shadow.config import ConfigError, Settings
 
-TABLES = ["spot_ticks", "kalshi_quotes", "kalshi_markets", "kalshi_contracts", "kalshi_edge_snapshots", "kalshi_edges",
-          "kalshi_edge_snapshot_scores"]
+STALE_SECONDS = 120.0
+LAG_WINDOW_MINUTES = 10
+# table -> the column that says how fresh it is
+FRESHNESS = {
+    "spot_ticks": "ts",
+    "kalshi_quotes": "ts",
+    "kalshi_edge_snapshots": "created_at",
+    "kalshi_would_trades": "decided_ts",
+    "kalshi_edge_snapshot_scores": "scored_at",
+}
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        ts = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _age(value: Any, now: datetime) -> float | None:
+    ts = _parse_ts(value)
+    return None if ts is None else round((now - ts).total_seconds(), 1)
+
+
+def _pid_running(pid: int | None, argv: list[str] | None = None) -> bool:
+    """A live, non-zombie process; with `argv`, one whose command line ends with it (so a reused pid does not count)."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat[stat.rindex(")") + 2] == "Z":
+        return False
+    if argv:
+        from kalshi_shadow.supervisor import _cmdline_matches
+
+        return _cmdline_matches(pid, argv)
+    return True
+
+
+def _up_cmdline(pid: int | None) -> bool:
+    if not _pid_running(pid):
+        return False
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"up" in args
+
+
+def processes(data_dir: Path, now: datetime) -> dict[str, Any]:
+    try:
+        state = json.loads((data_dir / "run" / "up.json").read_text())
+    except FileNotFoundError:
+        return {"up": {"running": False, "reason": "never started for this data dir (no run/up.json)"}, "children": {}}
+    except (OSError, ValueError) as exc:
+        return {"up": {"running": False, "reason": f"unreadable run/up.json: {exc}"}, "children": {}}
+    up_running = not state.get("stopped") and _up_cmdline(state.get("pid"))
+    up: dict[str, Any] = {"running": up_running, "pid": state.get("pid"), "started_at": state.get("started_at"),
+                          "uptime_seconds": _age(state.get("started_at"), now) if up_running else None,
+                          "updated_at": state.get("updated_at")}
+    if not up_running:
+        up["reason"] = "stopped" if state.get("stopped") else "up is not running (killed?)"
+    children = {}
+    for name, rec in (state.get("children") or {}).items():
+        alive = bool(rec.get("alive")) and _pid_running(rec.get("pid"), rec.get("argv"))
+        children[name] = {
+            "alive": alive, "pid": rec.get("pid") if alive else None,
+            "uptime_seconds": _age(rec.get("started_at"), now) if alive else None,
+            "restarts": rec.get("restarts", 0), "crash_loop": bool(rec.get("crash_loop")),
+            "held": bool(rec.get("held")), "last_exit_code": rec.get("last_exit_code"),
+            "last_exit_cause": rec.get("last_exit_cause"), "last_exit_at": rec.get("last_exit_at"),
+            "restart_at": rec.get("restart_at") if up_running else None,
+        }
+    return {"up": up, "children": children}
+
+
+def collectors(data_dir: Path, now: datetime, stale_seconds: float) -> dict[str, Any]:
+    from collectors.health import read_health
+
+    out = {}
+    for name, h in read_health(data_dir).items():
+        if "error" in h and "collector" not in h:
+            out[name] = {"error": h["error"], "stale": True}
+            continue
+        age = _age(h.get("last_message_ts"), now)
+        since_start = _age(h.get("started_at"), now)
+        # No message yet is only stale once the collector has had stale_seconds to get one.
+        stale = age > stale_seconds if age is not None else (since_start is None or since_start > stale_seconds)
+        out[name] = {"status": h.get("status"), "last_message_age_seconds": age, "stale": stale,
+                     "rows_acknowledged": h.get("rows_acknowledged", 0), "reconnects": h.get("reconnects", 0),
+                     "errors": h.get("errors", {})}
+    return out
+
+
+def warehouse(db_path: Path, lock_timeout: float) -> dict[str, Any]:
+    """Freshness per table and the live lag, in two short read-only openings (each closed at once)."""
+    import duckdb
+
+    from kalshi_shadow.warehouse.connection import WarehouseLockedError
+    from kalshi_shadow.warehouse.readers import connect
+
+    if not db_path.exists():
+        return {"path": str(db_path), "error": "not created yet"}
+    reader = connect(db_path, timeout_seconds=lock_timeout)
+    try:
+        existing = set(reader.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
+                       ["table_name"].to_list())
+        parts = [f"(SELECT epoch(now() - max({col})) FROM {table}) AS {table}"
+                 for table, col in FRESHNESS.items() if table in existing]
+        if "kalshi_edge_snapshots" in existing:
+            parts.append("(SELECT quantile_cont(epoch(created_at - quote_ts), 0.95) FROM kalshi_edge_snapshots "
+                         f"WHERE created_at > now() - INTERVAL {LAG_WINDOW_MINUTES} MINUTE) AS live_lag_p95")
+        row = reader.sql("SELECT " + ", ".join(parts)).row(0, named=True) if parts else {}
+    except WarehouseLockedError as exc:
+        return {"path": str(db_path), "locked": True, "error": f"locked by a writer, skipped ({exc})"}
+    except (duckdb.Error, OSError) as exc:
+        return {"path": str(db_path), "error": f"{type(exc).__name__}: {exc}"}
+
+    def num(v: Any) -> float | None:
+        return None if v is None else round(float(v), 1)
+
+    tables = {t: ({"newest_age_seconds": num(row.get(t)), "column": c} if t in existing else {"missing": True})
+              for t, c in FRESHNESS.items()}
+    return {"path": str(db_path), "tables": tables, "live_lag_p95_seconds": num(row.get("live_lag_p95")),
+            "live_lag_window_minutes": LAG_WINDOW_MINUTES}
+
+
+def _alert_key(rec: dict[str, Any]) -> str:
+    if rec.get("key"):
+        return str(rec["key"])
+    if rec.get("asset") or rec.get("check"):
+        return f"check:{rec.get('asset')}:{rec.get('check')}"
+    if rec.get("job"):
+        return f"run:{rec['job']}"
+    return str(rec.get("kind", "?"))
+
+
+def alerts(data_dir: Path) -> dict[str, Any]:
+    """The last record per alert key (firing or cleared) and the last alert with its delivery, from alerts.jsonl."""
+    path = data_dir / "alerts.jsonl"
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return {"path": str(path), "firing": [], "last": None}
+    except OSError as exc:
+        return {"path": str(path), "error": str(exc), "firing": [], "last": None}
+    latest: dict[str, dict[str, Any]] = {}
+    last = None
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a half-written last line, or junk
+        if not isinstance(rec, dict):
+            continue
+        last = rec
+        kind = str(rec.get("kind", ""))
+        if kind.endswith("_failed") or kind == "run_failure" or kind.endswith("_recovered"):
+            latest[_alert_key(rec)] = rec
+    firing = [{"key": k, "kind": r.get("kind"), "since": r.get("ts"), "severity": r.get("severity"),
+               "title": r.get("title") or r.get("message")}
+              for k, r in latest.items() if not str(r.get("kind", "")).endswith("_recovered")]
+    last_out = None
+    if last is not None:
+        delivery = last.get("delivery")
+        last_out = {"ts": last.get("ts"), "key": _alert_key(last), "kind": last.get("kind"),
+                    "title": last.get("title") or last.get("message"),
+                    "delivered": delivery.get("ok") if isinstance(delivery, dict) else None,
+                    "delivery_error": delivery.get("error") if isinstance(delivery, dict) else None}
+    return {"path": str(path), "firing": firing, "last": last_out}
+
+
+def collect(settings: Settings, *, stale_seconds: float = STALE_SECONDS, lock_timeout: float = 2.0) -> dict[str, Any]:
+    now = datetime.now(timezone.utc)
+    procs = processes(settings.data_dir, now)
+    cols = collectors(settings.data_dir, now, stale_seconds)
+    problems = []
+    if not procs["up"]["running"]:
+        problems.append(f"up: {procs['up'].get('reason', 'not running')}")
+    for name, c in procs["children"].items():
+        if procs["up"]["running"] and not c["alive"]:
+            problems.append(f"{name}: dead" + (" (held down)" if c["held"] else ""))
+        if c["crash_loop"]:
+            problems.append(f"{name}: crash loop")
+    for name, c in cols.items():
+        if c["stale"]:
+            age = c.get("last_message_age_seconds")
+            problems.append(f"collector {name}: " + (f"last message {age:.0f}s ago" if age is not None else "no message yet"))
+    return {"now": now.isoformat(), "data_dir": str(settings.data_dir), "ok": not problems, "problems": problems,
+            "processes": procs, "collectors": cols, "warehouse": warehouse(settings.db_path, lock_timeout),
+            "alerts": alerts(settings.data_dir)}
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{seconds:.0f}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 172800:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def render(st: dict[str, Any]) -> str:
+    out = [f"data dir: {st['data_dir']}"]
+    up = st["processes"]["up"]
+    if up["running"]:
+        out.append(f"up: running, pid {up['pid']}, up {_dur(up['uptime_seconds'])}")
+    else:
+        out.append(f"up: NOT RUNNING ({up.get('reason')})")
+    for name, c in st["processes"]["children"].items():
+        if c["alive"]:
+            state = f"alive  pid {c['pid']:<8} up {_dur(c['uptime_seconds']):>8}"
+        else:
+            state = f"DEAD   last exit: {c.get('last_exit_cause') or '-'}"
+            if c["held"]:
+                state += ", held down (KALSHI_SHADOW_NO_RESTART)"
+            elif c.get("restart_at"):
+                state += f", restart at {c['restart_at']}"
+        flags = "  CRASH LOOP" if c["crash_loop"] else ""
+        out.append(f"  {name:18s} {state}  restarts {c['restarts']}{flags}")
+    out.append("collectors:")
+    if not st["collectors"]:
+        out.append("  (no health records yet)")
+    for name, c in st["collectors"].items():
+        if "error" in c:
+            out.append(f"  {name:8s} {c['error']}")
+            continue
+        age = c["last_message_age_seconds"]
+        last = f"{_dur(age)} ago" if age is not None else "never"
+        out.append(f"  {name:8s} {c['status'] or '?':10s} last message {last:>10s}{'  STALE' if c['stale'] else ''}  "
+                   f"rows {c['rows_acknowledged']}  reconnects {c['reconnects']}")
+    wh = st["warehouse"]
+    out.append(f"warehouse {wh['path']}:")
+    if "error" in wh:
+        out.append(f"  {wh['error']}")
+    else:
+        for t, info in wh["tables"].items():
+            if info.get("missing"):
+                out.append(f"  {t:28s} (no table)")
+            else:
+                age = info["newest_age_seconds"]
+                out.append(f"  {t:28s} newest {info['column']} {(_dur(age) + ' ago') if age is not None else 'empty'}")
+        lag = wh["live_lag_p95_seconds"]
+        out.append(f"  live lag p95 (created_at - quote_ts, last {wh['live_lag_window_minutes']} min): "
+                   + (f"{lag:.1f}s" if lag is not None else "no snapshots"))
+    al = st["alerts"]
+    out.append("checks failing now: " + (", ".join(f"{f['key']} ({f['kind']}, since {f['since']})" for f in al["firing"]) or "none"))
+    last = al["last"]
+    if last is None:
+        out.append("last alert: none")
+    else:
+        delivered = {True: "delivered", False: f"NOT delivered ({last.get('delivery_error')})", None: "no delivery record"}[last["delivered"]]
+        out.append(f"last alert: {last['ts']} {last['key']} {last['kind']}: {last.get('title') or ''} [{delivered}]")
+    out.append("OK" if st["ok"] else "DOWN: " + "; ".join(st["problems"]))
+    return "\n".join(out)
 
 
 def main(argv: list[str]) -> int:
-    from collectors.health import read_health
-
-    ap = argparse.ArgumentParser(prog="kalshi-shadow status", description=__doc__)
-    ap.add_argument("--lock-timeout", type=float, default=20.0, help="seconds to wait for the warehouse lock")
+    ap = argparse.ArgumentParser(prog="kalshi-shadow status", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+    ap.add_argument("--stale-seconds", type=float, default=STALE_SECONDS,
+                    help=f"a collector with no message for this long is down (default {STALE_SECONDS:g})")
+    ap.add_argument("--lock-timeout", type=float, default=2.0,
+                    help="seconds to wait for a writer to release the warehouse before skipping it (default 2)")
     args = ap.parse_args(argv)
-    s = Settings.from_env()
-    now = datetime.now(timezone.utc)
-    print(f"data dir: {s.data_dir}")
-    for name, h in read_health(s.data_dir).items():
-        last = h.get("last_message_ts")
-        age = f"{(now - datetime.fromisoformat(last)).total_seconds():.0f}s ago" if last else "never"
-        print(f"  {name:8s} {h.get('status', '?'):12s} last message {age:>10s}  rows {h.get('rows_acknowledged', 0):>9}  "
-              f"reconnects {h.get('reconnects', 0)}  errors {h.get('errors', {})}")
-    if not s.db_path.exists():
-        print(f"warehouse {s.db_path}: not created yet")
-        return 0
     try:
-        conn = connect(s.db_path, read_only=True, timeout_seconds=args.lock_timeout)
-    except WarehouseLockedError as exc:
-        print(f"warehouse: {exc}")
-        return 1
-    try:
-        existing = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        print(f"warehouse {s.db_path}:")
-        for t in TABLES:
-            if t not in existing:
-                continue
-            cols = {r[0] for r in conn.execute(f"SELECT column_name FROM information_schema.columns WHERE table_name = '{t}'").fetchall()}
-            ts_col = next((c for c in ("ts", "quote_ts", "last_seen_ts", "scored_at") if c in cols), None)
-            n, newest = conn.execute(f"SELECT count(*), {'max(' + ts_col + ')' if ts_col else 'NULL'} FROM {t}").fetchone()
-            print(f"  {t:28s} {n:>10} rows  newest {newest}")
-    finally:
-        conn.close()
-    return 0
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"kalshi-shadow status: {exc}", file=sys.stderr)
+        return 2
+    st = collect(settings, stale_seconds=args.stale_seconds, lock_timeout=args.lock_timeout)
+    print(json.dumps(st, indent=2, default=str) if args.json else render(st))
+    return 0 if st["ok"] else 1
