@@ -8,8 +8,9 @@ Reads what `kalshi-shadow up` and the collectors leave on disk, never anything t
   tables       newest row of the main tables and the live lag (p95 of created_at - quote_ts over snapshots created in
                the last 10 minutes), through the per-query read-only reader; a warehouse a writer holds is reported
                as such and skipped
-  checks       <data_dir>/alerts.jsonl: the last record per alert key, firing ("*_failed", "run_failure") or cleared
-               ("*_recovered"), and whether the last alert was delivered
+  checks       <data_dir>/alerts.jsonl: the last record per alert key, firing ("*_failed", "*_reminder", or a
+               "run_failure" of the last hour: run failures are never "recovered") or cleared ("*_recovered"), and
+               whether the last alert was delivered
 
 Exit code 1 when something is down (no `up` running, a dead or crash-looping process, a collector with no message
 for --stale-seconds), else 0. `--json` prints the same as one JSON object for scripts.
@@ -28,6 +29,7 @@ from kalshi_shadow.config import ConfigError, Settings
 
 STALE_SECONDS = 120.0
 LAG_WINDOW_MINUTES = 10
+RUN_FAILURE_FIRING_SECONDS = 3600.0  # a run failure has no recovery record: it counts as failing now for this long
 # table -> the column that says how fresh it is
 FRESHNESS = {
     "spot_ticks": "ts",
@@ -168,7 +170,11 @@ def _alert_key(rec: dict[str, Any]) -> str:
     return str(rec.get("kind", "?"))
 
 
-def alerts(data_dir: Path) -> dict[str, Any]:
+def _firing_kind(kind: str) -> bool:
+    return kind.endswith("_failed") or kind.endswith("_reminder") or kind == "run_failure"
+
+
+def alerts(data_dir: Path, now: datetime) -> dict[str, Any]:
     """The last record per alert key (firing or cleared) and the last alert with its delivery, from alerts.jsonl."""
     path = data_dir / "alerts.jsonl"
     try:
@@ -178,6 +184,7 @@ def alerts(data_dir: Path) -> dict[str, Any]:
     except OSError as exc:
         return {"path": str(path), "error": str(exc), "firing": [], "last": None}
     latest: dict[str, dict[str, Any]] = {}
+    since: dict[str, Any] = {}
     last = None
     for line in lines:
         try:
@@ -188,11 +195,23 @@ def alerts(data_dir: Path) -> dict[str, Any]:
             continue
         last = rec
         kind = str(rec.get("kind", ""))
-        if kind.endswith("_failed") or kind == "run_failure" or kind.endswith("_recovered"):
-            latest[_alert_key(rec)] = rec
-    firing = [{"key": k, "kind": r.get("kind"), "since": r.get("ts"), "severity": r.get("severity"),
+        if _firing_kind(kind) or kind.endswith("_recovered"):
+            key = _alert_key(rec)
+            before = latest.get(key)
+            if not (before and _firing_kind(str(before.get("kind", ""))) and _firing_kind(kind)):
+                since[key] = rec.get("ts")  # start of this firing (or cleared) streak; reminders do not move it
+            latest[key] = rec
+
+    def firing_now(r: dict[str, Any]) -> bool:
+        kind = str(r.get("kind", ""))
+        if kind == "run_failure":
+            age = _age(r.get("ts"), now)
+            return age is not None and age <= RUN_FAILURE_FIRING_SECONDS
+        return _firing_kind(kind)
+
+    firing = [{"key": k, "kind": r.get("kind"), "since": since.get(k), "severity": r.get("severity"),
                "title": r.get("title") or r.get("message")}
-              for k, r in latest.items() if not str(r.get("kind", "")).endswith("_recovered")]
+              for k, r in latest.items() if firing_now(r)]
     last_out = None
     if last is not None:
         delivery = last.get("delivery")
@@ -221,7 +240,7 @@ def collect(settings: Settings, *, stale_seconds: float = STALE_SECONDS, lock_ti
             problems.append(f"collector {name}: " + (f"last message {age:.0f}s ago" if age is not None else "no message yet"))
     return {"now": now.isoformat(), "data_dir": str(settings.data_dir), "ok": not problems, "problems": problems,
             "processes": procs, "collectors": cols, "warehouse": warehouse(settings.db_path, lock_timeout),
-            "alerts": alerts(settings.data_dir)}
+            "alerts": alerts(settings.data_dir, now)}
 
 
 def _dur(seconds: float | None) -> str:

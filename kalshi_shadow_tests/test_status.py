@@ -105,3 +105,53 @@ def test_a_collector_that_cannot_start_is_recorded_as_a_crash_loop(ups: Ups) -> 
     assert st["processes"]["children"]["sim"]["alive"] is True
     assert _stop(up) == 0, ups.output(1)
     assert all(k["alive"] is False for k in _state(ups.data_dir)["children"].values())
+
+
+def test_status_reads_firing_checks_and_the_last_delivery_from_alerts_jsonl_and_table_freshness(ups: Ups) -> None:
+    from datetime import datetime, timezone
+
+    from kalshi_shadow.warehouse.connection import connect
+    from kalshi_shadow.warehouse.ddl import ensure_schema
+
+    lines = [
+        {"ts": "2026-01-01T00:00:00+00:00", "kind": "check_failed", "asset": "spot_ticks", "check": "fresh"},  # old format
+        {"ts": "2026-01-01T00:01:00+00:00", "key": "check:quotes", "kind": "check_failed", "title": "quotes stale",
+         "delivery": {"ok": True, "attempts": 1, "error": None, "targets": 1}},
+        {"ts": "2026-01-01T00:02:00+00:00", "key": "check:quotes", "kind": "check_reminder", "title": "quotes stale"},
+        {"ts": "2026-01-01T00:03:00+00:00", "key": "check:lag", "kind": "check_failed", "title": "lag"},
+        {"ts": "2026-01-01T00:04:00+00:00", "key": "check:lag", "kind": "check_recovered", "title": "lag ok",
+         "delivery": {"ok": False, "attempts": 3, "error": "timed out", "targets": 1}},
+    ]
+    (ups.data_dir / "alerts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"ts": "half a li')
+    conn = connect(ups.data_dir / "warehouse.duckdb")
+    ensure_schema(conn)
+    conn.execute("DROP TABLE kalshi_would_trades CASCADE")  # a warehouse from before that table: tolerated
+    conn.execute("INSERT INTO kalshi_edge_snapshots (snapshot_id, quote_key, quote_date, ticker, series_ticker, event_ticker, "
+                 "model_version, quote_ts, created_at, lot_size, reasons, rules_version) SELECT uuid(), uuid(), current_date, "
+                 "'T', 'S', 'E', 'm', now() - INTERVAL (i) SECOND - INTERVAL 10 SECOND, now() - INTERVAL (i) SECOND, 100, [], 'r' "
+                 "FROM range(20) t(i)")
+    conn.close()
+
+    st = json.loads(_status(ups, "--json").stdout)
+    firing = {f["key"]: f for f in st["alerts"]["firing"]}
+    assert set(firing) == {"check:spot_ticks:fresh", "check:quotes"}, firing
+    assert firing["check:quotes"]["since"] == "2026-01-01T00:01:00+00:00", firing  # a reminder does not move it
+    assert st["alerts"]["last"]["key"] == "check:lag" and st["alerts"]["last"]["delivered"] is False, st["alerts"]
+    wh = st["warehouse"]
+    assert wh["tables"]["kalshi_would_trades"] == {"missing": True} and wh["tables"]["spot_ticks"]["newest_age_seconds"] is None
+    assert 0 <= wh["tables"]["kalshi_edge_snapshots"]["newest_age_seconds"] < 60 and wh["live_lag_p95_seconds"] == 10.0, wh
+
+    # A writer holding the file: status says so and carries on, within its lock timeout.
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from kalshi_shadow.warehouse.connection import connect; "
+                               f"c = connect({str(ups.data_dir / 'warehouse.duckdb')!r}); print('held', flush=True); time.sleep(30)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = datetime.now(timezone.utc)
+        res = _status(ups, "--lock-timeout", "0.5")
+        assert (datetime.now(timezone.utc) - t0).total_seconds() < 15
+        assert "locked by a writer, skipped" in res.stdout and "last alert:" in res.stdout, res.stdout
+        assert "NOT delivered (timed out)" in res.stdout, res.stdout
+    finally:
+        holder.kill()
+        holder.wait()

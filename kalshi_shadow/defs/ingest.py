@@ -158,43 +158,6 @@ def kalshi_contracts(warehouse: Warehouse) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={**counts, "per_series": json.dumps(per_series)}, check_results=[check])
 
 
-def _append_alert(kind: str, **fields) -> Path:
-    settings = Settings.from_env()
-    path = settings.data_dir / "alerts.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps({"ts": datetime.now(timezone.utc).isoformat(), "kind": kind, **fields}) + "\n")
-    return path
-
-
-@dg.run_failure_sensor(name="alert_on_run_failure", default_status=dg.DefaultSensorStatus.RUNNING,
-                       description="Appends a line to <data_dir>/alerts.jsonl for every failed run.")
-def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
-    msg = context.failure_event.message if context.failure_event else ""
-    path = _append_alert("run_failure", job=context.dagster_run.job_name, run_id=context.dagster_run.run_id, message=msg)
-    context.log.error(f"run {context.dagster_run.run_id} of {context.dagster_run.job_name} failed; alert in {path}")
-
-
-@dg.sensor(name="alert_on_failed_checks", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Appends a line to <data_dir>/alerts.jsonl when a data check (staleness, consistency) fails.")
-def alert_on_failed_checks(context: dg.SensorEvaluationContext):
-    last = float(context.cursor) if context.cursor else 0.0
-    records = context.instance.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION), limit=200, ascending=False)
-    newest = last
-    for rec in records:
-        if rec.timestamp <= last:
-            break
-        newest = max(newest, rec.timestamp)
-        ev = rec.event_log_entry.dagster_event.event_specific_data
-        if not ev.passed:
-            _append_alert("check_failed", asset=ev.asset_key.to_user_string(), check=ev.check_name,
-                          severity=str(ev.severity.value), metadata={k: str(v.value) for k, v in ev.metadata.items()})
-    context.update_cursor(str(newest))
-    return dg.SkipReason("alerts written" if newest > last else "no new check evaluations")
-
-
 defs = dg.Definitions(
     assets=[*raw_assets, kalshi_contracts],
-    sensors=[alert_on_run_failure, alert_on_failed_checks],
 )
