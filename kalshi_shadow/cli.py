@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("kalshi_shadow.sim.cli", "Run the local exchange simulator (Kalshi REST + Coinbase WS) on 127.0.0.1"),
     "collect-spot": ("collectors.spot", "Coinbase WS -> raw spot_ticks"),
     "collect-quotes": ("collectors.quotes", "Kalshi REST poller -> raw kalshi_markets / kalshi_quotes"),
-    "status": ("kalshi_shadow.status", "Collector health and warehouse table counts"),
+    "status": ("kalshi_shadow.status", "Processes, collectors, table freshness, lag, failing checks, last alert; exit 1 when down"),
     "decisions": ("kalshi_shadow.decisions.cli", "The last would-trade decisions; per rule set open positions, bankroll, realised PnL"),
     "sql": ("kalshi_shadow.warehouse.readers", "Run one read-only query on the warehouse (opens the file only while it runs)"),
     "bench": ("kalshi_shadow.bench", "Benchmarks that print throughput and run times"),
