@@ -1,4 +1,5 @@
-"""Data plane: raw loads, `kalshi_contracts`, and alerts. The live job that runs them is in `defs/live.py`.
+"""Data plane: raw loads and `kalshi_contracts`. The live job that runs them is in `defs/live.py`; alerts are in
+`defs/alerts.py`, scheduled health checks in `defs/health.py`.
 
 Each raw-load asset loads the collectors' new Parquet files exactly once, archives the loaded files of closed
 hours, and reports data checks in the same step (same short DuckDB connection, same pool slot).
@@ -8,11 +9,9 @@ hours, and reports data checks in the same step (same short DuckDB connection, s
 import json
 import os
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import dagster as dg
 
-from kalshi_shadow.config import Settings
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
 from kalshi_shadow.raw import RAW_TABLES
 from kalshi_shadow.warehouse.compaction import compact_loaded
