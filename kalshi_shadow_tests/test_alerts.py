@@ -2,11 +2,8 @@
 sensors evaluated against a real Dagster instance whose runs materialise a checked asset (no mocks, no patching).
 """
 
-import json
 import socket
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -17,43 +14,7 @@ from kalshi_shadow.alerts import AlertSettings, flush_run_failures, parse_urls, 
 from kalshi_shadow.alerts import journal
 from kalshi_shadow.alerts.state import read_state
 from kalshi_shadow.defs.alerts import AlertDestinations, alert_on_failed_checks, alert_on_run_failure
-
-
-class Receiver:
-    """A webhook on 127.0.0.1 that keeps what it accepted and can refuse the next `refuse` requests with a 500."""
-
-    def __init__(self) -> None:
-        self.accepted: list[dict] = []
-        self.requests = 0
-        self.refuse = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests += 1
-                if receiver.refuse > 0:
-                    receiver.refuse -= 1
-                    self.send_response(500)
-                else:
-                    receiver.accepted.append({"path": self.path, **json.loads(body)})
-                    self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "hook") -> str:
-        return f"json://127.0.0.1:{self.server.server_address[1]}/{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from kalshi_shadow_tests.webhook import Receiver
 
 
 @pytest.fixture
@@ -192,3 +153,23 @@ def test_settings_from_env_read_several_urls_and_the_repeat_interval(tmp_path: P
     s = AlertSettings.from_env(env)
     assert s.urls == ("json://a/x", "ntfy://topic", "mailto://u:p@h") and s.repeat == timedelta(minutes=15)
     assert s.journal_path == tmp_path.resolve() / "alerts.jsonl" and parse_urls("") == ()
+
+
+def test_a_crash_loop_recorded_by_up_alerts_and_its_recovery_clears_it(tmp_path: Path, receiver: Receiver) -> None:
+    from kalshi_shadow.defs.alerts import follow_restarts
+    from kalshi_shadow.supervisor import RunDir
+
+    run = RunDir(tmp_path)  # the supervisor's own writer of restarts.jsonl
+    settings = _settings(tmp_path, receiver.url())
+    now = datetime.now(timezone.utc)
+    run.append({"ts": now.isoformat(), "kind": "exit", "child": "collect-spot", "exit_code": 1, "cause": "exit code 1"})
+    offset = follow_restarts(run.restarts_path, 0, settings)
+    assert receiver.accepted == []  # a single restart is recorded, not alerted
+    run.append({"ts": (now + timedelta(seconds=5)).isoformat(), "kind": "crash_loop", "child": "collect-spot", "exits": 6,
+                "cause": "exit code 1"})
+    offset = follow_restarts(run.restarts_path, offset, settings)
+    assert follow_restarts(run.restarts_path, offset, settings) == offset  # nothing new: nothing sent again
+    run.append({"ts": (now + timedelta(minutes=3)).isoformat(), "kind": "crash_loop_recovered", "child": "collect-spot"})
+    follow_restarts(run.restarts_path, offset, settings)
+    assert [m["type"] for m in receiver.accepted] == ["failure", "success"]
+    assert "collect-spot is crash-looping" in receiver.accepted[0]["title"] and "RECOVERED" in receiver.accepted[1]["title"]

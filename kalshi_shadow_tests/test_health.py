@@ -14,12 +14,14 @@ import dagster as dg
 import httpx
 
 from kalshi_shadow.defs import ingest
+from kalshi_shadow.defs.alerts import AlertDestinations, alert_on_failed_checks
 from kalshi_shadow.defs.health import health_job, platform_health
 from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.monitoring.health import SPECS, collector_liveness, error_rates
 from kalshi_shadow.sim.server import SimHandle
 from kalshi_shadow.warehouse.connection import connect
 from kalshi_shadow_tests.waiting import wait_for
+from kalshi_shadow_tests.webhook import Receiver
 
 REPO = Path(__file__).parents[1]
 
@@ -87,3 +89,40 @@ def test_the_check_only_job_evaluates_every_check_in_dagster(tmp_path: Path) -> 
     for name in ("spot_collector_alive", "quotes_collector_alive", "spot_fresh", "quotes_fresh"):
         assert not evals[name].passed and evals[name].severity == dg.AssetCheckSeverity.ERROR
     assert evals["prices_sane"].passed and evals["error_rates"].passed
+
+
+def test_a_silenced_feed_reaches_a_person_once_and_so_does_its_recovery(sim: SimHandle, tmp_path: Path) -> None:
+    """Collector -> health record -> the scheduled check job -> the alert sensor -> Apprise -> a webhook on loopback."""
+    receiver = Receiver()
+    instance = dg.DagsterInstance.ephemeral()
+    wh = Warehouse(database=str(tmp_path / "w.duckdb"), raw_dir=str(tmp_path / "raw"))
+    job = dg.Definitions(assets=[*ingest.raw_assets], asset_checks=[platform_health], jobs=[health_job],
+                         resources={"warehouse": wh}).resolve_job_def("health_job")
+    alerting = AlertDestinations(urls=receiver.url(), data_dir=str(tmp_path), repeat_minutes=60, backoff_seconds=0.05)
+    cursor: list[str | None] = [None]
+
+    def evaluate_and_alert() -> list[str]:
+        assert job.execute_in_process(instance=instance, run_config={
+            "ops": {"platform_health": {"config": {"collector_silent_seconds": 3.0}}}}).success
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor[0], resources={"alerting": alerting})
+        alert_on_failed_checks(ctx)
+        cursor[0] = ctx.cursor
+        return [m["title"] for m in receiver.accepted if "spot_collector_alive" in m["title"]]
+
+    proc = _spot(sim, tmp_path)
+    try:
+        evaluate_and_alert()  # the sensor starts at the newest event
+        wait_for(lambda: _spot_alive(tmp_path, 3.0), 20, what="the spot collector")
+        assert evaluate_and_alert() == []
+        _faults(sim, ws_silence_seconds=10)
+        wait_for(lambda: not _spot_alive(tmp_path, 3.0), 10, what="the feed to go quiet")
+        sent = evaluate_and_alert()
+        assert len(sent) == 1 and "blind or wrong" in sent[0]
+        assert evaluate_and_alert() == sent  # still silent: the repeat is suppressed
+        wait_for(lambda: _spot_alive(tmp_path, 3.0), 30, what="the feed to speak again")
+        sent = evaluate_and_alert()
+        assert len(sent) == 2 and sent[1].startswith("[RECOVERED]")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        receiver.close()

@@ -146,5 +146,48 @@ def alert_on_run_failure(context: dg.SensorEvaluationContext, alerting: AlertDes
     return result
 
 
-defs = dg.Definitions(sensors=[alert_on_failed_checks, alert_on_run_failure],
+def follow_restarts(path, offset: int, settings: AlertSettings) -> int:
+    """Alert on the supervisor's crash-loop records after byte `offset` of restarts.jsonl (and clear on recovery);
+    returns the new offset. Only whole lines are read, so a line being written is read on the next tick."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return 0
+    with open(path, "rb") as fh:
+        if offset > path.stat().st_size:  # a new file (a new data dir): start over
+            offset = 0
+        fh.seek(offset)
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break
+            offset += len(line)
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            child, kind = rec.get("child", "?"), rec.get("kind")
+            at = datetime.fromisoformat(rec["ts"]) if rec.get("ts") else None
+            if kind == "crash_loop":
+                raise_alert(f"crash_loop:{child}", "ERROR", f"{child} is crash-looping",
+                            f"{child} exited {rec.get('exits', 'repeatedly')} times in a short while; `up` now restarts it "
+                            f"only every few minutes. Last exit: {rec.get('cause') or rec.get('exit_code')}.",
+                            kind="crash_loop", details=rec, settings=settings, now=at)
+            elif kind == "crash_loop_recovered":
+                resolve_alert(f"crash_loop:{child}", f"{child} has stayed up again.", settings=settings, now=at)
+    return offset
+
+
+@dg.sensor(name="alert_on_crash_loops", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Alerts when `kalshi-shadow up` finds a child crash-looping (run/restarts.jsonl), and when it recovers.")
+def alert_on_crash_loops(context: dg.SensorEvaluationContext, alerting: AlertDestinations) -> dg.SkipReason:
+    settings = alerting.settings()
+    offset = int(context.cursor) if context.cursor and context.cursor.isdigit() else 0
+    new = follow_restarts(settings.data_dir / "run" / "restarts.jsonl", offset, settings)
+    context.update_cursor(str(new))
+    return dg.SkipReason(f"read {new - offset} bytes of restart records")
+
+
+defs = dg.Definitions(sensors=[alert_on_failed_checks, alert_on_run_failure, alert_on_crash_loops],
                       resources={"alerting": AlertDestinations()})

@@ -16,15 +16,20 @@ from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
 from kalshi_shadow.monitoring.health import ERROR, SPECS, evaluate
 
 
+class HealthConfig(dg.Config):
+    collector_silent_seconds: float = 0.0  # 0: KALSHI_SHADOW_COLLECTOR_SILENT_SECONDS (120)
+
+
 @dg.multi_asset_check(
     specs=[dg.AssetCheckSpec(name, asset=asset, description=desc) for asset, name, desc in SPECS],
     name="platform_health", pool=WAREHOUSE_POOL, can_subset=True,
     description="Liveness, freshness, gaps, coverage, sanity and error rates of the live platform.",
 )
-def platform_health(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[dg.AssetCheckResult]:
+def platform_health(context: dg.AssetCheckExecutionContext, config: HealthConfig,
+                    warehouse: Warehouse) -> Iterator[dg.AssetCheckResult]:
     health_dir = Path(warehouse.raw_dir).parent / "health"
     with warehouse.get_connection() as conn:
-        findings = evaluate(conn, health_dir)
+        findings = evaluate(conn, health_dir, silent_seconds=config.collector_silent_seconds or None)
     selected = {(k.asset_key.to_user_string(), k.name) for k in context.selected_asset_check_keys}
     for f in findings:
         if (f.asset, f.check) not in selected:  # one check can be run alone from the UI

@@ -181,9 +181,10 @@ def error_rates(conn: duckdb.DuckDBPyConnection) -> list[Finding]:
     ]
 
 
-def evaluate(conn: duckdb.DuckDBPyConnection, health_dir: Path, now: datetime | None = None) -> list[Finding]:
+def evaluate(conn: duckdb.DuckDBPyConnection, health_dir: Path, now: datetime | None = None,
+             silent_seconds: float | None = None) -> list[Finding]:
     now = now or datetime.now(timezone.utc)
-    return [*collector_liveness(health_dir, now), *freshness(conn, now), *gaps_and_coverage(conn), *sanity(conn),
+    return [*collector_liveness(health_dir, now, silent_seconds), *freshness(conn, now), *gaps_and_coverage(conn), *sanity(conn),
             *error_rates(conn)]
 
 
