@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -126,3 +126,46 @@ def test_a_silenced_feed_reaches_a_person_once_and_so_does_its_recovery(sim: Sim
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
         receiver.close()
+
+
+def test_the_daily_digest_reaches_the_channel_with_every_section(tmp_path: Path) -> None:
+    from kalshi_shadow.alerts import AlertSettings, raise_alert
+    from kalshi_shadow.defs.health import kalshi_health_digest
+    from kalshi_shadow.pricing.snapshots import refresh_spot_vol
+    from kalshi_shadow.supervisor import RunDir
+    from kalshi_shadow.warehouse.ddl import ensure_schema
+
+    receiver = Receiver()
+    try:
+        now = datetime.now(timezone.utc)
+        hole = now.replace(minute=0, second=0, microsecond=0) - timedelta(minutes=50)  # inside one clock hour
+        conn = connect(tmp_path / "w.duckdb")
+        ensure_schema(conn)
+        # Spot every second for the last 3 hours except a 10-minute hole, and a few collector events.
+        conn.execute("""INSERT INTO spot_ticks (ts, received_ts, product_id, sequence, trade_id, price, load_id)
+                        SELECT t, t, 'BTC-USD', i, i, 95000, 1 FROM (
+                            SELECT i, ?::TIMESTAMPTZ - to_seconds(10800 - i) AS t FROM range(0, 10800) AS r(i))
+                        WHERE t NOT BETWEEN ? AND ?""", [now, hole, hole + timedelta(minutes=10)])
+        conn.execute("""INSERT INTO raw_writer_progress VALUES ('spot_ticks', 'w', 1, ?, 1, ?, NULL)""", [now, now])
+        refresh_spot_vol(conn)
+        conn.execute("INSERT INTO collector_events VALUES (?, 'spot', 'reconnect', 'eof', 2, 1), (?, 'quotes', 'rate_limited', '429', 7, 1)",
+                     [now, now])
+        conn.close()
+        RunDir(tmp_path).append({"ts": now.isoformat(), "kind": "exit", "child": "collect-spot", "exit_code": -9})
+        settings = AlertSettings(data_dir=tmp_path, urls=(receiver.url(),), backoff_seconds=(0.05,))
+        raise_alert("check:spot_ticks:spot_fresh", "ERROR", "spot_ticks spot_fresh failed", settings=settings)
+        wh = Warehouse(database=str(tmp_path / "w.duckdb"), raw_dir=str(tmp_path / "raw"))
+        result = dg.materialize([kalshi_health_digest], resources={
+            "warehouse": wh, "alerting": AlertDestinations(urls=receiver.url(), data_dir=str(tmp_path), backoff_seconds=0.05)})
+        assert result.success
+    finally:
+        receiver.close()
+    digest = receiver.accepted[-1]
+    assert "daily digest" in digest["title"] and "needs a look" in digest["title"]
+    body = digest["message"]
+    for expected in ("Failed checks and runs: 1 (check:spot_ticks:spot_fresh x1)", "Hours with a spot gap over 60 s: 1",
+                     "Restarts: 1 (collect-spot x1)", "quotes rate_limited 7", "spot reconnect 2", "Last settlement read: never",
+                     "Decisions"):
+        assert expected in body, (expected, body)
+    meta = result.asset_materializations_for_node("kalshi_health_digest")[0].metadata
+    assert meta["gap_hours"].value == 1 and meta["delivered"].value == "True"

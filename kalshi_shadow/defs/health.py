@@ -7,12 +7,17 @@ feeds die nothing loads, so checks that run only inside loads would never fail.
 
 import os
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 
 from kalshi_shadow.config import env_number
+from kalshi_shadow.alerts import deliver
+from kalshi_shadow.alerts import journal
+from kalshi_shadow.defs.alerts import AlertDestinations
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
+from kalshi_shadow.monitoring.digest import compose
 from kalshi_shadow.monitoring.health import ERROR, SPECS, evaluate
 
 
@@ -62,4 +67,30 @@ health_schedule = dg.ScheduleDefinition(
     description="Health checks every few minutes, whether or not data arrives.")
 
 
-defs = dg.Definitions(asset_checks=[platform_health], jobs=[health_job], schedules=[health_schedule])
+@dg.asset(
+    group_name="monitoring", pool=WAREHOUSE_POOL, kinds={"duckdb"}, owners=["team:data-platform"],
+    deps=["spot_ticks", "kalshi_quotes", "collector_events", "kalshi_would_trades", "kalshi_settlements"],
+    description="The daily health digest of the last 24 h (failed checks, gap hours, restarts, collector errors, the "
+                "last settlement read, decisions), sent through the alert channel and kept in alerts.jsonl.")
+def kalshi_health_digest(context: dg.AssetExecutionContext, warehouse: Warehouse, alerting: AlertDestinations) -> dg.MaterializeResult:
+    settings = alerting.settings()
+    data_dir = Path(warehouse.raw_dir).parent
+    with warehouse.get_connection() as conn:
+        title, body, figures = compose(conn, data_dir, datetime.now(timezone.utc))
+    delivery = deliver(settings.urls, title, body, "INFO", attempts=settings.attempts, backoff_seconds=settings.backoff_seconds)
+    journal.append(settings.journal_path, {"key": "digest", "kind": "digest", "severity": "INFO", "title": title,
+                                           "message": body, "delivery": delivery.as_dict()})
+    if delivery.ok is False:
+        context.log.error(f"digest not delivered after {delivery.attempts} attempt(s): {delivery.error}")
+    return dg.MaterializeResult(metadata={**figures, "delivered": str(delivery.ok), "digest": dg.MetadataValue.md(
+        "**" + title + "**\n\n```\n" + body + "\n```")})
+
+
+digest_job = dg.define_asset_job("digest_job", selection=dg.AssetSelection.assets(kalshi_health_digest),
+                                 description="The daily health digest.")
+digest_schedule = dg.ScheduleDefinition(
+    name="digest_schedule", job=digest_job, cron_schedule="0 6 * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING, description="The daily health digest at 06:00 UTC.")
+
+defs = dg.Definitions(assets=[kalshi_health_digest], asset_checks=[platform_health], jobs=[health_job, digest_job],
+                      schedules=[health_schedule, digest_schedule])
