@@ -2,7 +2,11 @@
 sensors evaluated against a real Dagster instance whose runs materialise a checked asset (no mocks, no patching).
 """
 
+import json
+import os
 import socket
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -112,6 +116,11 @@ def test_a_receiver_that_is_down_is_recorded_as_not_delivered(tmp_path: Path, re
     assert line["delivery"]["ok"] is False and line["delivery"]["attempts"] == 3 and line["delivery"]["targets"] == 2
     assert str(dead.split(":")[2].split("/")[0]) in line["delivery"]["error"]
     assert len(receiver.accepted) == 1, "the live target got it once, not once per retry round"
+    # `kalshi-shadow status` (a real process on the same data dir) tells a person the last alert was not delivered.
+    proc = subprocess.run([sys.executable, "-m", "kalshi_shadow.cli", "status", "--json"], capture_output=True, text=True,
+                          env={**os.environ, "KALSHI_SHADOW_DATA_DIR": str(tmp_path)}, timeout=60)
+    status = json.loads(proc.stdout)
+    assert status["alerts"]["last"]["delivered"] is False and proc.returncode != 0
 
 
 def test_run_failures_of_one_job_are_rate_limited_and_counted(tmp_path: Path, receiver: Receiver) -> None:
