@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect-quotes": ("collectors.quotes", "Kalshi REST poller -> raw kalshi_markets / kalshi_quotes"),
     "status": ("kalshi_shadow.status", "Processes, collectors, table freshness, lag, failing checks, last alert; exit 1 when down"),
     "decisions": ("kalshi_shadow.decisions.cli", "The last would-trade decisions; per rule set open positions, bankroll, realised PnL"),
+    "report": ("kalshi_shadow.reports.cli", "Print a daily (--date) or weekly (--week) report's headline tables and its HTML path"),
     "sql": ("kalshi_shadow.warehouse.readers", "Run one read-only query on the warehouse (opens the file only while it runs)"),
     "bench": ("kalshi_shadow.bench", "Benchmarks that print throughput and run times"),
 }

@@ -12,6 +12,7 @@ DOMAIN_MODULES = [
     "kalshi_shadow.defs.live",  # the live job: one micro-batch per tick, loads then derived tables
     "kalshi_shadow.defs.settlements",  # settlements from the exchange, snapshot scores
     "kalshi_shadow.defs.decisions",  # would-trade decisions of every rule set, realised PnL
+    "kalshi_shadow.defs.reports",  # daily and weekly evaluation reports (HTML + PNG, metadata), after settlement
     "kalshi_shadow.defs.health",  # scheduled health checks: liveness, freshness, gaps, sanity, error rates
     "kalshi_shadow.defs.housekeeping",  # hourly pruning of old Dagster runs, event and compute logs
     "kalshi_shadow.defs.alerts",  # failed/recovered checks and failed runs -> Apprise URLs + data/alerts.jsonl

@@ -1,0 +1,225 @@
+"""What a report reads: one query per table, over [start, end) by UTC day, aggregated in DuckDB to event level.
+
+`collect(query, period)` takes any `query(sql, params) -> polars.DataFrame`: a Dagster step passes its warehouse
+connection, the CLI a read-only `Reader` (which opens the file per query). Every model-vs-mid figure is computed
+on paired rows (`excluded_reason IS NULL`) and carries its row count.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Callable
+
+import polars as pl
+
+Query = Callable[[str, dict], pl.DataFrame]
+
+HORIZON = """CASE WHEN {t} < 60 THEN '0-1m' WHEN {t} < 900 THEN '1-15m' WHEN {t} < 3600 THEN '15-60m'
+                  WHEN {t} < 6 * 3600 THEN '1-6h' ELSE '6h+' END"""
+HORIZONS = ["0-1m", "1-15m", "15-60m", "1-6h", "6h+"]
+EV_EDGES = [-0.10, -0.05, -0.02, 0.0, 0.02, 0.05, 0.10]  # predicted-EV buckets (dollars per contract)
+N_BINS = 10
+GAP_SECONDS = 120  # a silence of the spot or quote feed longer than this is listed as a gap
+
+
+@dataclass(frozen=True)
+class Period:
+    kind: str     # daily | weekly
+    start: date
+    days: int
+
+    @property
+    def end(self) -> date:
+        return self.start + timedelta(days=self.days)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "daily":
+            return self.start.isoformat()
+        y, w, _ = self.start.isocalendar()
+        return f"{y}-W{w:02d}"
+
+    @property
+    def t0(self) -> datetime:
+        return datetime.combine(self.start, time(0), tzinfo=timezone.utc)
+
+    @property
+    def t1(self) -> datetime:
+        return datetime.combine(self.end, time(0), tzinfo=timezone.utc)
+
+    @property
+    def params(self) -> dict:
+        return {"lo": self.start, "hi": self.end, "t0": self.t0, "t1": self.t1}
+
+    @classmethod
+    def day(cls, d: date | str) -> "Period":
+        return cls("daily", date.fromisoformat(d) if isinstance(d, str) else d, 1)
+
+    @classmethod
+    def week(cls, w: date | str) -> "Period":
+        """A week from its Monday (a date or the weekly partition key) or from ISO 'YYYY-Www'."""
+        if isinstance(w, str):
+            m = re.fullmatch(r"(\d{4})-?W(\d{2})", w.strip())
+            w = date.fromisocalendar(int(m[1]), int(m[2]), 1) if m else date.fromisoformat(w)
+        return cls("weekly", w - timedelta(days=w.weekday()), 7)
+
+
+SQL: dict[str, str] = {
+    # ---- coverage -------------------------------------------------------------------------------------------------
+    "feeds": """
+        WITH spot AS (SELECT coalesce(received_ts, ts) AS t FROM spot_ticks WHERE coalesce(received_ts, ts) >= $t0 AND coalesce(received_ts, ts) < $t1),
+             quotes AS (SELECT coalesce(received_ts, ts) AS t FROM kalshi_quotes WHERE ts >= $t0 AND ts < $t1)
+        SELECT 'spot' AS feed, count(*) AS rows, count(DISTINCT date_trunc('minute', t)) / 60.0 AS hours, min(t) AS first, max(t) AS last FROM spot
+        UNION ALL
+        SELECT 'quotes', count(*), count(DISTINCT date_trunc('minute', t)) / 60.0, min(t), max(t) FROM quotes""",
+    # Silences longer than GAP_SECONDS, including one from the period's start to the first row and from the last
+    # row to the period's end (or to now, for a period still running).
+    "gaps": f"""
+        WITH t AS (
+            SELECT 'spot' AS feed, coalesce(received_ts, ts) AS t FROM spot_ticks WHERE coalesce(received_ts, ts) >= $t0 AND coalesce(received_ts, ts) < $t1
+            UNION ALL SELECT 'quotes', coalesce(received_ts, ts) FROM kalshi_quotes WHERE ts >= $t0 AND ts < $t1
+            UNION ALL SELECT f, $t0::TIMESTAMPTZ FROM (VALUES ('spot'), ('quotes')) AS v(f)
+            UNION ALL SELECT f, least($t1::TIMESTAMPTZ, now()) FROM (VALUES ('spot'), ('quotes')) AS v(f)
+        ), g AS (SELECT feed, lag(t) OVER (PARTITION BY feed ORDER BY t) AS gap_start, t AS gap_end FROM t)
+        SELECT feed, gap_start, gap_end, epoch(gap_end) - epoch(gap_start) AS seconds FROM g
+        WHERE epoch(gap_end) - epoch(gap_start) > {GAP_SECONDS} ORDER BY feed, gap_start""",
+    "coverage_series": """
+        WITH q AS (SELECT series_ticker, count(*) AS quotes, count(DISTINCT ticker) AS contracts_seen
+                   FROM kalshi_quotes WHERE ts >= $t0 AND ts < $t1 GROUP BY 1),
+             s AS (SELECT series_ticker, model_version, count(*) AS snapshots, count(p_model) AS priceable,
+                          count(*) FILTER (WHERE len(reasons) = 0) AS tradable,
+                          count(*) FILTER (WHERE p_model IS NOT NULL AND p_mid IS NOT NULL) AS paired_priced
+                   FROM kalshi_edge_snapshots WHERE quote_date >= $lo AND quote_date < $hi GROUP BY 1, 2),
+             c AS (SELECT q.series_ticker, count(*) FILTER (WHERE c.outcome IS NOT NULL) AS settled,
+                          count(*) FILTER (WHERE c.outcome IS NULL AND c.close_ts <= now()) AS pending_closed,
+                          count(*) FILTER (WHERE c.outcome IS NULL AND (c.close_ts > now() OR c.close_ts IS NULL)) AS pending_open,
+                          count(*) FILTER (WHERE c.outcome = 'void') AS void
+                   FROM (SELECT DISTINCT series_ticker, ticker FROM kalshi_quotes WHERE ts >= $t0 AND ts < $t1) AS q
+                   LEFT JOIN kalshi_contracts AS c USING (ticker) GROUP BY 1),
+             sc AS (SELECT series_ticker, model_version, count(*) AS scored, count(*) FILTER (WHERE excluded_reason IS NULL) AS paired
+                    FROM kalshi_edge_snapshot_scores WHERE quote_date >= $lo AND quote_date < $hi GROUP BY 1, 2)
+        SELECT s.series_ticker AS series, s.model_version AS model, q.contracts_seen, c.settled, c.pending_closed, c.pending_open,
+               c.void, q.quotes, s.snapshots, s.priceable, s.tradable, coalesce(sc.scored, 0) AS scored, coalesce(sc.paired, 0) AS paired
+        FROM s LEFT JOIN q USING (series_ticker) LEFT JOIN c USING (series_ticker) LEFT JOIN sc USING (series_ticker, model_version)
+        ORDER BY 1, 2""",
+    # ---- calibration (paired rows) ----------------------------------------------------------------------------------
+    "calibration": f"""
+        SELECT x.model_version AS model, x.series_ticker AS series, {HORIZON.format(t='x.tau_seconds')} AS horizon,
+               c.event_ticker AS event, count(*) AS n, sum(brier_model) AS brier_model, sum(brier_mid) AS brier_mid,
+               sum(logloss_model) AS logloss_model, sum(logloss_mid) AS logloss_mid
+        FROM kalshi_edge_snapshot_scores AS x JOIN kalshi_contracts AS c USING (ticker)
+        WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.excluded_reason IS NULL
+        GROUP BY ALL""",
+    # Per forecaster (each model, and the mid on the champion's paired rows), bin and event.
+    "reliability": f"""
+        WITH r AS (
+            SELECT x.model_version AS forecaster, x.p_model AS p, x.y, c.event_ticker AS event
+            FROM kalshi_edge_snapshot_scores AS x JOIN kalshi_contracts AS c USING (ticker)
+            WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.excluded_reason IS NULL
+            UNION ALL
+            SELECT 'market mid', x.p_mid, x.y, c.event_ticker
+            FROM kalshi_edge_snapshot_scores AS x JOIN kalshi_contracts AS c USING (ticker)
+            WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.excluded_reason IS NULL AND x.model_version = $champion
+        )
+        SELECT forecaster, event, least(floor(p * {N_BINS}), {N_BINS - 1})::INTEGER AS bin, count(*) AS n,
+               sum(p) AS sum_p, sum(y) AS sum_y, sum((p - y) ^ 2) AS sum_brier
+        FROM r GROUP BY ALL""",
+    # ---- edge quality: each side at the ask, on every priced row with that ask (settled, not void) -----------------
+    "edge": f"""
+        WITH r AS (
+            SELECT x.model_version AS model, 'yes' AS side, x.ev_yes AS ev, x.pnl_yes AS pnl, c.event_ticker AS event,
+                   len(x.reasons) = 0 AS tradable
+            FROM kalshi_edge_snapshot_scores AS x JOIN kalshi_contracts AS c USING (ticker)
+            WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.outcome <> 'void' AND x.ev_yes IS NOT NULL AND x.pnl_yes IS NOT NULL
+            UNION ALL
+            SELECT x.model_version, 'no', x.ev_no, x.pnl_no, c.event_ticker, len(x.reasons) = 0
+            FROM kalshi_edge_snapshot_scores AS x JOIN kalshi_contracts AS c USING (ticker)
+            WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.outcome <> 'void' AND x.ev_no IS NOT NULL AND x.pnl_no IS NOT NULL
+        )
+        SELECT model, event, (SELECT count(*) FROM unnest($edges::DOUBLE[]) AS e(v) WHERE r.ev > e.v)::INTEGER AS bucket,
+               count(*) AS n, sum(ev) AS sum_ev, sum(pnl) AS sum_pnl, count(*) FILTER (WHERE tradable) AS n_tradable
+        FROM r GROUP BY ALL""",
+    # ---- decisions ----------------------------------------------------------------------------------------------
+    "takes": """
+        SELECT rule_set, rule_set_version AS version, decided_ts, settled_ts, ticker, series_ticker AS series, event_ticker AS event,
+               side, contracts, cost, ev_per_contract, ev_per_contract * contracts AS predicted_ev, outcome, realised_pnl
+        FROM kalshi_would_trades WHERE action = 'take' AND decision_date >= $lo AND decision_date < $hi
+        ORDER BY decided_ts""",
+    "skips": """
+        SELECT rule_set, rule_set_version AS version, reason, count(*) AS logged
+        FROM kalshi_would_trades WHERE action = 'skip' AND decision_date >= $lo AND decision_date < $hi
+        GROUP BY ALL ORDER BY 1, 2, 4 DESC""",
+    # Equity through the period, its drawdown from the running peak of the whole history before it.
+    "bankroll": """
+        WITH b AS (SELECT rule_set, rule_set_version AS version, ts, cash, open_exposure, equity_at_cost,
+                          equity_at_cost - max(equity_at_cost) OVER (PARTITION BY rule_set_version ORDER BY step) AS drawdown
+                   FROM kalshi_bankroll WHERE ts < $t1)
+        SELECT * FROM b WHERE ts >= $t0 ORDER BY version, ts""",
+    # ---- drift (paired snapshots) ----------------------------------------------------------------------------------
+    "drift": f"""
+        SELECT model_version AS model, time_bucket(to_seconds($bucket_seconds), quote_ts) AS bucket,
+               {HORIZON.format(t='tau_seconds')} AS horizon, count(*) AS n, avg(p_model - p_mid) AS mean_diff,
+               avg(abs(p_model - p_mid)) AS mean_abs_diff
+        FROM kalshi_edge_snapshots
+        WHERE quote_date >= $lo AND quote_date < $hi AND p_model IS NOT NULL AND p_mid IS NOT NULL
+        GROUP BY ALL ORDER BY 1, 2, 3""",
+    "disagreements": """
+        SELECT s.model_version AS model, s.quote_ts, s.ticker, s.tau_seconds, s.p_model, s.p_mid, s.p_model - s.p_mid AS diff,
+               c.outcome, CASE WHEN c.outcome IN ('yes', 'no') THEN
+                   CASE WHEN abs(s.p_model - c.settlement_value::DOUBLE) < abs(s.p_mid - c.settlement_value::DOUBLE) THEN 'model'
+                        ELSE 'mid' END END AS closer
+        FROM kalshi_edge_snapshots AS s LEFT JOIN kalshi_contracts AS c USING (ticker)
+        WHERE s.quote_date >= $lo AND s.quote_date < $hi AND s.p_model IS NOT NULL AND s.p_mid IS NOT NULL
+        ORDER BY abs(s.p_model - s.p_mid) DESC, s.quote_ts LIMIT 12""",
+    # ---- trends: one row per UTC day (weekly report) and per ISO week up to the period's end -----------------------
+    "trend": """
+        WITH sc AS (
+            SELECT date_trunc($unit, quote_date)::DATE AS period, model_version AS model, count(*) AS n_paired,
+                   avg(brier_model) AS brier_model, avg(brier_mid) AS brier_mid,
+                   avg(logloss_model) AS logloss_model, avg(logloss_mid) AS logloss_mid
+            FROM kalshi_edge_snapshot_scores
+            WHERE excluded_reason IS NULL AND quote_date < $hi AND quote_date >= $trend_lo GROUP BY ALL
+        ), tk AS (
+            SELECT date_trunc($unit, decision_date)::DATE AS period, rule_set, count(*) AS takes, sum(realised_pnl) AS realised_pnl,
+                   count(realised_pnl) AS settled_takes
+            FROM kalshi_would_trades WHERE action = 'take' AND decision_date < $hi AND decision_date >= $trend_lo GROUP BY ALL
+        )
+        SELECT 'score' AS kind, period, model AS name, n_paired AS n, brier_model AS a, brier_mid AS b,
+               1 - brier_model / nullif(brier_mid, 0) AS c, NULL::DOUBLE AS d FROM sc
+        UNION ALL
+        SELECT 'takes', period, rule_set, takes, realised_pnl, NULL, NULL, settled_takes FROM tk
+        ORDER BY kind, name, period""",
+}
+
+
+@dataclass
+class ReportData:
+    period: Period
+    frames: dict[str, pl.DataFrame]
+    daily_trend: pl.DataFrame | None = None
+    weekly_trend: pl.DataFrame | None = None
+
+
+def collect(query: Query, period: Period, *, champion: str | None = None) -> ReportData:
+    from kalshi_shadow.pricing.probability import CHAMPION
+
+    p = period.params
+    extra = {"champion": champion or CHAMPION, "edges": EV_EDGES, "bucket_seconds": 3600 if period.kind == "daily" else 6 * 3600}
+    frames: dict[str, pl.DataFrame] = {}
+    for name, sql in SQL.items():
+        if name == "trend":
+            continue
+        used = {k: v for k, v in {**p, **extra}.items() if f"${k}" in sql}
+        frames[name] = query(sql, used)
+    data = ReportData(period, frames)
+    if period.kind == "weekly":
+        data.daily_trend = query(SQL["trend"], {"unit": "day", "hi": period.end, "trend_lo": period.start})
+        data.weekly_trend = query(SQL["trend"], {"unit": "week", "hi": period.end, "trend_lo": period.start - timedelta(weeks=12)})
+    return data
+
+
+def duckdb_query(conn) -> Query:
+    """A `Query` on an open DuckDB connection (a Dagster step's)."""
+    return lambda sql, params: conn.sql(sql, params=params).pl()
