@@ -95,7 +95,10 @@ def pnl_and_bankroll(cum: dict[str, dict], bank: dict[str, dict]) -> bytes:
     a3.set_ylabel("$")
     for a in (a1, a2, a3):
         a.grid(alpha=0.3)
-        a.legend(fontsize=8, loc="best")
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8, loc="best")
+        else:
+            a.text(0.5, 0.5, "pending settlement", transform=a.transAxes, ha="center", va="center", color="#888888")
     a3.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
     fig.autofmt_xdate()
     return _png(fig)
