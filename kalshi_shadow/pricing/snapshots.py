@@ -204,38 +204,42 @@ FROM p
 # 60 one-second index values in (close - 60 s, close], each the last value at or before its second. For a quote, the
 # elapsed seconds are those at or before its time, and a value may come only from ticks received by the time the
 # quote was seen. Each tick stands for the seconds from its own time up to the next tick's, so the mean is a
-# count-weighted sum over ticks (no per-second rows). Ticks from up to 60 s before the window cover its first
-# seconds; a second with no value at all is left out, never filled. Exact DECIMAL sum, so the figure is the same
-# whatever the thread order. Done after `_base` exists, over those rows only.
+# count-weighted sum over ticks (no per-second rows), once per distinct (close, quote, seen) time. Ticks from up
+# to 60 s before the window cover its first seconds; a second with no value at all is left out, never filled.
+# Exact DECIMAL sum, so the figure is the same whatever the thread order. Done after `_base` exists, over those
+# rows only.
 WINDOW_MEAN_SQL = """
 UPDATE _base AS b SET window_mean = w.window_mean
 FROM (
-    SELECT rid, (sum(price * n_seconds) / sum(n_seconds))::DOUBLE AS window_mean
+    SELECT close_ts, quote_ts, seen_ts, (sum(price * n_seconds) / sum(n_seconds))::DOUBLE AS window_mean
     FROM (
-        SELECT rid, price,
+        SELECT close_ts, quote_ts, seen_ts, price,
                -- whole seconds t with ts <= t < next tick's ts, inside (close - 60, min(close, quote time)]
                least(coalesce(ceil(epoch(next_ts))::BIGINT - 1, last_second), last_second)
                  - greatest(ceil(epoch(ts))::BIGINT, first_second) + 1 AS n_seconds
         FROM (
-            SELECT b.rowid AS rid, s.price, s.ts, lead(s.ts) OVER (PARTITION BY b.rowid ORDER BY s.ts, s.trade_id, s.sequence) AS next_ts,
-                   epoch(b.close_ts)::BIGINT - 59 AS first_second,
-                   least(epoch(b.close_ts)::BIGINT, floor(epoch(b.quote_ts))::BIGINT) AS last_second
-            FROM _base AS b JOIN spot_ticks AS s
-              ON s.ts > b.close_ts - INTERVAL 120 SECOND AND s.ts <= b.quote_ts AND coalesce(s.received_ts, s.ts) <= b.seen_ts
-            WHERE b.close_ts - b.quote_ts < INTERVAL 60 SECOND
-              AND s.product_id = 'BTC-USD' AND s.ts >= $lo - INTERVAL 120 SECOND AND s.ts <= $seen_hi
+            SELECT k.close_ts, k.quote_ts, k.seen_ts, s.price, s.ts,
+                   lead(s.ts) OVER (PARTITION BY k.close_ts, k.quote_ts, k.seen_ts ORDER BY s.ts, s.trade_id, s.sequence) AS next_ts,
+                   epoch(k.close_ts)::BIGINT - 59 AS first_second,
+                   least(epoch(k.close_ts)::BIGINT, floor(epoch(k.quote_ts))::BIGINT) AS last_second
+            FROM (  -- the quotes of one poll share close, quote and seen times: each distinct triple once
+                SELECT DISTINCT close_ts, quote_ts, seen_ts FROM _base WHERE close_ts - quote_ts < INTERVAL 60 SECOND
+            ) AS k JOIN spot_ticks AS s
+              ON s.ts > k.close_ts - INTERVAL 120 SECOND AND s.ts <= k.quote_ts AND coalesce(s.received_ts, s.ts) <= k.seen_ts
+            WHERE s.product_id = 'BTC-USD' AND s.ts >= $lo - INTERVAL 120 SECOND AND s.ts <= $seen_hi
         )
     )
     WHERE n_seconds > 0
-    GROUP BY rid
+    GROUP BY ALL
 ) AS w
-WHERE b.rowid = w.rid
+WHERE b.close_ts = w.close_ts AND b.quote_ts = w.quote_ts AND b.seen_ts = w.seen_ts
 """
 
 # Both models' rows from one scan of the chunk: unnest in the select list turns each quote into one row per model.
 PER_MODEL_SQL = (
     "SELECT * EXCLUDE (p), CASE WHEN list_has_any(base_reasons, $unpriceable) THEN NULL ELSE p END AS p_model FROM ("
     "SELECT b.*, unnest(" + repr(list(MODELS)) + ") AS model_version, "
+    "unnest([" + ", ".join(f"md5_number('{m}')" for m in MODELS) + "]) AS model_mask, "
     "unnest([" + ", ".join(f"_p.p{i}" for i in range(len(MODELS))) + "]) AS p "
     "FROM _base AS b JOIN _p ON b.rowid = _p.rid)")
 
@@ -245,14 +249,15 @@ WITH per_model AS ({PER_MODEL_SQL}
 ), ev AS (
     SELECT *, p_model - yes_ask::DOUBLE - fee_yes AS ev_yes, (1 - p_model) - no_ask::DOUBLE - fee_no AS ev_no FROM per_model
 )
-SELECT * EXCLUDE (base_reasons),
+SELECT * EXCLUDE (base_reasons, model_mask),
        p_model - p_mid AS model_minus_mid,
        list_concat(base_reasons,
                    CASE WHEN p_model < $min_p THEN ['deep_out_of_money'] WHEN p_model > 1 - $min_p THEN ['deep_in_money']
                         ELSE []::VARCHAR[] END,
                    CASE WHEN p_model IS NOT NULL AND greatest(coalesce(ev_yes, -1), coalesce(ev_no, -1)) < $min_ev
                         THEN ['no_edge'] ELSE []::VARCHAR[] END) AS reasons,
-       md5_number(quote_key::VARCHAR || '|' || model_version)::UUID AS snapshot_id, $rules_version AS rules_version, now() AS created_at
+       -- the quote's key xor a constant per model: unique and deterministic, and far cheaper than hashing a string
+       xor(quote_key::UHUGEINT, model_mask)::UUID AS snapshot_id, $rules_version AS rules_version, now() AS created_at
 FROM ev
 """
 

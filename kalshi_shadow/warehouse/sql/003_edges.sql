@@ -3,7 +3,7 @@
 -- Monetary columns per contract, in dollars. `reasons` lists every filter that failed; empty = would be tradable.
 
 CREATE TABLE IF NOT EXISTS kalshi_edge_snapshots (
-    snapshot_id       UUID NOT NULL,         -- deterministic: md5_number(quote_key | model_version); unique (a blocking check)
+    snapshot_id       UUID NOT NULL,         -- deterministic: quote_key xor md5_number(model_version); unique (a blocking check)
     quote_key         UUID NOT NULL,         -- the quote's natural key (kalshi_quotes.quote_key)
     quote_date        DATE NOT NULL,         -- UTC day of quote_ts: the Dagster partition
     ticker            VARCHAR NOT NULL,
