@@ -133,7 +133,7 @@ def _snapshots(db: Path) -> list[tuple]:
     return [tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in rows]
 
 
-@pytest.mark.parametrize("chunk_quotes", ["200000", "150"])
+@pytest.mark.parametrize("chunk_quotes", ["400000", "150"])
 def test_backfill_equals_live_whatever_order_the_files_arrive_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   chunk_quotes: str) -> None:
     monkeypatch.setenv("KALSHI_SHADOW_CHUNK_QUOTES", chunk_quotes)
