@@ -15,6 +15,9 @@ import dagster as dg
 from kalshi_shadow.alerts import AlertSettings, flush_run_failures, raise_alert, report_run_failure, resolve_alert
 
 BATCH = 200  # events per query
+# How often each alert sensor looks (each look is a call into the code location: CPU on a small box). A failed check
+# reaches a person within a minute of its evaluation.
+ALERT_TICK_SECONDS = 60
 BUDGET_SECONDS = 40.0  # stop early (cursor at the last event handled) well inside Dagster's 60 s sensor timeout
 
 
@@ -90,7 +93,7 @@ def _at(rec) -> datetime:
     return datetime.fromtimestamp(rec.timestamp, timezone.utc)
 
 
-@dg.sensor(name="alert_on_failed_checks", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(name="alert_on_failed_checks", minimum_interval_seconds=ALERT_TICK_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Alerts when a data check starts failing (ERROR: blind or wrong; WARN: degraded), reminds "
                        "while it keeps failing, and says when it passes again.")
 def alert_on_failed_checks(context: dg.SensorEvaluationContext, alerting: AlertDestinations) -> dg.SkipReason:
@@ -128,7 +131,7 @@ def _step_errors(instance: dg.DagsterInstance, run_id: str, most: int = 3) -> li
     return out
 
 
-@dg.sensor(name="alert_on_run_failure", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(name="alert_on_run_failure", minimum_interval_seconds=ALERT_TICK_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Alerts on every failed run; the same job failing again within the repeat interval is "
                        "counted and summarised once the interval has passed.")
 def alert_on_run_failure(context: dg.SensorEvaluationContext, alerting: AlertDestinations) -> dg.SkipReason:
@@ -179,7 +182,7 @@ def follow_restarts(path, offset: int, settings: AlertSettings) -> int:
     return offset
 
 
-@dg.sensor(name="alert_on_crash_loops", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(name="alert_on_crash_loops", minimum_interval_seconds=ALERT_TICK_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Alerts when `kalshi-shadow up` finds a child crash-looping (run/restarts.jsonl), and when it recovers.")
 def alert_on_crash_loops(context: dg.SensorEvaluationContext, alerting: AlertDestinations) -> dg.SkipReason:
     settings = alerting.settings()
