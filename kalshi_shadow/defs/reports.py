@@ -15,7 +15,6 @@ import dagster as dg
 
 from kalshi_shadow.defs.pricing import daily
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
-from kalshi_shadow.reports.build import build, metadata_markdown, report_dir, write_html
 from kalshi_shadow.reports.data import Period, collect, duckdb_query
 
 GROUP = "reports"
@@ -25,6 +24,10 @@ weekly = dg.WeeklyPartitionsDefinition(start_date=os.environ.get("KALSHI_SHADOW_
 
 
 def _materialize(period: Period, warehouse: Warehouse) -> dg.MaterializeResult:
+    # Imported here: matplotlib costs a quarter second of CPU, and every run process (a live tick every 30 s)
+    # imports this code location.
+    from kalshi_shadow.reports.build import build, metadata_markdown, report_dir, write_html
+
     with warehouse.get_connection() as conn:
         data = collect(duckdb_query(conn), period)
     report = build(data)  # charts and HTML without the warehouse held
