@@ -35,3 +35,15 @@ def manual_sim() -> Iterator[SimHandle]:
     handle = start_in_thread(SimConfig(clock=manual_clock_at(), rate_limit_per_second=1000.0))
     yield handle
     handle.stop()
+
+
+@pytest.fixture
+def ups(tmp_path):
+    """Real `kalshi-shadow up` processes on a temporary data dir (see test_supervisor.Ups); all killed afterwards."""
+    from kalshi_shadow_tests.test_supervisor import Ups
+
+    u = Ups(tmp_path.resolve())
+    try:
+        yield u
+    finally:
+        u.kill_all()

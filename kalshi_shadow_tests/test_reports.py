@@ -5,7 +5,7 @@ real pipeline steps) renders every section; every number is checked against an i
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import dagster as dg

@@ -10,21 +10,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 
 from kalshi_shadow_tests.test_supervisor import REPO, Ups, _state, _stop
 from kalshi_shadow_tests.waiting import wait_for
-
-
-@pytest.fixture
-def ups(tmp_path: Path) -> Iterator[Ups]:
-    u = Ups(tmp_path.resolve())
-    try:
-        yield u
-    finally:
-        u.kill_all()
 
 
 def _status(ups: Ups, *args: str) -> subprocess.CompletedProcess:

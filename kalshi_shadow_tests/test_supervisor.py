@@ -11,9 +11,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-import pytest
 
 from kalshi_shadow.supervisor import free_ports
 from kalshi_shadow_tests.waiting import wait_for
@@ -97,15 +96,6 @@ class Ups:
                     os.killpg(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
-
-
-@pytest.fixture
-def ups(tmp_path: Path) -> Iterator[Ups]:
-    u = Ups(tmp_path.resolve())
-    try:
-        yield u
-    finally:
-        u.kill_all()
 
 
 def _stop(proc: subprocess.Popen) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-from kalshi_shadow.reports.build import build, headline_text, report_dir, write_html
+from kalshi_shadow.reports.build import build, report_dir, write_html
 from kalshi_shadow.reports.data import Period, collect
 
 

@@ -127,7 +127,7 @@ SQL: dict[str, str] = {
                sum(p) AS sum_p, sum(y) AS sum_y, sum((p - y) ^ 2) AS sum_brier
         FROM r GROUP BY ALL""",
     # ---- edge quality: each side at the ask, on every priced row with that ask (settled, not void) -----------------
-    "edge": f"""
+    "edge": """
         WITH r AS (
             SELECT x.model_version AS model, 'yes' AS side, x.ev_yes AS ev, x.pnl_yes AS pnl, c.event_ticker AS event,
                    len(x.reasons) = 0 AS tradable
