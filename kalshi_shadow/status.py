@@ -238,9 +238,14 @@ def collect(settings: Settings, *, stale_seconds: float = STALE_SECONDS, lock_ti
         if c["stale"]:
             age = c.get("last_message_age_seconds")
             problems.append(f"collector {name}: " + (f"last message {age:.0f}s ago" if age is not None else "no message yet"))
+    alert_state = alerts(settings.data_dir, now)
+    # An ERROR check failing now means blind or wrong (no fresh spot, a collector silent, bad prices): down too.
+    for f in alert_state["firing"]:
+        if str(f.get("severity") or "").upper() == "ERROR":
+            problems.append(f"failing: {f['key']}")
     return {"now": now.isoformat(), "data_dir": str(settings.data_dir), "ok": not problems, "problems": problems,
             "processes": procs, "collectors": cols, "warehouse": warehouse(settings.db_path, lock_timeout),
-            "alerts": alerts(settings.data_dir, now)}
+            "alerts": alert_state}
 
 
 def _dur(seconds: float | None) -> str:
@@ -305,7 +310,9 @@ def render(st: dict[str, Any]) -> str:
     if last is None:
         out.append("last alert: none")
     else:
-        delivered = {True: "delivered", False: f"NOT delivered ({last.get('delivery_error')})", None: "no delivery record"}[last["delivered"]]
+        delivered = {True: "delivered", False: f"NOT delivered ({last.get('delivery_error')})",
+                     None: f"not sent: {last.get('delivery_error') or 'no delivery record'}"
+                           + (" (set KALSHI_SHADOW_ALERT_URLS)" if last.get("delivery_error") == "not configured" else "")}[last["delivered"]]
         out.append(f"last alert: {last['ts']} {last['key']} {last['kind']}: {last.get('title') or ''} [{delivered}]")
     out.append("OK" if st["ok"] else "DOWN: " + "; ".join(st["problems"]))
     return "\n".join(out)

@@ -105,7 +105,7 @@ def test_status_reads_firing_checks_and_the_last_delivery_from_alerts_jsonl_and_
     lines = [
         {"ts": "2026-01-01T00:00:00+00:00", "kind": "check_failed", "asset": "spot_ticks", "check": "fresh"},  # old format
         {"ts": "2026-01-01T00:01:00+00:00", "key": "check:quotes", "kind": "check_failed", "title": "quotes stale",
-         "delivery": {"ok": True, "attempts": 1, "error": None, "targets": 1}},
+         "severity": "ERROR", "delivery": {"ok": True, "attempts": 1, "error": None, "targets": 1}},
         {"ts": "2026-01-01T00:02:00+00:00", "key": "check:quotes", "kind": "check_reminder", "title": "quotes stale"},
         {"ts": "2026-01-01T00:03:00+00:00", "key": "check:lag", "kind": "check_failed", "title": "lag"},
         {"ts": "2026-01-01T00:04:00+00:00", "key": "check:lag", "kind": "check_recovered", "title": "lag ok",
@@ -121,7 +121,9 @@ def test_status_reads_firing_checks_and_the_last_delivery_from_alerts_jsonl_and_
                  "FROM range(20) t(i)")
     conn.close()
 
-    st = json.loads(_status(ups, "--json").stdout)
+    res = _status(ups, "--json")
+    st = json.loads(res.stdout)
+    assert res.returncode == 1 and "failing: check:quotes" in st["problems"], st["problems"]  # an ERROR check: blind
     firing = {f["key"]: f for f in st["alerts"]["firing"]}
     assert set(firing) == {"check:spot_ticks:fresh", "check:quotes"}, firing
     assert firing["check:quotes"]["since"] == "2026-01-01T00:01:00+00:00", firing  # a reminder does not move it
