@@ -106,7 +106,8 @@ def test_status_reads_firing_checks_and_the_last_delivery_from_alerts_jsonl_and_
         {"ts": "2026-01-01T00:00:00+00:00", "kind": "check_failed", "asset": "spot_ticks", "check": "fresh"},  # old format
         {"ts": "2026-01-01T00:01:00+00:00", "key": "check:quotes", "kind": "check_failed", "title": "quotes stale",
          "severity": "ERROR", "delivery": {"ok": True, "attempts": 1, "error": None, "targets": 1}},
-        {"ts": "2026-01-01T00:02:00+00:00", "key": "check:quotes", "kind": "check_reminder", "title": "quotes stale"},
+        {"ts": "2026-01-01T00:02:00+00:00", "key": "check:quotes", "kind": "check_reminder", "title": "quotes stale",
+         "severity": "ERROR"},
         {"ts": "2026-01-01T00:03:00+00:00", "key": "check:lag", "kind": "check_failed", "title": "lag"},
         {"ts": "2026-01-01T00:04:00+00:00", "key": "check:lag", "kind": "check_recovered", "title": "lag ok",
          "delivery": {"ok": False, "attempts": 3, "error": "timed out", "targets": 1}},
