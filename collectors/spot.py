@@ -187,12 +187,13 @@ class SpotCollector:
     def handle(self, raw: str | bytes) -> None:
         """One feed message: a tick is buffered, a heartbeat checks continuity, anything broken counted and skipped."""
         received = datetime.now(timezone.utc)
-        self.health.message()
         try:
             msg = json.loads(raw)
             if not isinstance(msg, dict):
                 raise Malformed("not a JSON object")
             kind = msg.get("type")
+            if kind in ("ticker", "heartbeat"):  # the feed itself: a subscription ack after a reconnect is not data
+                self.health.message()
             if kind == "ticker":
                 row = parse_ticker(msg, received)
                 self._ticker_trade(row["product_id"], row["trade_id"])
