@@ -15,7 +15,7 @@ import httpx
 
 from kalshi_shadow.defs import ingest
 from kalshi_shadow.defs.alerts import AlertDestinations, alert_on_failed_checks
-from kalshi_shadow.defs.health import health_job, platform_health
+from kalshi_shadow.defs.health import health_job, platform_health, platform_health_asset
 from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.monitoring.health import SPECS, collector_liveness, error_rates
 from kalshi_shadow.sim.server import SimHandle
@@ -82,7 +82,7 @@ def test_a_burst_of_malformed_messages_fails_the_error_rate_check(sim: SimHandle
 def test_the_check_only_job_evaluates_every_check_in_dagster(tmp_path: Path) -> None:
     """No data and no collectors: the job runs (checks only, nothing materialized) and says the platform is blind."""
     wh = Warehouse(database=str(tmp_path / "w.duckdb"), raw_dir=str(tmp_path / "raw"))
-    defs = dg.Definitions(assets=[*ingest.raw_assets], asset_checks=[platform_health], jobs=[health_job], resources={"warehouse": wh})
+    defs = dg.Definitions(assets=[*ingest.raw_assets, platform_health_asset], asset_checks=[platform_health], jobs=[health_job], resources={"warehouse": wh})
     result = defs.resolve_job_def("health_job").execute_in_process()
     assert result.success
     evals = {c.check_name: c for c in result.get_asset_check_evaluations()}
@@ -98,7 +98,7 @@ def test_a_silenced_feed_reaches_a_person_once_and_so_does_its_recovery(sim: Sim
     receiver = Receiver()
     instance = dg.DagsterInstance.ephemeral()
     wh = Warehouse(database=str(tmp_path / "w.duckdb"), raw_dir=str(tmp_path / "raw"))
-    job = dg.Definitions(assets=[*ingest.raw_assets], asset_checks=[platform_health], jobs=[health_job],
+    job = dg.Definitions(assets=[*ingest.raw_assets, platform_health_asset], asset_checks=[platform_health], jobs=[health_job],
                          resources={"warehouse": wh}).resolve_job_def("health_job")
     alerting = AlertDestinations(urls=receiver.url(), data_dir=str(tmp_path), repeat_minutes=60, backoff_seconds=0.05)
     cursor: list[str | None] = [None]
@@ -155,7 +155,7 @@ def test_the_daily_digest_reaches_the_channel_with_every_section(tmp_path: Path)
         conn.close()
         RunDir(tmp_path).append({"ts": now.isoformat(), "kind": "exit", "child": "collect-spot", "exit_code": -9})
         settings = AlertSettings(data_dir=tmp_path, urls=(receiver.url(),), backoff_seconds=(0.05,))
-        raise_alert("check:spot_ticks:spot_fresh", "ERROR", "spot_ticks spot_fresh failed", settings=settings)
+        raise_alert("check:platform_health:spot_fresh", "ERROR", "platform_health spot_fresh failed", settings=settings)
         wh = Warehouse(database=str(tmp_path / "w.duckdb"), raw_dir=str(tmp_path / "raw"))
         result = dg.materialize([kalshi_health_digest], resources={
             "warehouse": wh, "alerting": AlertDestinations(urls=receiver.url(), data_dir=str(tmp_path), backoff_seconds=0.05)})
@@ -165,7 +165,7 @@ def test_the_daily_digest_reaches_the_channel_with_every_section(tmp_path: Path)
     digest = receiver.accepted[-1]
     assert "daily digest" in digest["title"] and "needs a look" in digest["title"]
     body = digest["message"]
-    for expected in ("Failed checks and runs: 1 (check:spot_ticks:spot_fresh x1)", "Hours with a spot gap over 60 s: 1",
+    for expected in ("Failed checks and runs: 1 (check:platform_health:spot_fresh x1)", "Hours with a spot gap over 60 s: 1",
                      "Restarts: 1 (collect-spot x1)", "quotes rate_limited 7", "spot reconnect 2", "Last settlement read: never",
                      "Decisions"):
         assert expected in body, (expected, body)

@@ -1,5 +1,10 @@
 """Health checks on a schedule: collector liveness, freshness, gaps, coverage, sanity and error rates
-(`monitoring/health.py`), as Dagster asset checks so they show on each asset's page and the alert sensor sees them.
+(`monitoring/health.py`), as Dagster asset checks so the UI shows them and the alert sensor sees them.
+
+They hang on one asset of their own, `platform_health`, downstream of everything they watch: Dagster shows a
+check's latest result against the latest materialization of its asset, so a check on `spot_ticks` (materialized
+every 30 s by the live job) would read "not evaluated" a moment after every run. Each result names the table it is
+about in its metadata.
 
 A check-only job (no materialization) every `KALSHI_SHADOW_HEALTH_MINUTES` (5): when the
 feeds die nothing loads, so checks that run only inside loads would never fail.
@@ -24,8 +29,15 @@ class HealthConfig(dg.Config):
     collector_silent_seconds: float = 0.0  # 0: KALSHI_SHADOW_COLLECTOR_SILENT_SECONDS (120)
 
 
+platform_health_asset = dg.AssetSpec(
+    "platform_health", group_name="monitoring", kinds={"duckdb"}, owners=["team:data-platform"],
+    deps=sorted({asset for asset, _, _ in SPECS}),
+    description="The live platform as a whole: its health checks run every few minutes (health_job), whether or not "
+                "data arrives. Nothing is materialized here; see the Checks tab.")
+
+
 @dg.multi_asset_check(
-    specs=[dg.AssetCheckSpec(name, asset=asset, description=desc) for asset, name, desc in SPECS],
+    specs=[dg.AssetCheckSpec(name, asset="platform_health", description=f"{asset}: {desc}") for asset, name, desc in SPECS],
     name="platform_health", pool=WAREHOUSE_POOL, can_subset=True,
     description="Liveness, freshness, gaps, coverage, sanity and error rates of the live platform.",
 )
@@ -34,24 +46,20 @@ def platform_health(context: dg.AssetCheckExecutionContext, config: HealthConfig
     health_dir = Path(warehouse.raw_dir).parent / "health"
     with warehouse.get_connection() as conn:
         findings = evaluate(conn, health_dir, silent_seconds=config.collector_silent_seconds or None)
-    selected = {(k.asset_key.to_user_string(), k.name) for k in context.selected_asset_check_keys}
+    selected = {k.name for k in context.selected_asset_check_keys}
     for f in findings:
-        if (f.asset, f.check) not in selected:  # one check can be run alone from the UI
+        if f.check not in selected:  # one check can be run alone from the UI
             continue
         if not f.passed:
             context.log.warning(f"{f.asset}.{f.check} failed ({f.severity}): {f.description or f.metadata}")
         yield dg.AssetCheckResult(
-            asset_key=f.asset, check_name=f.check, passed=f.passed, description=f.description or None,
+            asset_key="platform_health", check_name=f.check, passed=f.passed, description=f.description or None,
             severity=dg.AssetCheckSeverity.ERROR if f.severity == ERROR else dg.AssetCheckSeverity.WARN,
-            metadata={k: v for k, v in f.metadata.items() if v is not None})
+            metadata={"about": f.asset, **{k: v for k, v in f.metadata.items() if v is not None}})
 
-
-# Jobs that select these checks' assets leave the checks out (`- HEALTH_CHECKS`): they run on their own schedule,
-# not with every live tick.
-HEALTH_CHECKS = dg.AssetSelection.checks(platform_health)
 
 health_job = dg.define_asset_job(
-    "health_job", selection=HEALTH_CHECKS,
+    "health_job", selection=dg.AssetSelection.checks(platform_health),
     description="Evaluates the platform's health checks (no materialization).")
 
 
@@ -92,5 +100,5 @@ digest_schedule = dg.ScheduleDefinition(
     name="digest_schedule", job=digest_job, cron_schedule="0 6 * * *", execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING, description="The daily health digest at 06:00 UTC.")
 
-defs = dg.Definitions(assets=[kalshi_health_digest], asset_checks=[platform_health], jobs=[health_job, digest_job],
+defs = dg.Definitions(assets=[platform_health_asset, kalshi_health_digest], asset_checks=[platform_health], jobs=[health_job, digest_job],
                       schedules=[health_schedule, digest_schedule])

@@ -22,15 +22,13 @@ import dagster as dg
 
 from kalshi_shadow.config import Settings, env_number
 from kalshi_shadow.defs.decisions import kalshi_would_trades
-from kalshi_shadow.defs.health import HEALTH_CHECKS
 from kalshi_shadow.defs.ingest import kalshi_contracts, raw_assets
 from kalshi_shadow.defs.pricing import LIVE_TAG, kalshi_edge_snapshots, spot_vol
 from kalshi_shadow.raw import RAW_TABLES
 
 live_job = dg.define_asset_job(
     "live_job",
-    selection=dg.AssetSelection.assets(*raw_assets, kalshi_contracts, spot_vol, kalshi_edge_snapshots, kalshi_would_trades)
-    - HEALTH_CHECKS,
+    selection=dg.AssetSelection.assets(*raw_assets, kalshi_contracts, spot_vol, kalshi_edge_snapshots, kalshi_would_trades),
     executor_def=dg.in_process_executor,
     description="One live micro-batch: load new raw files, then contracts, the vol grid, snapshots and decisions; launched by live_tick_sensor.",
 )

@@ -18,7 +18,6 @@ from datetime import date
 import dagster as dg
 
 from kalshi_shadow.defs.pricing import daily
-from kalshi_shadow.defs.health import HEALTH_CHECKS
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, KalshiAPI, Warehouse
 from kalshi_shadow.scoring.scores import score_day
 from kalshi_shadow.scoring.settlements import (Skip, apply_observations, fetch_outcomes, plan_reads, quote_dates_of,
@@ -129,8 +128,8 @@ def kalshi_edge_snapshot_scores(context: dg.AssetExecutionContext, config: Score
     )
 
 
-settlements_job = dg.define_asset_job("settlements_job", selection=dg.AssetSelection.assets("kalshi_settlements") - HEALTH_CHECKS)
-scores_job = dg.define_asset_job("scores_job", selection=dg.AssetSelection.assets("kalshi_edge_snapshot_scores") - HEALTH_CHECKS)
+settlements_job = dg.define_asset_job("settlements_job", selection=dg.AssetSelection.assets("kalshi_settlements"))
+scores_job = dg.define_asset_job("scores_job", selection=dg.AssetSelection.assets("kalshi_edge_snapshot_scores"))
 
 settlements_schedule = dg.ScheduleDefinition(
     name="settlements_schedule", job=settlements_job,
