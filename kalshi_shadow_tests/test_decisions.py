@@ -305,4 +305,4 @@ def test_the_asset_decides_in_dagster_and_its_checks_pass(tmp_path: Path) -> Non
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"takes_within_limits": True, "decisions_keep_up_with_snapshots": True}
     meta = result.asset_materializations_for_node("kalshi_would_trades")[0].metadata
-    assert meta["careful takes"].value > 0 and meta["eager takes"].value > 0
+    assert meta["careful: takes this run"].value > 0 and meta["eager: takes this run"].value > 0

@@ -49,8 +49,8 @@ def kalshi_would_trades(context: dg.AssetExecutionContext, config: DecisionConfi
                 context.log.info(f"{rs.version}: {rerun_from(conn, rs, start)} rows from {start.date()} on removed, replaying")
         for rs in sets:
             run = decide(conn, rs)
-            meta[f"{rs.name} takes"] = run.takes
-            meta[f"{rs.name} skips logged"] = run.skips_logged
+            meta[f"{rs.name}: takes this run"] = run.takes
+            meta[f"{rs.name}: skips logged this run"] = run.skips_logged
             if run.reasons:
                 context.log.info(f"{rs.version}: {run.takes} takes; skips by reason: {dict(run.reasons.most_common())}")
         meta["takes settled"] = settle(conn)
