@@ -136,6 +136,12 @@ def payout(outcome: str, y: float | None, side: str, contracts: int, cost: float
     return contracts * (y if side == "yes" else 1.0 - y)
 
 
+# The same rule in SQL, for take `t` and its outcome `k` (a row of `_known`): the log's payout and realised PnL
+# (payout - cost, so 0 for a void contract) and the skips' bankroll come from this one expression.
+PAYOUT_SQL = ("CASE WHEN {k}.outcome = 'void' THEN {t}.cost "
+              "ELSE {t}.contracts * CASE {t}.side WHEN 'yes' THEN {k}.y ELSE 1 - {k}.y END END")
+
+
 def _frontier(conn: duckdb.DuckDBPyConnection, key: str) -> datetime | None:
     row = conn.execute("SELECT value FROM asset_watermarks WHERE asset = ?", [key]).fetchall()
     return datetime.fromtimestamp(row[0][0] / 1e6, tz=timezone.utc) if row else None
@@ -144,6 +150,22 @@ def _frontier(conn: duckdb.DuckDBPyConnection, key: str) -> datetime | None:
 def _set_frontier(conn: duckdb.DuckDBPyConnection, key: str, value: datetime) -> None:
     conn.execute("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
                  [key, int(value.timestamp() * 1e6)])
+
+
+def seconds_behind(conn: duckdb.DuckDBPyConnection, versions: list[str] | None = None) -> dict[str, float]:
+    """How far each rule set version's decisions trail the pricing frontier, in seconds (inf: it has not decided
+    yet); `versions` None means every version that has a frontier. Empty while nothing is priced."""
+    target = _frontier(conn, STATE_FRONTIER)
+    if target is None:
+        return {}
+    if versions is None:
+        versions = [k[len(FRONTIER_KEY):] for (k,) in conn.execute(
+            "SELECT asset FROM asset_watermarks WHERE starts_with(asset, ?)", [FRONTIER_KEY]).fetchall()]
+    out = {}
+    for v in versions:
+        f = _frontier(conn, FRONTIER_KEY + v)
+        out[v] = float("inf") if f is None else (target - f).total_seconds()
+    return out
 
 
 def _book(conn: duckdb.DuckDBPyConnection, rs: RuleSet, known: dict[str, tuple]) -> _Book:
@@ -223,8 +245,7 @@ WITH rows AS (
         SELECT decided_ts AS ts, -cost AS cash, cost AS exposure FROM kalshi_would_trades
         WHERE rule_set_version = $version AND action = 'take'
         UNION ALL SELECT seen_ts, -cost, cost FROM changes WHERE action = 'take'
-        UNION ALL SELECT k.known_ts, CASE WHEN k.outcome = 'void' THEN t.cost
-                                          ELSE t.contracts * CASE t.side WHEN 'yes' THEN k.y ELSE 1 - k.y END END, -t.cost
+        UNION ALL SELECT k.known_ts, {payout}, -t.cost
         FROM (SELECT ticker, side, contracts, cost FROM kalshi_would_trades WHERE rule_set_version = $version AND action = 'take'
               UNION ALL SELECT ticker, side, contracts, cost FROM changes WHERE action = 'take') AS t
         JOIN _known AS k USING (ticker)
@@ -239,17 +260,14 @@ SELECT md5_number($version || '|' || c.snapshot_id::VARCHAR)::UUID AS decision_i
        now() AS created_at
 FROM changes AS c ASOF LEFT JOIN flows AS f ON c.seen_ts > f.ts
 WHERE c.key IS DISTINCT FROM c.prev_key
-"""
+""".format(payout=PAYOUT_SQL.format(t="t", k="k"))
 
 SETTLE_SQL = """
 UPDATE kalshi_would_trades AS w
-SET outcome = k.outcome, settled_ts = k.known_ts,
-    payout = CASE WHEN k.outcome = 'void' THEN w.cost ELSE w.contracts * CASE w.side WHEN 'yes' THEN k.y ELSE 1 - k.y END END,
-    realised_pnl = CASE WHEN k.outcome = 'void' THEN 0
-                        ELSE w.contracts * CASE w.side WHEN 'yes' THEN k.y ELSE 1 - k.y END - w.cost END
+SET outcome = k.outcome, settled_ts = k.known_ts, payout = {payout}, realised_pnl = {payout} - w.cost
 FROM _known AS k
 WHERE w.ticker = k.ticker AND w.action = 'take' AND w.outcome IS NULL
-"""
+""".format(payout=PAYOUT_SQL.format(t="w", k="k"))
 
 
 def _known(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple]:

@@ -11,7 +11,7 @@ from datetime import datetime, time, timezone
 
 import dagster as dg
 
-from kalshi_shadow.decisions.engine import decide, rerun_from, settle
+from kalshi_shadow.decisions.engine import decide, rerun_from, seconds_behind, settle
 from kalshi_shadow.decisions.rulesets import load_rule_sets
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
 
@@ -54,13 +54,9 @@ def kalshi_would_trades(context: dg.AssetExecutionContext, config: DecisionConfi
             if run.reasons:
                 context.log.info(f"{rs.version}: {run.takes} takes; skips by reason: {dict(run.reasons.most_common())}")
         meta["takes settled"] = settle(conn)
-        bad, behind = conn.execute("""
-            SELECT (SELECT count(*) FROM kalshi_would_trades
-                    WHERE action = 'take' AND (contracts > ask_size OR cost > bankroll_before + 1e-9 OR contracts <= 0)),
-                   (SELECT count(*) FROM (SELECT unnest($versions::VARCHAR[]) AS v) AS x
-                    WHERE coalesce((SELECT value FROM asset_watermarks WHERE asset = 'kalshi_would_trades.frontier_us:' || x.v), 0)
-                          < (SELECT value FROM asset_watermarks WHERE asset = 'kalshi_edge_snapshots.frontier_us'))
-        """, {"versions": [rs.version for rs in sets]}).fetchall()[0]
+        bad = conn.execute("""SELECT count(*) FROM kalshi_would_trades WHERE action = 'take'
+                              AND (contracts > ask_size OR cost > bankroll_before + 1e-9 OR contracts <= 0)""").fetchall()[0][0]
+        behind = sum(1 for lag in seconds_behind(conn, [rs.version for rs in sets]).values() if lag > 0)
         table = conn.execute("""
             SELECT rule_set_version, count(*) FILTER (WHERE action = 'take') AS takes,
                    count(*) FILTER (WHERE action = 'take' AND outcome IS NULL) AS open,

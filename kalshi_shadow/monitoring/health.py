@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from kalshi_shadow.config import env_number
+from kalshi_shadow.decisions.engine import seconds_behind
 
 ERROR, WARN = "ERROR", "WARN"
 
@@ -80,10 +81,6 @@ def collector_liveness(health_dir: Path, now: datetime, silent_seconds: float | 
     return out
 
 
-def _table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
-
-
 def freshness(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
     """Newest row of each live table, against a window suited to it."""
     limit = stale_seconds()
@@ -102,13 +99,9 @@ def freshness(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
                 (_age(now, snaps) or 1e18) < 2 * limit or (_age(now, quotes) or 1e18) >= limit, ERROR,
                 {"newest_created_age_seconds": _age(now, snaps), "limit_seconds": 2 * limit}),
     ]
-    if _table_exists(conn, "kalshi_would_trades"):
-        lag = conn.execute("""
-            SELECT (SELECT value FROM asset_watermarks WHERE asset = 'kalshi_edge_snapshots.frontier_us')
-                 - min(value) FROM asset_watermarks WHERE asset LIKE 'kalshi_would_trades.frontier_us:%'""").fetchall()[0][0]
-        lag_s = None if lag is None else lag / 1e6
-        out.append(Finding("kalshi_would_trades", "decisions_keep_up", lag_s is None or lag_s < DECISION_LAG_SECONDS, WARN,
-                           {"seconds_behind_pricing": lag_s, "limit_seconds": DECISION_LAG_SECONDS}))
+    lag_s = max(seconds_behind(conn).values(), default=None)
+    out.append(Finding("kalshi_would_trades", "decisions_keep_up", lag_s is None or lag_s < DECISION_LAG_SECONDS, WARN,
+                       {"seconds_behind_pricing": lag_s, "limit_seconds": DECISION_LAG_SECONDS}))
     settled_unscored = conn.execute("""
         SELECT count(*) FROM kalshi_contracts AS c
         WHERE c.outcome IS NOT NULL AND c.settlement_checked_at < now() - to_seconds(?)
