@@ -37,7 +37,7 @@ def _faults(sim: SimHandle, **faults) -> None:
 
 
 def _spot_alive(data_dir: Path, silent_seconds: float) -> bool:
-    return next(f for f in collector_liveness(data_dir / "health", datetime.now(timezone.utc), silent_seconds)
+    return next(f for f in collector_liveness(data_dir, datetime.now(timezone.utc), silent_seconds)
                 if f.check == "spot_collector_alive").passed
 
 
@@ -52,7 +52,7 @@ def test_a_silenced_spot_feed_fails_liveness_and_recovers(sim: SimHandle, tmp_pa
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
     # A collector that is not running at all (no health record for quotes here) is an ERROR, not a pass.
-    quotes = next(f for f in collector_liveness(tmp_path / "health", datetime.now(timezone.utc)) if f.check == "quotes_collector_alive")
+    quotes = next(f for f in collector_liveness(tmp_path, datetime.now(timezone.utc)) if f.check == "quotes_collector_alive")
     assert not quotes.passed and quotes.severity == "ERROR"
 
 

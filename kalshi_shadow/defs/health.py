@@ -43,9 +43,8 @@ platform_health_asset = dg.AssetSpec(
 )
 def platform_health(context: dg.AssetCheckExecutionContext, config: HealthConfig,
                     warehouse: Warehouse) -> Iterator[dg.AssetCheckResult]:
-    health_dir = Path(warehouse.raw_dir).parent / "health"
     with warehouse.get_connection() as conn:
-        findings = evaluate(conn, health_dir, silent_seconds=config.collector_silent_seconds or None)
+        findings = evaluate(conn, Path(warehouse.raw_dir).parent, silent_seconds=config.collector_silent_seconds or None)
     selected = {k.name for k in context.selected_asset_check_keys}
     for f in findings:
         if f.check not in selected:  # one check can be run alone from the UI

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from collectors.health import read_health
 from kalshi_shadow.config import env_number
 from kalshi_shadow.decisions.engine import seconds_behind
 
@@ -57,15 +58,15 @@ def _age(now: datetime, ts: datetime | None) -> float | None:
     return None if ts is None else (now - ts).total_seconds()
 
 
-def collector_liveness(health_dir: Path, now: datetime, silent_seconds: float | None = None) -> list[Finding]:
+def collector_liveness(data_dir: Path, now: datetime, silent_seconds: float | None = None) -> list[Finding]:
     """Each collector alive: its health record is fresh and it heard from its exchange recently."""
     limit = silent_seconds or collector_silent_seconds()
+    records = read_health(data_dir)
     out = []
     for collector, asset in (("spot", "spot_ticks"), ("quotes", "kalshi_quotes")):
-        path = health_dir / f"{collector}.json"
-        try:
-            rec = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
+        rec = records.get(collector)
+        if rec is None or "error" in rec:
+            path = Path(data_dir) / "health" / f"{collector}.json"
             out.append(Finding(asset, f"{collector}_collector_alive", False, ERROR, {"health_record": str(path)},
                                f"no readable health record at {path}: the {collector} collector is not running"))
             continue
@@ -174,10 +175,10 @@ def error_rates(conn: duckdb.DuckDBPyConnection) -> list[Finding]:
     ]
 
 
-def evaluate(conn: duckdb.DuckDBPyConnection, health_dir: Path, now: datetime | None = None,
+def evaluate(conn: duckdb.DuckDBPyConnection, data_dir: Path, now: datetime | None = None,
              silent_seconds: float | None = None) -> list[Finding]:
     now = now or datetime.now(timezone.utc)
-    return [*collector_liveness(health_dir, now, silent_seconds), *freshness(conn, now), *gaps_and_coverage(conn), *sanity(conn),
+    return [*collector_liveness(data_dir, now, silent_seconds), *freshness(conn, now), *gaps_and_coverage(conn), *sanity(conn),
             *error_rates(conn)]
 
 
