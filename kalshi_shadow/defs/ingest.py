@@ -7,19 +7,19 @@ hours, and reports data checks in the same step (same short DuckDB connection, s
 
 
 import json
-import os
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
+from kalshi_shadow.monitoring.health import stale_seconds
 from kalshi_shadow.raw import RAW_TABLES
 from kalshi_shadow.warehouse.compaction import compact_loaded
 from kalshi_shadow.warehouse.contracts import refresh_contracts
 from kalshi_shadow.warehouse.loader import load_new_files
 
 GROUP = "ingest"
-STALE_AFTER = timedelta(seconds=float(os.environ.get("KALSHI_SHADOW_STALE_SECONDS", "180")))
+STALE_AFTER = timedelta(seconds=stale_seconds())  # the same setting as the scheduled spot_fresh / quotes_fresh
 
 DESCRIPTIONS = {
     "spot_ticks": "Coinbase BTC-USD ticker messages (one row per match) from the spot collector.",
