@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kalshi_shadow.alerts import journal
 from kalshi_shadow.config import ConfigError, Settings
 
 STALE_SECONDS = 120.0
@@ -178,21 +179,13 @@ def alerts(data_dir: Path, now: datetime) -> dict[str, Any]:
     """The last record per alert key (firing or cleared) and the last alert with its delivery, from alerts.jsonl."""
     path = data_dir / "alerts.jsonl"
     try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return {"path": str(path), "firing": [], "last": None}
+        records = journal.read(path)  # a half-written last line or junk is skipped
     except OSError as exc:
         return {"path": str(path), "error": str(exc), "firing": [], "last": None}
     latest: dict[str, dict[str, Any]] = {}
     since: dict[str, Any] = {}
     last = None
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a half-written last line, or junk
-        if not isinstance(rec, dict):
-            continue
+    for rec in records:
         last = rec
         kind = str(rec.get("kind", ""))
         if _firing_kind(kind) or kind.endswith("_recovered"):

@@ -20,6 +20,18 @@ def append(path: Path, record: dict) -> dict:
 
 
 def read(path: Path) -> list[dict]:
-    if not path.exists():
+    """Every JSON object line of a JSON-lines file (this journal, or up's run/restarts.jsonl); none if it is missing.
+    A line that is not a JSON object (a half-written last line, junk) is skipped: readers run while writers append."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
         return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    out = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out

@@ -4,24 +4,20 @@ alert fired. Sent through the same channel as alerts (apprise, `KALSHI_SHADOW_AL
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
 
+from kalshi_shadow.alerts import journal
 
-def _jsonl_since(path: Path, since: datetime) -> list[dict]:
-    """Lines of a JSON-lines file with `ts` at or after `since` (unreadable lines skipped)."""
+
+def _since(records: list[dict], since: datetime) -> list[dict]:
+    """The records with a `ts` at or after `since` (one without a readable ts is skipped)."""
     out = []
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return out
-    for line in lines:
+    for rec in records:
         try:
-            rec = json.loads(line)
             if datetime.fromisoformat(rec["ts"]) >= since:
                 out.append(rec)
         except (ValueError, KeyError, TypeError):
@@ -32,11 +28,12 @@ def _jsonl_since(path: Path, since: datetime) -> list[dict]:
 def compose(conn: duckdb.DuckDBPyConnection, data_dir: Path, end: datetime) -> tuple[str, str, dict]:
     """(title, markdown body, figures) for the 24 hours ending at `end`."""
     start = end - timedelta(days=1)
-    alerts = _jsonl_since(data_dir / "alerts.jsonl", start)
+    alerts = _since(journal.read(data_dir / "alerts.jsonl"), start)
     failed = Counter(a["key"] for a in alerts if str(a.get("kind", "")).endswith("_failed") or a.get("kind") == "run_failure")
     undelivered = sum(1 for a in alerts if (a.get("delivery") or {}).get("ok") is False)
-    exits = [r for r in _jsonl_since(data_dir / "run" / "restarts.jsonl", start) if r.get("kind") == "exit"]
-    loops = [r for r in _jsonl_since(data_dir / "run" / "restarts.jsonl", start) if r.get("kind") == "crash_loop"]
+    restarts = _since(journal.read(data_dir / "run" / "restarts.jsonl"), start)
+    exits = [r for r in restarts if r.get("kind") == "exit"]
+    loops = [r for r in restarts if r.get("kind") == "crash_loop"]
     gap_hours = conn.execute("""
         SELECT time_bucket(INTERVAL 1 HOUR, grid_ts) AS hour, max(gap_seconds) AS longest
         FROM spot_vol WHERE grid_ts > $start AND grid_ts <= $end GROUP BY 1 HAVING max(gap_seconds) > 60 ORDER BY 1""",
