@@ -1,7 +1,7 @@
 """`kalshi-shadow up`: run the whole platform and keep it running.
 
-Starts the exchange simulator (when no Kalshi credentials are configured, or with --sim), both collectors, and the
-Dagster webserver (127.0.0.1) and daemon. Each child runs in its own session and logs to LOG_PATH/<name>.log; a
+Starts the exchange simulator (when no Kalshi credentials are configured, or with --sim), both collectors, then
+migrates the warehouse to this release's schema if it needs it, then the Dagster webserver (127.0.0.1) and daemon. Each child runs in its own session and logs to LOG_PATH/<name>.log; a
 child that exits is restarted with capped exponential backoff. SIGINT/SIGTERM stop every child's process group
 (SIGTERM, then SIGKILL after a grace period).
 
@@ -101,6 +101,7 @@ class Child:
     crash_loop_since: str | None = None
     held: bool = False  # exited while held down by KALSHI_SHADOW_NO_RESTART: not restarted
     restart_at_utc: str | None = None
+    before_first_start: object = field(default=None, repr=False)  # called once, just before the first start
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -297,10 +298,37 @@ def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
     if not args.no_dagster:
         workspace = REPO_ROOT / "workspace.yaml"
         target = ["-w", str(workspace)] if workspace.exists() else ["-m", "kalshi_shadow.definitions"]
-        children.append(Child("dagster-daemon", [_bin("dagster-daemon"), "run", *target], env, settings.log_path / "dagster-daemon.log"))
+        children.append(Child("dagster-daemon", [_bin("dagster-daemon"), "run", *target], env, settings.log_path / "dagster-daemon.log",
+                              before_first_start=lambda: migrate_warehouse(settings.db_path)))
         children.append(Child("dagster-webserver", [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(args.dagster_port), *target],
                               env, settings.log_path / "dagster-webserver.log"))
     return children
+
+
+def migrate_warehouse(db_path: Path) -> None:
+    """Bring the warehouse to this release's schema (warehouse/ddl.py) before Dagster starts: a long migration (a
+    table rebuilt on months of data) then runs once, in view, while the collectors already write raw files, and
+    not inside a live run. A failure is printed; the runs then fail on the same error, and that is alerted."""
+    from kalshi_shadow.warehouse.connection import connect
+    from kalshi_shadow.warehouse.ddl import ensure_schema, pending
+
+    started = time.monotonic()
+    try:
+        conn = connect(db_path, timeout_seconds=600)
+        try:
+            todo = pending(conn)
+            if todo:
+                print(f"  warehouse: applying {len(todo)} migration(s), {todo[0].version:03d}_{todo[0].name} .. "
+                      f"{todo[-1].version:03d}_{todo[-1].name}", flush=True)
+            ensure_schema(conn)
+        finally:
+            conn.close()
+    except Exception as exc:  # noqa: BLE001 - up keeps the collectors running; Dagster runs will report it too
+        log.error("warehouse migration failed: %s: %s", type(exc).__name__, exc)
+        print(f"  warehouse: MIGRATION FAILED ({type(exc).__name__}: {exc}); see {db_path}", flush=True)
+        return
+    if todo:
+        print(f"  warehouse: at version {todo[-1].version:03d} ({time.monotonic() - started:.1f} s)", flush=True)
 
 
 def supervise(children: list[Child], *, stop_after: float | None = None, grace: float = 15.0, run: RunDir | None = None) -> int:
@@ -321,6 +349,8 @@ def supervise(children: list[Child], *, stop_after: float | None = None, grace: 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     for c in children:
+        if c.before_first_start is not None:
+            c.before_first_start()
         c.start()
         save()
         if c.name == "sim":
