@@ -3,8 +3,9 @@
 `kalshi_settlements` runs on a schedule (every minute with the simulator's fast clock, else every 5): it reads
 the closed contracts still lacking a final outcome, asks the exchange for exactly those tickers (with no DuckDB
 connection open), then writes outcomes and the observation history in one short transaction. A sensor then
-scores the snapshot days of contracts whose outcome is new or changed. Backfill any day of scores in the UI;
-set `since_seconds` in the launchpad to re-read every contract closed in that window.
+evaluates the snapshot days of contracts whose outcome is new or changed. Evaluate any day of scores in the UI;
+set `since_seconds` in the launchpad to re-read every contract closed in that window. Scores are a view (always
+current); the scores asset evaluates a day.
 
 A ticker whose reads bring nothing new backs off, and past KALSHI_SHADOW_SETTLEMENT_GIVE_UP_HOURS (default 48)
 after close is flagged in kalshi_settlement_reads and no longer read; the `no_settlement_reads_given_up` check
@@ -53,20 +54,21 @@ def kalshi_settlements(context: dg.AssetExecutionContext, config: SettlementConf
     if missing:
         context.log.warning(f"{len(missing)} closed tickers not returned by the exchange, e.g. {missing[:3]}; read again with backoff")
     with warehouse.get_connection() as conn:
-        changed = apply_observations(conn, observations, now)
-        flagged_now = track_reads(conn, todo, observations, now)
+        recorded = utcnow()  # taken holding the warehouse: no decision made before this moment could have seen them
+        changed = apply_observations(conn, observations, recorded)
+        flagged_now = track_reads(conn, todo, observations, recorded)
         days = quote_dates_of(conn, changed)
         final_without = conn.execute("""SELECT count(*) FROM kalshi_contracts
                                         WHERE settlement_status = 'finalized' AND outcome IS NULL""").fetchall()[0][0]
         by_outcome = dict(conn.execute("SELECT coalesce(outcome, 'pending'), count(*) FROM kalshi_contracts "
-                                       "WHERE close_ts <= ? GROUP BY 1", [now]).fetchall())
+                                       "WHERE close_ts <= ? AND close_ts > ? - INTERVAL 1 DAY GROUP BY 1", [recorded, recorded]).fetchall())
         flags = dict(conn.execute("SELECT flag, count(*) FROM kalshi_settlement_reads WHERE flag IS NOT NULL GROUP BY 1").fetchall())
     for s in flagged_now:
         context.log.warning(f"{s.ticker}: given up ({s.flag}) after {s.reads} reads: {s.flag_reason}")
     return dg.MaterializeResult(
         metadata={"checked": len(todo), "observed": len(observations), "changed": len(changed),
                   "changed_tickers": json.dumps(changed[:50]), "quote_dates": json.dumps(days),
-                  "closed_contracts_by_outcome": json.dumps(by_outcome), "unknown_tickers": len(missing),
+                  "closed_last_day_by_outcome": json.dumps(by_outcome), "unknown_tickers": len(missing),
                   "skipped": len(skipped), "flagged_now": len(flagged_now)},
         check_results=[dg.AssetCheckResult(check_name="final_contracts_have_outcomes", passed=final_without == 0,
                                            metadata={"finalized_without_outcome": final_without}),
@@ -88,43 +90,23 @@ def _log_skips(context: dg.AssetExecutionContext, skipped: list[Skip]) -> None:
                          f"e.g. {flagged[0].ticker}, {flagged[0].flag}: {flagged[0].reason}")
 
 
-class ScoreConfig(dg.Config):
-    full_recompute: bool = False  # also implied by a backfill
-
-
 @dg.asset(
     group_name=GROUP, pool=WAREHOUSE_POOL, partitions_def=daily, kinds={"duckdb"}, owners=["team:quant"],
     deps=["kalshi_edge_snapshots", "kalshi_settlements"],
-    description="Per snapshot of a settled contract: Brier and log loss of the model and of the market mid, "
-                "PnL per contract of taking YES / NO at the ask net of fees, beside the predicted EV. Void excluded with a reason.",
-    check_specs=[
-        dg.AssetCheckSpec("scores_in_range", asset="kalshi_edge_snapshot_scores"),
-        dg.AssetCheckSpec("settled_snapshots_all_scored", asset="kalshi_edge_snapshot_scores"),
-    ],
+    description="View: per snapshot of a settled contract, Brier and log loss of the model and of the market mid, "
+                "PnL per contract of taking YES / NO at the ask net of fees, beside the predicted EV; void excluded with "
+                "a reason. Derived when read, so always current; a partition run evaluates that UTC day (figures, checks).",
+    check_specs=[dg.AssetCheckSpec("scores_in_range", asset="kalshi_edge_snapshot_scores",
+                                   description="Brier in [0, 1], log loss >= 0, PnL per contract within $1.")],
 )
-def kalshi_edge_snapshot_scores(context: dg.AssetExecutionContext, config: ScoreConfig, warehouse: Warehouse) -> dg.MaterializeResult:
+def kalshi_edge_snapshot_scores(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     day = date.fromisoformat(context.partition_key)
-    full = config.full_recompute or "dagster/backfill" in context.run.tags
     with warehouse.get_connection() as conn:
-        counts = score_day(conn, day, full=full)
-        # Model and mid side by side only on paired rows (both priced, contract not void), with the count.
-        out_of_range, unscored, n, n_paired, brier_model, brier_mid = conn.execute("""
-            SELECT (SELECT count(*) FROM kalshi_edge_snapshot_scores WHERE quote_date = $day
-                      AND (brier_model NOT BETWEEN 0 AND 1 OR brier_mid NOT BETWEEN 0 AND 1 OR logloss_model < 0
-                           OR abs(pnl_yes) > 1 OR abs(pnl_no) > 1)),
-                   (SELECT count(*) FROM kalshi_edge_snapshots AS s JOIN kalshi_contracts AS c USING (ticker)
-                      WHERE s.quote_date = $day AND c.outcome IS NOT NULL
-                        AND NOT EXISTS (SELECT 1 FROM kalshi_edge_snapshot_scores AS x WHERE x.snapshot_id = s.snapshot_id)),
-                   count(*), count(*) FILTER (WHERE excluded_reason IS NULL),
-                   avg(brier_model) FILTER (WHERE excluded_reason IS NULL), avg(brier_mid) FILTER (WHERE excluded_reason IS NULL)
-            FROM kalshi_edge_snapshot_scores WHERE quote_date = $day""", {"day": day}).fetchall()[0]
+        figures = score_day(conn, day)
     return dg.MaterializeResult(
-        metadata={**counts, "mode": "full recompute" if full else "incremental", "rows_in_day": n, "paired_rows": n_paired,
-                  "paired_brier_model": brier_model, "paired_brier_mid": brier_mid},
-        check_results=[
-            dg.AssetCheckResult(check_name="scores_in_range", passed=out_of_range == 0, metadata={"bad_rows": out_of_range}),
-            dg.AssetCheckResult(check_name="settled_snapshots_all_scored", passed=unscored == 0, metadata={"unscored": unscored}),
-        ],
+        metadata={k: v for k, v in figures.items() if v is not None},
+        check_results=[dg.AssetCheckResult(check_name="scores_in_range", passed=figures["out_of_range"] == 0,
+                                           metadata={"bad_rows": figures["out_of_range"]})],
     )
 
 

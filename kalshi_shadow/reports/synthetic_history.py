@@ -3,7 +3,7 @@
 Builds on `pricing.synthetic.generate` (spot walk, ladders, quotes) and the real pipeline steps: the quotes' mids
 are redrawn as a noisy version of the true probability (so the market is informative and sometimes wrong), the
 contracts are upserted from the market rows, priced with `price_new_quotes`, settled from the 60-s spot average
-before close (observations read 2 min after close), scored with `score_day`, and decided with every rule set of
+before close (observations read 2 min after close; scores are a view of them), and decided with every rule set of
 the rules file. The last `pending_hours` of the history are left unsettled.
 """
 
@@ -17,7 +17,7 @@ from kalshi_shadow.decisions.engine import decide, settle
 from kalshi_shadow.decisions.rulesets import load_rule_sets
 from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot_vol
 from kalshi_shadow.pricing.synthetic import generate, publish_until
-from kalshi_shadow.scoring.scores import score_day
+from kalshi_shadow.scoring.settlements import OBS_TABLE_SQL, record_observations
 from kalshi_shadow.warehouse.contracts import refresh_contracts
 
 START = datetime(2026, 6, 1, tzinfo=timezone.utc)
@@ -63,23 +63,21 @@ RECENTRE_SQL = [
        FROM syn_offsets AS o WHERE m.ticker = o.ticker""",
 ]
 
+# Each contract settles on the 60-s mean of spot before its close, read from the "exchange" two minutes after close:
+# staged as the settlements step stages what it reads, then recorded by the same code (`record_observations`).
 SETTLE_SQL = """
-CREATE OR REPLACE TEMP TABLE syn_outcomes AS
-SELECT c.ticker, c.close_ts, avg(s.price::DOUBLE) AS avg60,
-       CASE WHEN c.strike_type = 'between' THEN avg(s.price::DOUBLE) BETWEEN c.floor_strike AND c.cap_strike
-            WHEN c.strike_type = 'greater' THEN avg(s.price::DOUBLE) > c.floor_strike
-            ELSE avg(s.price::DOUBLE) >= c.floor_strike END AS yes
-FROM kalshi_contracts AS c JOIN syn_spot AS s ON s.ts > c.close_ts - INTERVAL 60 SECOND AND s.ts <= c.close_ts
-WHERE c.close_ts <= $settled_until AND c.outcome IS NULL
-GROUP BY c.ticker, c.close_ts, c.strike_type, c.floor_strike, c.cap_strike;
-INSERT INTO kalshi_settlement_observations
+INSERT INTO _obs
 SELECT ticker, close_ts + INTERVAL 2 MINUTE, 'finalized', CASE WHEN yes THEN 'yes' ELSE 'no' END,
-       CASE WHEN yes THEN 1 ELSE 0 END, avg60, close_ts + INTERVAL 1 MINUTE FROM syn_outcomes;
-UPDATE kalshi_contracts AS c SET outcome = CASE WHEN o.yes THEN 'yes' ELSE 'no' END,
-       settlement_value = CASE WHEN o.yes THEN 1 ELSE 0 END, expiration_value = o.avg60,
-       settled_ts = o.close_ts + INTERVAL 1 MINUTE, settlement_status = 'finalized', status = 'finalized',
-       settlement_checked_at = o.close_ts + INTERVAL 2 MINUTE
-FROM syn_outcomes AS o WHERE c.ticker = o.ticker;
+       CASE WHEN yes THEN 1 ELSE 0 END, avg60, close_ts + INTERVAL 1 MINUTE, CASE WHEN yes THEN 1 ELSE 0 END
+FROM (
+    SELECT c.ticker, c.close_ts, avg(s.price::DOUBLE) AS avg60,
+           CASE WHEN c.strike_type = 'between' THEN avg(s.price::DOUBLE) BETWEEN c.floor_strike AND c.cap_strike
+                WHEN c.strike_type = 'greater' THEN avg(s.price::DOUBLE) > c.floor_strike
+                ELSE avg(s.price::DOUBLE) >= c.floor_strike END AS yes
+    FROM kalshi_contracts AS c JOIN syn_spot AS s ON s.ts > c.close_ts - INTERVAL 60 SECOND AND s.ts <= c.close_ts
+    WHERE c.close_ts <= $settled_until AND c.outcome IS NULL
+    GROUP BY c.ticker, c.close_ts, c.strike_type, c.floor_strike, c.cap_strike
+)
 """
 
 
@@ -102,12 +100,9 @@ def build_history(conn: duckdb.DuckDBPyConnection, *, start: datetime = START, d
         run = price_new_quotes(conn, lot=100)
         if run.rows == 0:
             break
-    first, *rest = [q for q in SETTLE_SQL.split(";") if q.strip()]
-    conn.execute(first, {"settled_until": end - timedelta(hours=pending_hours)})
-    for q in rest:
-        conn.execute(q)
-    for d in range(days):
-        score_day(conn, (start + timedelta(days=d)).date(), full=True)
+    conn.execute(OBS_TABLE_SQL)
+    conn.execute(SETTLE_SQL, {"settled_until": end - timedelta(hours=pending_hours)})
+    record_observations(conn)
     for rs in load_rule_sets():
         decide(conn, rs)
     settle(conn)

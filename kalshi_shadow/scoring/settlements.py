@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import astuple, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Iterable
 
@@ -99,8 +99,17 @@ def settlement_value(result: str | None, value: Decimal | None) -> Decimal | Non
     return None
 
 
+OBS_TABLE_SQL = """CREATE OR REPLACE TEMP TABLE _obs (ticker VARCHAR, observed_at TIMESTAMPTZ, status VARCHAR, result VARCHAR,
+    settlement_value DECIMAL(18, 4), expiration_value DECIMAL(18, 8), settlement_ts TIMESTAMPTZ, paid DECIMAL(18, 4))"""
+# An observation that settles the contract: a result the payout rule knows, and a value where one is needed.
+USABLE_SQL = "o.result IN ('yes', 'no', 'scalar', 'void') AND NOT (o.result = 'scalar' AND o.paid IS NULL)"
+
+
 def apply_observations(conn: duckdb.DuckDBPyConnection, observations: list[Observation], now: datetime) -> list[str]:
-    """Record observations and update contracts; returns tickers whose outcome is new or changed."""
+    """Record observations read at `now` and update contracts; returns tickers whose outcome is new or changed.
+
+    `now` is the observations' `observed_at`: pass the time they are recorded (with the warehouse open), so that a
+    decision made before it could not have seen them and one made after it could (point in time)."""
     if not observations:
         return []
     rows = []
@@ -109,23 +118,31 @@ def apply_observations(conn: duckdb.DuckDBPyConnection, observations: list[Obser
             log.error("%s: scalar result without settlement_value_dollars; outcome left unset", o.ticker)
         rows.append((o.ticker, now, o.status, o.result, o.settlement_value, o.expiration_value, o.settlement_ts,
                      settlement_value(o.result, o.settlement_value)))
+    conn.execute(OBS_TABLE_SQL)
+    conn.executemany("INSERT INTO _obs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    return record_observations(conn)
+
+
+def record_observations(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply the observations staged in `_obs` (OBS_TABLE_SQL; at most one per ticker) in one transaction: keep them,
+    move each contract to its newest outcome, keep its first one, and work out the model's error on contracts whose
+    outcome is known for the first time. Returns tickers whose outcome is new or changed."""
     with transaction(conn):
-        conn.execute("CREATE OR REPLACE TEMP TABLE _obs (ticker VARCHAR, observed_at TIMESTAMPTZ, status VARCHAR, result VARCHAR, "
-                     "settlement_value DECIMAL(18, 4), expiration_value DECIMAL(18, 8), settlement_ts TIMESTAMPTZ, paid DECIMAL(18, 4))")
-        conn.executemany("INSERT INTO _obs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         conn.execute("INSERT INTO kalshi_settlement_observations SELECT * EXCLUDE (paid) FROM _obs")
-        changed = [r[0] for r in conn.execute("""
+        changed = [r[0] for r in conn.execute(f"""
             SELECT o.ticker FROM _obs AS o JOIN kalshi_contracts AS c USING (ticker)
-            WHERE o.result IN ('yes', 'no', 'scalar', 'void')
-              AND NOT (o.result = 'scalar' AND o.paid IS NULL)
-              AND (c.outcome IS DISTINCT FROM o.result OR c.settlement_value IS DISTINCT FROM o.paid)
+            WHERE {USABLE_SQL} AND (c.outcome IS DISTINCT FROM o.result OR c.settlement_value IS DISTINCT FROM o.paid)
         """).fetchall()]
-        conn.execute("""
+        first = [r[0] for r in conn.execute(f"""
+            SELECT o.ticker FROM _obs AS o JOIN kalshi_contracts AS c USING (ticker) WHERE {USABLE_SQL} AND c.first_outcome IS NULL
+        """).fetchall()]
+        conn.execute(f"""
             UPDATE kalshi_contracts AS c SET
-                outcome = CASE WHEN o.result IN ('yes', 'no', 'scalar', 'void') AND NOT (o.result = 'scalar' AND o.paid IS NULL)
-                               THEN o.result ELSE c.outcome END,
-                settlement_value = CASE WHEN o.result IN ('yes', 'no', 'scalar', 'void') AND NOT (o.result = 'scalar' AND o.paid IS NULL)
-                                        THEN o.paid ELSE c.settlement_value END,
+                outcome = CASE WHEN {USABLE_SQL} THEN o.result ELSE c.outcome END,
+                settlement_value = CASE WHEN {USABLE_SQL} THEN o.paid ELSE c.settlement_value END,
+                first_outcome = CASE WHEN c.first_outcome IS NULL AND {USABLE_SQL} THEN o.result ELSE c.first_outcome END,
+                first_settlement_value = CASE WHEN c.first_outcome IS NULL AND {USABLE_SQL} THEN o.paid ELSE c.first_settlement_value END,
+                outcome_known_ts = CASE WHEN c.first_outcome IS NULL AND {USABLE_SQL} THEN o.observed_at ELSE c.outcome_known_ts END,
                 expiration_value = coalesce(o.expiration_value, c.expiration_value),
                 settled_ts = coalesce(o.settlement_ts, c.settled_ts),
                 settlement_status = o.status,
@@ -133,7 +150,41 @@ def apply_observations(conn: duckdb.DuckDBPyConnection, observations: list[Obser
                 status = o.status
             FROM _obs AS o WHERE c.ticker = o.ticker
         """)
+        record_model_errors(conn, first)
+    conn.execute("DROP TABLE _obs")
     return changed
+
+
+def snapshot_days(conn: duckdb.DuckDBPyConnection, tickers: list[str]) -> tuple[date, date] | None:
+    """UTC quote days that can hold snapshots of these contracts, from their terms: from the day before the first was
+    seen (or opened) to the day after the last closed (a contract without terms: the week before its outcome was
+    recorded). Constant bounds, so a query by them reads those days only."""
+    lo, hi = conn.execute("""
+        SELECT min(CAST(coalesce(least(first_seen_ts, open_ts), close_ts - INTERVAL 2 DAY, outcome_known_ts - INTERVAL 7 DAY)
+                        AT TIME ZONE 'UTC' AS DATE)) - 1,
+               max(CAST(coalesce(greatest(close_ts, last_seen_ts), outcome_known_ts, now()) AT TIME ZONE 'UTC' AS DATE)) + 1
+        FROM kalshi_contracts WHERE ticker IN (SELECT unnest(?::VARCHAR[]))""", [tickers]).fetchall()[0]
+    return None if lo is None else (lo, hi)
+
+
+# The model's mean absolute error per settled contract, written once, when its outcome is first recorded: the
+# haircut's evidence (engine.py reads it by time), against the outcome as first read.
+MODEL_ERRORS_SQL = """
+INSERT INTO kalshi_model_errors
+SELECT c.ticker, s.model_version, c.outcome_known_ts, count(*), sum(abs(s.p_model - c.first_settlement_value::DOUBLE))
+FROM kalshi_contracts AS c JOIN kalshi_edge_snapshots AS s USING (ticker)
+WHERE c.ticker IN (SELECT unnest($tickers::VARCHAR[])) AND c.first_outcome <> 'void' AND s.p_model IS NOT NULL
+  AND s.quote_date BETWEEN $lo AND $hi
+GROUP BY ALL
+"""
+
+
+def record_model_errors(conn: duckdb.DuckDBPyConnection, tickers: list[str]) -> int:
+    """Errors of every model on these newly known contracts, reading only their snapshot days; returns rows."""
+    days = snapshot_days(conn, tickers) if tickers else None
+    if days is None:
+        return 0
+    return conn.execute(MODEL_ERRORS_SQL, {"tickers": tickers, "lo": days[0], "hi": days[1]}).fetchall()[0][0]
 
 
 @dataclass(frozen=True)
@@ -218,15 +269,16 @@ def track_reads(conn: duckdb.DuckDBPyConnection, asked: list[str], observations:
 
 
 def quote_dates_of(conn: duckdb.DuckDBPyConnection, tickers: list[str]) -> list[str]:
-    """UTC days holding snapshots of these tickers: the score partitions to (re)compute."""
-    if not tickers:
+    """UTC days holding snapshots of these tickers: the score partitions to (re)compute. Reads only the days their
+    terms allow (`snapshot_days`), never the whole snapshot table."""
+    days = snapshot_days(conn, tickers) if tickers else None
+    if days is None:
         return []
     rows = conn.execute("""
-        SELECT DISTINCT s.quote_date FROM kalshi_edge_snapshots AS s
-        JOIN kalshi_contracts AS c USING (ticker)
-        WHERE list_contains($tickers, s.ticker) AND s.quote_date >= CAST(c.close_ts AT TIME ZONE 'UTC' AS DATE) - 3
+        SELECT DISTINCT quote_date FROM kalshi_edge_snapshots
+        WHERE quote_date BETWEEN $lo AND $hi AND ticker IN (SELECT unnest($tickers::VARCHAR[]))
         ORDER BY 1
-    """, {"tickers": tickers}).fetchall()
+    """, {"tickers": tickers, "lo": days[0], "hi": days[1]}).fetchall()
     return [r[0].isoformat() for r in rows]
 
 
