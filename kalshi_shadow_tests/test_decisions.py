@@ -23,6 +23,7 @@ from kalshi_shadow.defs import decisions as decisions_defs
 from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.pricing.fees import order_fee
 from kalshi_shadow.pricing.snapshots import STATE_FRONTIER
+from kalshi_shadow.scoring.settlements import Observation, apply_observations
 from kalshi_shadow.warehouse.connection import utc
 from kalshi_shadow.warehouse.ddl import ensure_schema
 
@@ -64,13 +65,15 @@ def _snap(conn: duckdb.DuckDBPyConnection, ticker: str, at: datetime, *, event: 
     ev_yes = None if p is None or yes_ask is None else p - float(yes_ask) - fee(yes_ask)
     ev_no = None if p is None or no_ask is None else (1 - p) - float(no_ask) - fee(no_ask)
     conn.execute("""
-        INSERT INTO kalshi_edge_snapshots (snapshot_id, quote_key, quote_date, ticker, series_ticker, event_ticker, model_version,
+        INSERT INTO kalshi_edge_snapshots (quote_key, quote_date, ticker, series_ticker, event_ticker, model_version,
             quote_ts, seen_ts, created_at, tau_seconds, spot_age_seconds, quote_age_seconds, yes_bid, yes_ask, no_bid, no_ask,
-            yes_bid_size, yes_ask_size, lot_size, fee_type, fee_multiplier, fee_yes, fee_no, p_model, ev_yes, ev_no, reasons, rules_version)
-        VALUES (uuid(), uuid(), ?::DATE, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, 100, 'quadratic', 1.0, ?, ?, ?, ?, ?, [], 't')""",
+            yes_bid_size, yes_ask_size, lot_size, fee_type, fee_multiplier, fee_yes, fee_no, p_model, reasons, rules_version)
+        VALUES (uuid(), ?::DATE, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, 100, 'quadratic', 1.0, ?, ?, ?, [], 't')""",
                  [at.date(), ticker, series, event or ticker.rsplit("-", 1)[0], model, at - timedelta(seconds=quote_age), at,
-                  tau, spot_age, quote_age, yes_bid, yes_ask, no_bid, no_ask, ask_size, ask_size, fee(yes_ask), fee(no_ask),
-                  p, ev_yes, ev_no])
+                  tau, spot_age, quote_age, yes_bid, yes_ask, no_bid, no_ask, ask_size, ask_size, fee(yes_ask), fee(no_ask), p])
+    if p is not None:  # the stored EVs are the pricing step's: check them against this helper's arithmetic
+        got = conn.execute("SELECT ev_yes, ev_no FROM kalshi_edge_snapshots ORDER BY rowid DESC LIMIT 1").fetchall()[0]
+        assert got == (pytest.approx(ev_yes) if ev_yes is not None else None, pytest.approx(ev_no) if ev_no is not None else None)
 
 
 def _priced_until(conn: duckdb.DuckDBPyConnection, t: datetime) -> None:
@@ -79,12 +82,10 @@ def _priced_until(conn: duckdb.DuckDBPyConnection, t: datetime) -> None:
 
 
 def _settle(conn: duckdb.DuckDBPyConnection, ticker: str, outcome: str, at: datetime) -> None:
-    y = {"yes": 1, "no": 0}.get(outcome, 0)
-    conn.execute("""INSERT INTO kalshi_contracts (ticker, series_ticker, event_ticker, outcome, settlement_value)
-                    VALUES (?, 'KXBTCD', ?, ?, ?) ON CONFLICT (ticker) DO UPDATE SET outcome = excluded.outcome,
-                    settlement_value = excluded.settlement_value""", [ticker, ticker.rsplit("-", 1)[0], outcome, y])
-    conn.execute("INSERT INTO kalshi_settlement_observations (ticker, observed_at, status, result) VALUES (?, ?, 'determined', ?)",
-                 [ticker, at, outcome])
+    """The exchange's answer for `ticker`, recorded at `at` by the settlements step's own code."""
+    conn.execute("INSERT INTO kalshi_contracts (ticker, series_ticker, event_ticker) VALUES (?, 'KXBTCD', ?) ON CONFLICT DO NOTHING",
+                 [ticker, ticker.rsplit("-", 1)[0]])
+    apply_observations(conn, [Observation(ticker, "determined", outcome, None, None, None)], at)
 
 
 def _log(conn: duckdb.DuckDBPyConnection, version: str | None = None) -> list[tuple]:
@@ -303,6 +304,6 @@ def test_the_asset_decides_in_dagster_and_its_checks_pass(tmp_path: Path) -> Non
     result = dg.materialize([decisions_defs.kalshi_would_trades], resources={"warehouse": wh})
     assert result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"takes_within_limits": True, "decisions_keep_up_with_snapshots": True}
+    assert checks == {"takes_within_limits": True, "decisions_keep_up_with_snapshots": True, "state_matches_positions": True}
     meta = result.asset_materializations_for_node("kalshi_would_trades")[0].metadata
     assert meta["careful: takes this run"].value > 0 and meta["eager: takes this run"].value > 0

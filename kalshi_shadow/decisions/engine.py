@@ -1,24 +1,32 @@
 """The decision log: every rule set decides on the snapshots of its model, in the order the quotes were seen.
 
 **Point in time.** A decision on a quote seen at t uses the snapshot (priced from what was known at t), the rule
-set, and what the log holds before t: positions, caps and cool-downs from earlier takes, cash from their costs and
-from payouts of contracts whose outcome was read from the exchange before t, and a haircut from the model's error
-on contracts whose outcome was read before t.
+set, and what was known before t: positions, caps and cool-downs from earlier takes, cash from their costs and from
+payouts of contracts whose outcome was recorded before t (as first read: an amendment does not rewrite the past),
+and a haircut from the model's error on contracts whose outcome was recorded before t.
 
-**Exactly once, in order.** Each rule set version has a frontier (seen time). A run decides the snapshots seen in
-(frontier, pricing frontier]: every quote seen by then is priced (`pricing/snapshots.py`), so a late file can no
-longer add a snapshot behind the frontier, and a re-run or a backfill gives the same log. A new version starts
-from the beginning of the warehouse's history; the log of other versions is never touched.
+**Exactly once, in order.** Each rule set version has a frontier (seen time) in its stored state (`state.py`). A
+run decides the snapshots seen in (frontier, target], where the target is the pricing frontier held back by the
+quotes' own file sequence: every quote seen by then is priced, so no snapshot can appear behind the frontier, and a
+re-run or a replay gives the same log. A new or edited version, or `rerun_from`, replays history; the log of other
+versions is never touched.
+
+**Flat cost.** A chunk reads its own snapshots, the state at its start (cash, exposure), the positions of the events
+and days it touches, the payouts still to come, the model's errors of the haircut window and, for the tape, the log
+rows of its contracts' lifetimes: nothing scales with the length of history, so a tick costs what is new and a
+replay of D days costs D times a day.
 
 **How.** One SQL query per chunk evaluates the stateless rules (`rules.STATELESS`) on every snapshot. Only the
-snapshots that pass them all, the candidates, go through the stateful rules and sizing, in time order (a loop
-over candidates, not over quotes: a position, a cap or cash depends on the takes before). A skip is written when
-a contract's reason changes, so the log is a tape, not a copy of the snapshots.
+snapshots that pass them all, the candidates, go through the stateful rules and sizing, in time order (a loop over
+candidates, not over quotes: a position, a cap or cash depends on the takes before). A skip is written when a
+contract's reason changes, so the log is a tape, not a copy of the snapshots.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -27,35 +35,17 @@ from decimal import Decimal
 import duckdb
 import pyarrow as pa
 
-from kalshi_shadow.decisions import rules
+from kalshi_shadow.decisions import rules, state
 from kalshi_shadow.decisions.rulesets import RuleSet
 from kalshi_shadow.decisions.sizing import size_take
-from kalshi_shadow.pricing.snapshots import NEG_INF, STATE_FRONTIER
+from kalshi_shadow.pricing.snapshots import NEG_INF
 from kalshi_shadow.warehouse.connection import transaction
 
+log = logging.getLogger(__name__)
+
 CHUNK = timedelta(hours=6)  # seen time decided per transaction: bounds memory on a replay of long history
-FRONTIER_KEY = "kalshi_would_trades.frontier_us:"
-
-# When each contract's outcome was first read from the exchange: the moment its payout and its error are known.
-KNOWN_SQL = """
-CREATE OR REPLACE TEMP TABLE _known AS
-SELECT c.ticker, c.event_ticker, c.outcome, c.settlement_value::DOUBLE AS y, o.known_ts
-FROM kalshi_contracts AS c
-JOIN (SELECT ticker, min(observed_at) AS known_ts FROM kalshi_settlement_observations
-      WHERE result IS NOT NULL GROUP BY ticker) AS o USING (ticker)
-WHERE c.outcome IS NOT NULL
-"""
-
-# The model's mean absolute error per settled contract, written once when the outcome is first known: the
-# haircut's evidence, read by time (ASOF) without rescanning snapshots.
-ERRORS_SQL = """
-INSERT INTO kalshi_model_errors
-SELECT k.ticker, s.model_version, k.known_ts, count(*) AS n, sum(abs(s.p_model - k.y)) AS sum_abs_error
-FROM _known AS k JOIN kalshi_edge_snapshots AS s USING (ticker)
-WHERE k.outcome <> 'void' AND s.p_model IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM kalshi_model_errors AS e WHERE e.ticker = k.ticker)
-GROUP BY ALL
-"""
+SETTLED_KEY = "kalshi_would_trades.settled_through_us"  # observations folded into the log's outcomes, by observed_at
+TAPE_MARGIN = timedelta(hours=1)  # before a contract's first sighting, where its earliest log row may lie
 
 CANDIDATES_SQL = """
 CREATE OR REPLACE TEMP TABLE _cand AS
@@ -64,10 +54,11 @@ WITH s AS (
     FROM kalshi_edge_snapshots AS s
     WHERE s.model_version = $model AND s.seen_ts > $lo AND s.seen_ts <= $hi
       AND s.quote_ts > $lo - INTERVAL 1 DAY AND s.quote_ts <= $hi   -- a quote is sent before it is seen: prunes by date
-      AND s.ticker NOT IN (SELECT ticker FROM kalshi_would_trades WHERE rule_set_version = $version AND action = 'take')
-), errors AS (  -- cumulative evidence, so any window is a difference of two ASOF lookups
+      AND s.ticker NOT IN (SELECT ticker FROM kalshi_decision_positions WHERE rule_set_version = $version)
+), errors AS (  -- cumulative evidence of the window, so any window is a difference of two ASOF lookups
     SELECT known_ts, sum(n) OVER w AS cum_n, sum(sum_abs_error) OVER w AS cum_err
-    FROM kalshi_model_errors WHERE model_version = $model
+    FROM kalshi_model_errors
+    WHERE model_version = $model AND known_ts > $lo - to_seconds($window_seconds) AND known_ts < $hi
     WINDOW w AS (ORDER BY known_ts, ticker ROWS UNBOUNDED PRECEDING)
 ), h AS (
     SELECT s.*, (e1.cum_err - coalesce(e0.cum_err, 0)) / nullif(e1.cum_n - coalesce(e0.cum_n, 0), 0) AS recent_mae
@@ -87,6 +78,18 @@ WITH s AS (
 SELECT c.*, {first_blocking} AS reason FROM c
 """
 
+# The candidates that pass every stateless rule, in seen order, with their contract's outcome as first recorded.
+CANDIDATE_ROWS_SQL = """
+SELECT c.snapshot_id::VARCHAR AS snapshot_id, c.seen_ts, c.decision_date, c.ticker, c.event_ticker, c.side, c.p_side,
+       c.ask, c.ask_size, c.haircut, c.ev_per_contract, c.fee_type, c.fee_multiplier,
+       k.outcome_known_ts, k.first_outcome, k.first_settlement_value::DOUBLE AS first_y
+FROM _cand AS c LEFT JOIN kalshi_contracts AS k ON k.ticker = c.ticker AND k.first_outcome IS NOT NULL
+WHERE c.reason IS NULL
+ORDER BY c.seen_ts, c.snapshot_id
+"""
+CANDIDATE_COLUMNS = ("snapshot_id", "seen_ts", "decision_date", "ticker", "event_ticker", "side", "p_side", "ask",
+                     "ask_size", "haircut", "ev_per_contract", "fee_type", "fee_multiplier", "known_ts", "outcome", "y")
+
 
 @dataclass
 class DecisionRun:
@@ -96,37 +99,10 @@ class DecisionRun:
     snapshots: int = 0
     takes: int = 0
     skips_logged: int = 0
+    bad_takes: int = 0          # takes written this run that break a limit (an asset check)
+    chunks: int = 0
+    caught_up: bool = False     # the frontier reached the target
     reasons: Counter = field(default_factory=Counter)
-
-
-@dataclass
-class _Book:
-    """What earlier takes of one rule set version imply at a moment: the state the stateful rules read."""
-    cash: float
-    taken: set[str] = field(default_factory=set)
-    exposure: float = 0.0
-    event_takes: Counter = field(default_factory=Counter)
-    event_stake: Counter = field(default_factory=Counter)
-    day_takes: Counter = field(default_factory=Counter)
-    last_take: dict[str, datetime] = field(default_factory=dict)
-    credits: list[tuple[datetime, float, float]] = field(default_factory=list)  # heap of (known_ts, payout, cost)
-
-    def settle_until(self, t: datetime) -> None:
-        while self.credits and self.credits[0][0] < t:
-            _, payout, cost = heapq.heappop(self.credits)
-            self.cash += payout
-            self.exposure -= cost
-
-    def take(self, row: dict, contracts: int, cost: float, outcome: tuple | None) -> None:
-        self.cash -= cost
-        self.exposure += cost
-        self.taken.add(row["ticker"])
-        self.event_takes[row["event_ticker"]] += 1
-        self.event_stake[row["event_ticker"]] += cost
-        self.day_takes[row["decision_date"]] += 1
-        self.last_take[row["event_ticker"]] = row["seen_ts"]
-        if outcome is not None:
-            heapq.heappush(self.credits, (outcome[0], payout(outcome[1], outcome[2], row["side"], contracts, cost), cost))
 
 
 def payout(outcome: str, y: float | None, side: str, contracts: int, cost: float) -> float:
@@ -136,50 +112,81 @@ def payout(outcome: str, y: float | None, side: str, contracts: int, cost: float
     return contracts * (y if side == "yes" else 1.0 - y)
 
 
-# The same rule in SQL, for take `t` and its outcome `k` (a row of `_known`): the log's payout and realised PnL
-# (payout - cost, so 0 for a void contract) and the skips' bankroll come from this one expression.
-PAYOUT_SQL = ("CASE WHEN {k}.outcome = 'void' THEN {t}.cost "
-              "ELSE {t}.contracts * CASE {t}.side WHEN 'yes' THEN {k}.y ELSE 1 - {k}.y END END")
+# The same rule in SQL, for take `t` with outcome `o` and dollars per YES contract `y`: the positions' payouts (first
+# read) and the log's payout and realised PnL (latest; payout - cost, so 0 for a void contract) come from it.
+PAYOUT_SQL = "CASE WHEN {o} = 'void' THEN {t}.cost ELSE {t}.contracts * CASE {t}.side WHEN 'yes' THEN {y} ELSE 1 - {y} END END"
 
 
-def _frontier(conn: duckdb.DuckDBPyConnection, key: str) -> datetime | None:
-    row = conn.execute("SELECT value FROM asset_watermarks WHERE asset = ?", [key]).fetchall()
-    return datetime.fromtimestamp(row[0][0] / 1e6, tz=timezone.utc) if row else None
+def money(x: float) -> float:
+    """Cash and exposure rounded to a millionth of a dollar after every change. Prices and payouts are whole
+    ten-thousandths, so this keeps the exact sum whatever the order of the additions: a replay, which starts from
+    a state summed in another order, then writes the same figures as the live run did."""
+    return round(x, 6)
 
 
-def _set_frontier(conn: duckdb.DuckDBPyConnection, key: str, value: datetime) -> None:
-    conn.execute("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
-                 [key, int(value.timestamp() * 1e6)])
+@dataclass
+class _Book:
+    """What earlier takes of one rule set version imply during a chunk: the state the stateful rules read. Every
+    change of cash or exposure is kept as a flow, so the skips of the chunk get the bankroll of their moment."""
+    cash: float
+    exposure: float
+    start: datetime
+    taken: set[str] = field(default_factory=set)
+    event_takes: Counter = field(default_factory=Counter)
+    event_stake: Counter = field(default_factory=Counter)
+    day_takes: Counter = field(default_factory=Counter)
+    last_take: dict[str, datetime] = field(default_factory=dict)
+    credits: list[tuple[datetime, float, float]] = field(default_factory=list)  # heap of (known_ts, payout, cost)
+    flows: dict[datetime, tuple[float, float]] = field(default_factory=dict)     # ts -> (cash, exposure) after it
+    new_positions: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.flows[self.start] = (self.cash, self.exposure)
+
+    def settle_until(self, t: datetime, *, inclusive: bool = False) -> None:
+        while self.credits and (self.credits[0][0] < t or (inclusive and self.credits[0][0] == t)):
+            known_ts, paid, cost = heapq.heappop(self.credits)
+            self.cash, self.exposure = money(self.cash + paid), money(self.exposure - cost)
+            self.flows[max(known_ts, self.start)] = (self.cash, self.exposure)
+
+    def take(self, row: dict, contracts: int, cost: float) -> None:
+        self.cash, self.exposure = money(self.cash - cost), money(self.exposure + cost)
+        self.taken.add(row["ticker"])
+        self.event_takes[row["event_ticker"]] += 1
+        self.event_stake[row["event_ticker"]] += cost
+        self.day_takes[row["decision_date"]] += 1
+        self.last_take[row["event_ticker"]] = row["seen_ts"]
+        self.flows[row["seen_ts"]] = (self.cash, self.exposure)
+        paid = None
+        if row["outcome"] is not None:
+            paid = payout(row["outcome"], row["y"], row["side"], contracts, cost)
+            heapq.heappush(self.credits, (row["known_ts"], paid, cost))
+        self.new_positions.append({"ticker": row["ticker"], "event_ticker": row["event_ticker"],
+                                   "decision_date": row["decision_date"], "decided_ts": row["seen_ts"], "side": row["side"],
+                                   "contracts": contracts, "cost": cost, "known_ts": row["known_ts"], "payout": paid})
 
 
-def seconds_behind(conn: duckdb.DuckDBPyConnection, versions: list[str] | None = None) -> dict[str, float]:
-    """How far each rule set version's decisions trail the pricing frontier, in seconds (inf: it has not decided
-    yet); `versions` None means every version that has a frontier. Empty while nothing is priced."""
-    target = _frontier(conn, STATE_FRONTIER)
-    if target is None:
-        return {}
-    if versions is None:
-        versions = [k[len(FRONTIER_KEY):] for (k,) in conn.execute(
-            "SELECT asset FROM asset_watermarks WHERE starts_with(asset, ?)", [FRONTIER_KEY]).fetchall()]
-    out = {}
-    for v in versions:
-        f = _frontier(conn, FRONTIER_KEY + v)
-        out[v] = float("inf") if f is None else (target - f).total_seconds()
-    return out
-
-
-def _book(conn: duckdb.DuckDBPyConnection, rs: RuleSet, known: dict[str, tuple]) -> _Book:
-    """The state of a version from its log: every take so far, and payouts waiting for their outcome's time."""
-    book = _Book(cash=rs.bankroll)
-    for ticker, event, day, ts, side, contracts, cost in conn.execute(
-            """SELECT ticker, event_ticker, decision_date, decided_ts, side, contracts, cost FROM kalshi_would_trades
-               WHERE rule_set_version = ? AND action = 'take' ORDER BY decided_ts""", [rs.version]).fetchall():
-        book.take({"ticker": ticker, "event_ticker": event, "decision_date": day, "seen_ts": ts, "side": side},
-                  contracts, cost, known.get(ticker))
+def _book(conn: duckdb.DuckDBPyConnection, st: state.VersionState, lo: datetime, cands: list[dict]) -> _Book:
+    """The state at the chunk's start, and the positions of the events and days its candidates touch."""
+    book = _Book(cash=st.cash, exposure=st.exposure, start=lo)
+    v = st.version
+    for known_ts, paid, cost in conn.execute("""SELECT known_ts, payout, cost FROM kalshi_decision_positions
+                                                WHERE rule_set_version = ? AND known_ts > ?""", [v, lo]).fetchall():
+        heapq.heappush(book.credits, (known_ts, paid, cost))
+    events = sorted({c["event_ticker"] for c in cands})
+    days = sorted({c["decision_date"] for c in cands})
+    for event, n, stake, last in conn.execute("""
+            SELECT event_ticker, count(*), sum(cost), max(decided_ts) FROM kalshi_decision_positions
+            WHERE rule_set_version = ? AND event_ticker IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1""", [v, events]).fetchall():
+        book.event_takes[event], book.event_stake[event], book.last_take[event] = n, stake, last
+    for day, n in conn.execute("""SELECT decision_date, count(*) FROM kalshi_decision_positions
+                                  WHERE rule_set_version = ? AND decision_date IN (SELECT unnest(?::DATE[])) GROUP BY 1""",
+                               [v, days]).fetchall():
+        book.day_takes[day] = n
     return book
 
 
-def _stateful(rs: RuleSet, book: _Book, cands: list[dict], known: dict[str, tuple]) -> list[dict]:
+def _stateful(rs: RuleSet, book: _Book, cands: list[dict]) -> list[dict]:
     """Apply the stateful rules and sizing to the candidates, in seen order; returns their decisions."""
     out = []
     for r in cands:
@@ -208,7 +215,7 @@ def _stateful(rs: RuleSet, book: _Book, cands: list[dict], known: dict[str, tupl
                     d["reason"] = rules.EV_AFTER_ORDER_FEE
                 else:
                     d.update(contracts=s.contracts, fee=s.fee, cost=s.cost, ev_actual=ev)
-                    book.take(r, s.contracts, s.cost, known.get(r["ticker"]))
+                    book.take(r, s.contracts, s.cost)
         out.append(d)
     return out
 
@@ -216,9 +223,14 @@ def _stateful(rs: RuleSet, book: _Book, cands: list[dict], known: dict[str, tupl
 DECIDED_SCHEMA = pa.schema([("snapshot_id", pa.string()), ("bankroll_before", pa.float64()), ("open_exposure", pa.float64()),
                             ("contracts", pa.int32()), ("fee", pa.float64()), ("cost", pa.float64()),
                             ("ev_actual", pa.float64()), ("reason", pa.string())])
+FLOWS_SCHEMA = pa.schema([("ts", pa.timestamp("us", tz="UTC")), ("cash", pa.float64()), ("exposure", pa.float64())])
+POSITION_SCHEMA = pa.schema([("ticker", pa.string()), ("event_ticker", pa.string()), ("decision_date", pa.date32()),
+                             ("decided_ts", pa.timestamp("us", tz="UTC")), ("side", pa.string()), ("contracts", pa.int32()),
+                             ("cost", pa.float64()), ("known_ts", pa.timestamp("us", tz="UTC")), ("payout", pa.float64())])
 
 # Every row of the chunk (stateless skips and candidates), rows after a contract's take dropped, then only the rows
-# whose (action, reason) differs from the contract's previous row, the log's last row before the chunk included.
+# whose (action, reason) differs from the contract's previous row, the log's last row before the chunk included
+# (looked for within the lifetime of the chunk's contracts only).
 INSERT_SQL = """
 INSERT INTO kalshi_would_trades BY NAME
 WITH rows AS (
@@ -235,101 +247,165 @@ WITH rows AS (
     WHERE f.take_ts IS NULL OR r.seen_ts <= f.take_ts
 ), prior AS (
     SELECT ticker, arg_max(action || ':' || coalesce(reason, ''), decided_ts) AS key
-    FROM kalshi_would_trades WHERE rule_set_version = $version AND ticker IN (SELECT ticker FROM kept) GROUP BY ticker
+    FROM kalshi_would_trades
+    WHERE rule_set_version = $version AND decided_ts >= $tape_lo AND decided_ts <= $lo
+      AND ticker IN (SELECT ticker FROM kept)
+    GROUP BY ticker
 ), changes AS (
     SELECT k.*, action || ':' || coalesce(final_reason, '') AS key,
            lag(action || ':' || coalesce(final_reason, ''), 1, p.key) OVER (PARTITION BY k.ticker ORDER BY k.seen_ts, k.snapshot_id) AS prev_key
     FROM kept AS k LEFT JOIN prior AS p USING (ticker)
-), flows AS (  -- cash and exposure after every take and every payout known, for the skips' bankroll_before
-    SELECT ts, sum(cash) OVER w AS cash, sum(exposure) OVER w AS exposure FROM (
-        SELECT decided_ts AS ts, -cost AS cash, cost AS exposure FROM kalshi_would_trades
-        WHERE rule_set_version = $version AND action = 'take'
-        UNION ALL SELECT seen_ts, -cost, cost FROM changes WHERE action = 'take'
-        UNION ALL SELECT k.known_ts, {payout}, -t.cost
-        FROM (SELECT ticker, side, contracts, cost FROM kalshi_would_trades WHERE rule_set_version = $version AND action = 'take'
-              UNION ALL SELECT ticker, side, contracts, cost FROM changes WHERE action = 'take') AS t
-        JOIN _known AS k USING (ticker)
-    ) WINDOW w AS (ORDER BY ts ROWS UNBOUNDED PRECEDING)
 )
-SELECT md5_number($version || '|' || c.snapshot_id::VARCHAR)::UUID AS decision_id, $rule_set AS rule_set,
-       $version AS rule_set_version, $model AS model_version, c.seen_ts AS decided_ts, c.decision_date, c.snapshot_id,
+SELECT $rule_set AS rule_set, $version AS rule_set_version, $model AS model_version, c.seen_ts AS decided_ts, c.decision_date, c.snapshot_id,
        c.ticker, c.series_ticker, c.event_ticker, c.action, c.final_reason AS reason, c.side, c.p_side, c.ask, c.ask_size,
        c.haircut, c.ev_final AS ev_per_contract, c.contracts, c.fee, c.cost,
-       coalesce(c.loop_bankroll, $bankroll + coalesce(f.cash, 0)) AS bankroll_before,
-       coalesce(c.loop_exposure, coalesce(f.exposure, 0)) AS open_exposure,
+       coalesce(c.loop_bankroll, f.cash) AS bankroll_before, coalesce(c.loop_exposure, f.exposure) AS open_exposure,
        now() AS created_at
-FROM changes AS c ASOF LEFT JOIN flows AS f ON c.seen_ts > f.ts
+FROM changes AS c ASOF LEFT JOIN _flows AS f ON c.seen_ts > f.ts   -- cash and exposure just before the decision
 WHERE c.key IS DISTINCT FROM c.prev_key
-""".format(payout=PAYOUT_SQL.format(t="t", k="k"))
+"""
 
+# The log's outcome and realised PnL of takes, from the contract's latest outcome (amendments land here); found by
+# the positions of the given tickers, whose decision times bound the scan of the log.
 SETTLE_SQL = """
 UPDATE kalshi_would_trades AS w
 SET outcome = k.outcome, settled_ts = k.known_ts, payout = {payout}, realised_pnl = {payout} - w.cost
-FROM _known AS k
-WHERE w.ticker = k.ticker AND w.action = 'take' AND w.outcome IS NULL
-""".format(payout=PAYOUT_SQL.format(t="w", k="k"))
+FROM (SELECT p.rule_set_version, p.ticker, p.decided_ts, c.outcome, c.settlement_value::DOUBLE AS y, c.outcome_known_ts AS known_ts
+      FROM kalshi_decision_positions AS p JOIN kalshi_contracts AS c USING (ticker)
+      WHERE p.ticker IN (SELECT unnest($tickers::VARCHAR[])) AND c.outcome IS NOT NULL) AS k
+WHERE w.action = 'take' AND w.decided_ts BETWEEN $lo AND $hi
+  AND w.rule_set_version = k.rule_set_version AND w.ticker = k.ticker AND w.decided_ts = k.decided_ts
+  AND (w.outcome IS DISTINCT FROM k.outcome OR w.payout IS DISTINCT FROM {payout})
+""".format(payout=PAYOUT_SQL.format(t="w", o="k.outcome", y="k.y"))
 
 
-def _known(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple]:
-    conn.execute(KNOWN_SQL)
-    return {t: (ts, o, y) for t, o, y, ts in conn.execute("SELECT ticker, outcome, y, known_ts FROM _known").fetchall()}
+def _settle_tickers(conn: duckdb.DuckDBPyConnection, tickers: list[str]) -> int:
+    if not tickers:
+        return 0
+    lo, hi = conn.execute("""SELECT min(decided_ts), max(decided_ts) FROM kalshi_decision_positions
+                             WHERE ticker IN (SELECT unnest(?::VARCHAR[]))""", [tickers]).fetchall()[0]
+    if lo is None:
+        return 0
+    return conn.execute(SETTLE_SQL, {"tickers": tickers, "lo": lo, "hi": hi}).fetchall()[0][0]
 
 
 def settle(conn: duckdb.DuckDBPyConnection) -> int:
-    """Fill outcome and realised PnL of takes whose outcome is now known; returns takes settled."""
-    conn.execute(KNOWN_SQL)
-    return conn.execute(SETTLE_SQL).fetchall()[0][0]
+    """Fill outcome and realised PnL of takes whose contract's outcome was recorded (or amended) since the last
+    call, found from the observations appended since; returns takes updated."""
+    with transaction(conn):
+        row = conn.execute("SELECT value FROM asset_watermarks WHERE asset = ?", [SETTLED_KEY]).fetchall()
+        since = datetime.fromtimestamp(row[0][0] / 1e6, tz=timezone.utc) if row else NEG_INF
+        tickers, newest = conn.execute("""SELECT list(DISTINCT ticker), max(observed_at) FROM kalshi_settlement_observations
+                                          WHERE observed_at > ?""", [since]).fetchall()[0]
+        if newest is None:
+            return 0
+        n = _settle_tickers(conn, tickers)
+        conn.execute("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
+                     [SETTLED_KEY, int(newest.timestamp() * 1e6)])
+    return n
 
 
-def decide(conn: duckdb.DuckDBPyConnection, rs: RuleSet) -> DecisionRun:
-    """Decide every snapshot of `rs.model` seen after the version's frontier, up to the pricing frontier."""
+def ensure_state(conn: duckdb.DuckDBPyConnection, rs: RuleSet) -> state.VersionState:
+    """The version's stored state; a version seen for the first time is registered, to replay history."""
+    return state.load(conn, rs.version) or state.register(conn, rs.version, rs.name, rs.model, rs.bankroll)
+
+
+def _history_start(conn: duckdb.DuckDBPyConnection, model: str) -> datetime | None:
+    """Just before the first snapshot of `model` (where a new version's replay starts). Read once per new version."""
+    first = conn.execute("""SELECT min(seen_ts) FROM kalshi_edge_snapshots WHERE model_version = $m
+                            AND quote_date <= (SELECT min(quote_date) FROM kalshi_edge_snapshots WHERE model_version = $m) + 1""",
+                         {"m": model}).fetchall()[0][0]
+    return None if first is None else first - timedelta(microseconds=1)
+
+
+def decide(conn: duckdb.DuckDBPyConnection, rs: RuleSet, *, budget_seconds: float | None = None) -> DecisionRun:
+    """Decide every snapshot of `rs.model` seen after the version's frontier, up to the decision target, chunk by
+    chunk (each a transaction). With `budget_seconds`, stop after the chunk that uses it up (a replay slice)."""
     run = DecisionRun(rs.name, rs.version)
-    key = FRONTIER_KEY + rs.version
-    target = _frontier(conn, STATE_FRONTIER)
-    if target is None or target <= NEG_INF:
+    st = ensure_state(conn, rs)
+    goal = state.target(conn)
+    if goal is None or goal <= NEG_INF:
+        run.frontier = st.frontier
         return run
-    lo = _frontier(conn, key)
-    if lo is None:  # a new version: from the start of history
-        first = conn.execute("SELECT min(seen_ts) FROM kalshi_edge_snapshots WHERE model_version = ?", [rs.model]).fetchall()[0][0]
-        if first is None:
+    if st.frontier is None:
+        start = _history_start(conn, rs.model)
+        if start is None:  # nothing priced for this model yet
             return run
-        lo = first - timedelta(microseconds=1)
-    while lo < target:
-        hi = min(target, lo + CHUNK)
+        st.frontier = st.replay_from = start
+    started = time.monotonic()
+    while st.frontier < goal:
+        hi = min(goal, st.frontier + CHUNK)
         with transaction(conn):
-            known = _known(conn)
-            conn.execute(ERRORS_SQL)
-            _decide_chunk(conn, rs, lo, hi, known, run)
-            _set_frontier(conn, key, hi)
-        lo = hi
-    run.frontier = lo
+            _decide_chunk(conn, rs, st, st.frontier, hi, run)
+            st.frontier = hi
+            if st.frontier >= goal and st.replaying:
+                st.replaying = False
+                log.info("%s: replay caught up with the live decisions at %s", rs.version, goal.isoformat())
+            state.save(conn, st)
+        run.chunks += 1
+        if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
+            break
+    run.frontier = st.frontier
+    run.caught_up = st.frontier >= goal
+    if run.caught_up and st.replaying:  # nothing was left to replay
+        st.replaying = False
+        state.save(conn, st)
     return run
 
 
-def _decide_chunk(conn: duckdb.DuckDBPyConnection, rs: RuleSet, lo: datetime, hi: datetime, known: dict[str, tuple],
+def _discover_outcomes(conn: duckdb.DuckDBPyConnection, st: state.VersionState, lo: datetime) -> None:
+    """Open positions whose outcome has since been recorded get its time and first-read payout. One recorded behind
+    the frontier (only if the clock stepped back, or a warehouse from before this was kept) is credited now."""
+    late = conn.execute(f"""
+        UPDATE kalshi_decision_positions AS p
+        SET known_ts = c.outcome_known_ts,
+            payout = {PAYOUT_SQL.format(t="p", o="c.first_outcome", y="c.first_settlement_value::DOUBLE")}
+        FROM kalshi_contracts AS c
+        WHERE p.rule_set_version = ? AND p.known_ts IS NULL AND c.ticker = p.ticker AND c.first_outcome IS NOT NULL
+        RETURNING p.ticker, p.known_ts, p.payout, p.cost""", [st.version]).fetchall()
+    for ticker, known_ts, paid, cost in late:
+        if known_ts <= lo:
+            log.warning("%s: outcome of %s recorded at %s, behind the decisions' frontier %s: credited now",
+                        st.version, ticker, known_ts.isoformat(), lo.isoformat())
+            st.cash, st.exposure = money(st.cash + paid), money(st.exposure - cost)
+
+
+def _decide_chunk(conn: duckdb.DuckDBPyConnection, rs: RuleSet, st: state.VersionState, lo: datetime, hi: datetime,
                   run: DecisionRun) -> None:
+    _discover_outcomes(conn, st, lo)
     params = {"model": rs.model, "lo": lo, "hi": hi, "version": rs.version, "series": list(rs.series),
               "haircut_k": rs.haircut_k, "window_seconds": rs.haircut_window_days * 86400.0,
               "min_tau_seconds": rs.min_tau_seconds, "max_tau_seconds": rs.max_tau_seconds,
               "max_spot_age_seconds": rs.max_spot_age_seconds, "max_quote_age_seconds": rs.max_quote_age_seconds,
               "max_spread": rs.max_spread, "min_ev": rs.min_ev, "min_ask_size": rs.min_ask_size}
     conn.execute(CANDIDATES_SQL.format(first_blocking=rules.first_blocking_sql()), params)
-    cands = conn.execute("""SELECT snapshot_id::VARCHAR AS snapshot_id, seen_ts, decision_date, ticker, event_ticker, side,
-                                   p_side, ask, ask_size, haircut, ev_per_contract, fee_type, fee_multiplier
-                            FROM _cand WHERE reason IS NULL ORDER BY seen_ts, snapshot_id""").fetchall()
-    cols = ["snapshot_id", "seen_ts", "decision_date", "ticker", "event_ticker", "side", "p_side", "ask", "ask_size",
-            "haircut", "ev_per_contract", "fee_type", "fee_multiplier"]
-    decided = _stateful(rs, _book(conn, rs, known), [dict(zip(cols, c)) for c in cands], known)
+    cands = [dict(zip(CANDIDATE_COLUMNS, c)) for c in conn.execute(CANDIDATE_ROWS_SQL).fetchall()]
+    book = _book(conn, st, lo, cands)
+    decided = _stateful(rs, book, cands)
+    book.settle_until(hi, inclusive=True)  # payouts known by the new frontier are in its cash
+    tape_lo = conn.execute("""SELECT min(coalesce(first_seen_ts, open_ts)) FROM kalshi_contracts
+                              WHERE ticker IN (SELECT DISTINCT ticker FROM _cand)""").fetchall()[0][0]
+    tape_lo = min(tape_lo, lo) - TAPE_MARGIN if tape_lo is not None else lo - timedelta(days=1)
+    flows = sorted(book.flows.items())
     conn.register("_decided", pa.Table.from_pylist(decided, schema=DECIDED_SCHEMA))
+    conn.register("_flows", pa.table({"ts": [t for t, _ in flows], "cash": [c for _, (c, _) in flows],
+                                      "exposure": [e for _, (_, e) in flows]}, schema=FLOWS_SCHEMA))
+    conn.register("_positions", pa.Table.from_pylist(book.new_positions, schema=POSITION_SCHEMA))
     try:
-        conn.execute(INSERT_SQL, {"version": rs.version, "rule_set": rs.name, "model": rs.model,
-                                      "bankroll": rs.bankroll})
+        conn.execute(INSERT_SQL, {"version": rs.version, "rule_set": rs.name, "model": rs.model, "lo": lo, "tape_lo": tape_lo})
+        conn.execute("INSERT INTO kalshi_decision_positions SELECT ?, * FROM _positions", [rs.version])
     finally:
-        conn.unregister("_decided")
+        for name in ("_decided", "_flows", "_positions"):
+            conn.unregister(name)
+    _settle_tickers(conn, [p["ticker"] for p in book.new_positions if p["payout"] is not None])
+    st.cash, st.exposure = book.cash, book.exposure
     run.snapshots += conn.execute("SELECT count(*) FROM _cand").fetchall()[0][0]
-    for action, reason, k in conn.execute("""SELECT action, coalesce(reason, ''), count(*) FROM kalshi_would_trades
-                                             WHERE rule_set_version = ? AND decided_ts > ? AND decided_ts <= ? GROUP BY ALL""",
-                                          [rs.version, lo, hi]).fetchall():
+    for action, reason, k, bad in conn.execute("""
+            SELECT action, coalesce(reason, ''), count(*),
+                   count(*) FILTER (WHERE action = 'take' AND (contracts > ask_size OR cost > bankroll_before + 1e-9 OR contracts <= 0))
+            FROM kalshi_would_trades WHERE rule_set_version = ? AND decided_ts > ? AND decided_ts <= ? GROUP BY ALL""",
+                                                [rs.version, lo, hi]).fetchall():
+        run.bad_takes += bad
         if action == "take":
             run.takes += k
         else:
@@ -339,10 +415,31 @@ def _decide_chunk(conn: duckdb.DuckDBPyConnection, rs: RuleSet, lo: datetime, hi
 
 
 def rerun_from(conn: duckdb.DuckDBPyConnection, rs: RuleSet, start: datetime) -> int:
-    """Forget a version's decisions from `start` on, so the next `decide` replays them; returns rows removed."""
+    """Forget a version's decisions after `start` and rewind its state there, so that they are replayed (off the
+    live path, in slices); returns log rows removed."""
     with transaction(conn):
+        st = ensure_state(conn, rs)
         removed = conn.execute("DELETE FROM kalshi_would_trades WHERE rule_set_version = ? AND decided_ts > ?",
                                [rs.version, start]).fetchall()[0][0]
-        if _frontier(conn, FRONTIER_KEY + rs.version) is not None:
-            _set_frontier(conn, FRONTIER_KEY + rs.version, start)
+        if st.frontier is None or st.frontier <= start:
+            return removed
+        conn.execute("DELETE FROM kalshi_decision_positions WHERE rule_set_version = ? AND decided_ts > ?", [rs.version, start])
+        cost, paid, exposure = conn.execute("""
+            SELECT coalesce(sum(cost), 0), coalesce(sum(payout) FILTER (WHERE known_ts <= $t), 0),
+                   coalesce(sum(cost) FILTER (WHERE known_ts IS NULL OR known_ts > $t), 0)
+            FROM kalshi_decision_positions WHERE rule_set_version = $v""", {"v": rs.version, "t": start}).fetchall()[0]
+        st.frontier, st.cash, st.exposure = start, money(st.bankroll - cost + paid), money(exposure)
+        st.replaying, st.replay_from, st.replay_started_at = True, start, datetime.now(timezone.utc)
+        state.save(conn, st)
     return removed
+
+
+def cash_mismatches(conn: duckdb.DuckDBPyConnection) -> dict[str, float]:
+    """Versions whose stored cash differs from what their positions imply at their frontier (must be none)."""
+    rows = conn.execute("""
+        SELECT s.rule_set_version, s.cash - (s.bankroll - coalesce(sum(p.cost), 0)
+                                              + coalesce(sum(p.payout) FILTER (WHERE p.known_ts <= s.frontier_ts), 0)) AS diff
+        FROM kalshi_decision_state AS s LEFT JOIN kalshi_decision_positions AS p USING (rule_set_version)
+        GROUP BY s.rule_set_version, s.cash, s.bankroll, s.frontier_ts
+        HAVING abs(diff) > 1e-6""").fetchall()
+    return dict(rows)
