@@ -23,7 +23,6 @@ from kalshi_shadow.pricing.fees import order_fee
 from kalshi_shadow.pricing.rules import RULES
 from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot_vol
 from kalshi_shadow.pricing.synthetic import generate, publish_until
-from kalshi_shadow.scoring.scores import score_day
 from kalshi_shadow.sim.server import SimHandle
 from kalshi_shadow.warehouse.connection import utc
 from kalshi_shadow.warehouse.ddl import ensure_schema
@@ -77,7 +76,6 @@ def test_stale_rows_are_in_no_score_average_and_model_and_mid_share_rows(tmp_pat
     conn.execute("""INSERT INTO kalshi_contracts (ticker, series_ticker, event_ticker, outcome, settlement_value)
                     SELECT DISTINCT ticker, series_ticker, event_ticker, CASE WHEN hash(ticker) % 2 = 0 THEN 'yes' ELSE 'no' END,
                            CASE WHEN hash(ticker) % 2 = 0 THEN 1 ELSE 0 END FROM kalshi_edge_snapshots""")
-    score_day(conn, START.date(), full=True)
     stale = conn.execute("""SELECT count(*), count(*) FILTER (WHERE x.excluded_reason = 'model_unpriced'), count(x.brier_model)
                             FROM kalshi_edge_snapshots AS s JOIN kalshi_edge_snapshot_scores AS x USING (snapshot_id)
                             WHERE list_contains(s.reasons, 'spot_stale')""").fetchall()[0]
@@ -98,12 +96,11 @@ def test_unpaired_averaging_would_flip_the_verdict_the_summary_does_not(tmp_path
     conn.execute("""INSERT INTO kalshi_contracts (ticker, series_ticker, event_ticker, outcome, settlement_value)
                     VALUES ('YES-1', 'KXBTCD', 'E', 'yes', 1), ('NO-1', 'KXBTCD', 'E', 'no', 0)""")
     conn.execute("""
-        INSERT INTO kalshi_edge_snapshots (snapshot_id, quote_key, quote_date, ticker, series_ticker, event_ticker, model_version,
+        INSERT INTO kalshi_edge_snapshots (quote_key, quote_date, ticker, series_ticker, event_ticker, model_version,
             quote_ts, created_at, lot_size, p_model, p_mid, reasons, rules_version, tau_seconds)
-        SELECT uuid(), uuid(), ?::DATE, ticker, 'KXBTCD', 'E', 'avg60-v1', ?::TIMESTAMPTZ + to_seconds(i), now(), 100, p_model, p_mid, [], 't', 600
+        SELECT uuid(), ?::DATE, ticker, 'KXBTCD', 'E', 'avg60-v1', ?::TIMESTAMPTZ + to_seconds(i), now(), 100, p_model, p_mid, [], 't', 600
         FROM (SELECT 'YES-1' AS ticker, 0.7 AS p_model, 0.8 AS p_mid, i FROM range(10) AS r(i)
               UNION ALL SELECT 'NO-1', 0.01, NULL, i FROM range(100) AS r(i))""", [START.date(), START])
-    score_day(conn, START.date(), full=True)
     unpaired_model, unpaired_mid = conn.execute("SELECT avg(brier_model), avg(brier_mid) FROM kalshi_edge_snapshot_scores").fetchall()[0]
     assert unpaired_model < unpaired_mid  # the misleading comparison
     n, model, mid, skill, one_sided, model_all, n_model = conn.execute(

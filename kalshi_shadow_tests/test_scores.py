@@ -1,5 +1,5 @@
-"""Issue 4: outcomes read from the simulator for the stored tickers, amendments re-scored, and scores that
-equal scikit-learn's metrics; all through real Dagster materializations on a DuckDB file."""
+"""Issue 4: outcomes read from the simulator for the stored tickers, amendments re-scored (scores are a view of the
+latest outcome), and scores that equal scikit-learn's metrics; all through real Dagster materializations on a DuckDB file."""
 
 from __future__ import annotations
 
@@ -47,11 +47,14 @@ def _snapshot(conn: duckdb.DuckDBPyConnection, ticker: str, day: str, *, p_model
     fee_no = float(order_fee(Decimal(no_ask), lot, "quadratic")) / lot
     ev_yes = None if p_model is None else p_model - float(yes_ask) - fee_yes
     conn.execute("""
-        INSERT INTO kalshi_edge_snapshots (snapshot_id, quote_key, quote_date, ticker, series_ticker, event_ticker, model_version, quote_ts,
-            created_at, yes_ask, no_ask, lot_size, fee_yes, fee_no, p_model, p_mid, ev_yes, reasons, rules_version, tau_seconds)
-        SELECT md5(? || ? || ?), md5(ticker || ?), ?::DATE, ticker, series_ticker, event_ticker, ?, ?::DATE + to_seconds(?), now(), ?, ?, ?, ?, ?, ?, ?, ?, [], 'test', 600
+        INSERT INTO kalshi_edge_snapshots (quote_key, quote_date, ticker, series_ticker, event_ticker, model_version, quote_ts,
+            created_at, yes_ask, no_ask, lot_size, fee_yes, fee_no, p_model, p_mid, reasons, rules_version, tau_seconds)
+        SELECT md5(ticker || ?)::UUID, ?::DATE, ticker, series_ticker, event_ticker, ?, ?::DATE + to_seconds(?), now(), ?, ?, ?, ?, ?, ?, ?, [], 'test', 600
         FROM kalshi_contracts WHERE ticker = ?""",
-                 [ticker, model, n, n, day, model, day, n, yes_ask, no_ask, lot, fee_yes, fee_no, p_model, p_mid, ev_yes, ticker])
+                 [n, day, model, day, n, yes_ask, no_ask, lot, fee_yes, fee_no, p_model, p_mid, ticker])
+    if ev_yes is not None:
+        assert conn.execute("SELECT ev_yes FROM kalshi_edge_snapshots WHERE ticker = ? AND quote_ts = ?::DATE + to_seconds(?)",
+                            [ticker, day, n]).fetchall()[0][0] == pytest.approx(ev_yes)
 
 
 def _score(wh: Warehouse, day: str, **tags) -> dg.ExecuteInJobResult:
@@ -104,7 +107,8 @@ def test_amended_outcome_updates_history_and_scores(manual_sim: SimHandle, tmp_p
     manual_sim.set_outcome(ticker, "no", status="amended")
     _settle(wh, api)
     second = _score(wh, day)
-    assert second.asset_materializations_for_node("kalshi_edge_snapshot_scores")[0].metadata["rescored_or_removed"].value == 1
+    figures = second.asset_materializations_for_node("kalshi_edge_snapshot_scores")[0].metadata
+    assert (figures["rows"].value, figures["settled_contracts"].value, figures["out_of_range"].value) == (1, 1, 0)
     with utc(duckdb.connect(wh.database)) as conn:
         outcome, status = conn.execute("SELECT outcome, settlement_status FROM kalshi_contracts WHERE ticker = ?", [ticker]).fetchall()[0]
         history = conn.execute("SELECT status, result FROM kalshi_settlement_observations WHERE ticker = ? ORDER BY observed_at",

@@ -116,8 +116,8 @@ def test_status_reads_firing_checks_and_the_last_delivery_from_alerts_jsonl_and_
     conn = connect(ups.data_dir / "warehouse.duckdb")
     ensure_schema(conn)
     conn.execute("DROP TABLE kalshi_would_trades CASCADE")  # a warehouse from before that table: tolerated
-    conn.execute("INSERT INTO kalshi_edge_snapshots (snapshot_id, quote_key, quote_date, ticker, series_ticker, event_ticker, "
-                 "model_version, quote_ts, created_at, lot_size, reasons, rules_version) SELECT uuid(), uuid(), current_date, "
+    conn.execute("INSERT INTO kalshi_edge_snapshots (quote_key, quote_date, ticker, series_ticker, event_ticker, "
+                 "model_version, quote_ts, created_at, lot_size, reasons, rules_version) SELECT uuid(), current_date, "
                  "'T', 'S', 'E', 'm', now() - INTERVAL (i) SECOND - INTERVAL 10 SECOND, now() - INTERVAL (i) SECOND, 100, [], 'r' "
                  "FROM range(20) t(i)")
     conn.close()
@@ -132,6 +132,7 @@ def test_status_reads_firing_checks_and_the_last_delivery_from_alerts_jsonl_and_
     wh = st["warehouse"]
     assert wh["tables"]["kalshi_would_trades"] == {"missing": True} and wh["tables"]["spot_ticks"]["newest_age_seconds"] is None
     assert 0 <= wh["tables"]["kalshi_edge_snapshots"]["newest_age_seconds"] < 60 and wh["live_lag_p95_seconds"] == 10.0, wh
+    assert wh["decisions"] == {"target": None, "versions": {}}
 
     # A writer holding the file: status says so and carries on, within its lock timeout.
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from kalshi_shadow.warehouse.connection import connect; "

@@ -239,7 +239,6 @@ WHERE b.close_ts = w.close_ts AND b.quote_ts = w.quote_ts AND b.seen_ts = w.seen
 PER_MODEL_SQL = (
     "SELECT * EXCLUDE (p), CASE WHEN list_has_any(base_reasons, $unpriceable) THEN NULL ELSE p END AS p_model FROM ("
     "SELECT b.*, unnest(" + repr(list(MODELS)) + ") AS model_version, "
-    "unnest([" + ", ".join(f"md5_number('{m}')" for m in MODELS) + "]) AS model_mask, "
     "unnest([" + ", ".join(f"_p.p{i}" for i in range(len(MODELS))) + "]) AS p "
     "FROM _base AS b JOIN _p ON b.rowid = _p.rid)")
 
@@ -249,15 +248,13 @@ WITH per_model AS ({PER_MODEL_SQL}
 ), ev AS (
     SELECT *, p_model - yes_ask::DOUBLE - fee_yes AS ev_yes, (1 - p_model) - no_ask::DOUBLE - fee_no AS ev_no FROM per_model
 )
-SELECT * EXCLUDE (base_reasons, model_mask),
-       p_model - p_mid AS model_minus_mid,
+SELECT * EXCLUDE (base_reasons, ev_yes, ev_no),  -- snapshot_id, the EVs, model_minus_mid: virtual columns
        list_concat(base_reasons,
                    CASE WHEN p_model < $min_p THEN ['deep_out_of_money'] WHEN p_model > 1 - $min_p THEN ['deep_in_money']
                         ELSE []::VARCHAR[] END,
                    CASE WHEN p_model IS NOT NULL AND greatest(coalesce(ev_yes, -1), coalesce(ev_no, -1)) < $min_ev
                         THEN ['no_edge'] ELSE []::VARCHAR[] END) AS reasons,
-       -- the quote's key xor a constant per model: unique and deterministic, and far cheaper than hashing a string
-       xor(quote_key::UHUGEINT, model_mask)::UUID AS snapshot_id, $rules_version AS rules_version, now() AS created_at
+       $rules_version AS rules_version, now() AS created_at
 FROM ev
 """
 
