@@ -80,9 +80,22 @@ def pending_files(conn: duckdb.DuckDBPyConnection, raw_dir: Path, table: str) ->
     return [f for f in on_disk if f[0] not in done], [f for f in on_disk if f[0] in done]
 
 
+def _columns(conn: duckdb.DuckDBPyConnection, table: str, paths: list[str]) -> str:
+    """The select list of the raw schema's columns over these files. A column none of them has (written by a
+    collector from before the column existed) is NULL, typed as the warehouse column: an older file loads, it
+    is not quarantined. (`union_by_name` already fills a column that only some of the files lack.)"""
+    present = {r[0] for r in conn.execute("SELECT name FROM parquet_schema(?)", [paths]).fetchall()}
+    types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+                              "AND table_schema = 'main'", [table]).fetchall())
+    missing = [c for c in RAW_SCHEMAS[table] if c not in present]
+    if missing:
+        log.info("%s: %s not in these raw files (written before the column existed): loaded as NULL", table, ", ".join(missing))
+    return ", ".join(f"r.{c}" if c in present else f"NULL::{types[c]} AS {c}" for c in RAW_SCHEMAS[table])
+
+
 def _stage(conn: duckdb.DuckDBPyConnection, table: str, files: list[tuple[str, Path]]) -> None:
     """Read the files whole into `_staged` (every page decoded) with their load ids and natural keys."""
-    cols = ", ".join(f"r.{c}" for c in RAW_SCHEMAS[table])
+    cols = _columns(conn, table, [str(p) for _, p in files])
     conn.execute("CREATE OR REPLACE TEMP TABLE _new_files (file_name VARCHAR, path VARCHAR, load_id BIGINT)")
     conn.executemany("INSERT INTO _new_files VALUES (?, ?, nextval('raw_file_load_ids'))", [[rel, str(p)] for rel, p in files])
     conn.execute(f"""
