@@ -23,6 +23,14 @@ REPO = Path(__file__).parents[1]
 NOW = datetime.now(timezone.utc)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_now() -> None:
+    """Each test writes rows stamped at its own start: freshness checks compare with the wall clock, and a module-level
+    time would be minutes old for a test that runs late in the suite."""
+    global NOW
+    NOW = datetime.now(timezone.utc)
+
+
 def _market(ticker: str, series: str, strike_type: str = "greater", floor: float | None = 95000.0, **kw) -> dict:
     return {"ts": NOW, "ticker": ticker, "event_ticker": ticker.rsplit("-", 1)[0], "series_ticker": series,
             "market_type": "binary", "status": "active", "strike_type": strike_type, "floor_strike": floor,

@@ -5,15 +5,16 @@ loads, `kalshi_contracts`, `spot_vol`, `kalshi_edge_snapshots`, then `kalshi_wou
 never races loading, the snapshots step prices only quotes whose inputs are complete (see `pricing/snapshots.py`),
 and decisions follow the snapshots up to the same frontier (see `decisions/engine.py`).
 
-`live_tick_sensor` looks at the raw folder only (never DuckDB) every `KALSHI_SHADOW_TICK_SECONDS` (default 30 s:
-each run is a process that imports the code location, ~4 CPU-seconds, so the tick sets the platform's idle CPU;
-30 s keeps it near a fifth of a core with p95 quote-to-snapshot lag under 45 s)
-and requests a run when new files arrived and no live run is in flight. The run targets today's UTC partition;
+`live_tick_sensor` looks at the raw folder only (never DuckDB; each writer's file numbers, never the clock) every
+`KALSHI_SHADOW_TICK_SECONDS` (default 30 s: each run is a process that imports the code location, ~4 CPU-seconds,
+so the tick sets the platform's idle CPU; 30 s keeps it near a fifth of a core with p95 quote-to-snapshot lag
+under 45 s) and requests a run when new files arrived and no live run is in flight. The run targets today's UTC partition;
 rows of other days (midnight, a late file) are written too and reported as their own partitions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +26,7 @@ from kalshi_shadow.defs.decisions import kalshi_would_trades
 from kalshi_shadow.defs.ingest import kalshi_contracts, raw_assets
 from kalshi_shadow.defs.pricing import LIVE_TAG, kalshi_edge_snapshots, spot_vol
 from kalshi_shadow.raw import RAW_TABLES
+from kalshi_shadow.raw.store import RawFileName, list_raw_files
 
 live_job = dg.define_asset_job(
     "live_job",
@@ -40,15 +42,20 @@ def tick_seconds() -> int:
     return env_number("KALSHI_SHADOW_TICK_SECONDS", 30, minimum=1, integer=True)
 
 
-def newest_raw_files(raw_dir: Path) -> dict[str, str]:
-    """The newest complete file name per raw table (looking at the two newest day folders only)."""
-    out = {}
+def raw_signature(raw_dir: Path) -> dict[str, dict[str, int]]:
+    """Per raw table, each writer's highest file number among the files waiting in the raw folder. A file is new
+    when its writer's number went up (or the writer is new): file numbers, not names, because a name starts with
+    the wall-clock flush time, which can step backwards (NTP) and would make a new file look old. Loaded files are
+    archived every hour, so the folder stays small enough to list every tick."""
+    out: dict[str, dict[str, int]] = {}
     for t in RAW_TABLES:
-        root = raw_dir / t
-        days = sorted(p for p in root.glob("date=*")) if root.is_dir() else []
-        names = [f"{p.parent.name}/{p.name}" for d in days[-2:] for p in d.glob("*.parquet")]
-        if names:
-            out[t] = max(names)
+        writers: dict[str, int] = {}
+        for p in list_raw_files(raw_dir, t):
+            name = RawFileName.parse(p.name)
+            if name is not None and name.seq > writers.get(name.writer, 0):
+                writers[name.writer] = name.seq
+        if writers:
+            out[t] = writers
     return out
 
 
@@ -56,16 +63,18 @@ def newest_raw_files(raw_dir: Path) -> dict[str, str]:
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="One live run per tick when the collectors wrote new raw files and no live run is in flight.")
 def live_tick_sensor(context: dg.SensorEvaluationContext):
-    newest = newest_raw_files(Settings.from_env().raw_dir)
+    now = raw_signature(Settings.from_env().raw_dir)
     seen = json.loads(context.cursor) if context.cursor else {}
-    if not any(newest.get(t, "") > seen.get(t, "") for t in newest):
+    seen = {t: w for t, w in seen.items() if isinstance(w, dict)}  # a cursor of file names (an older release): all new
+    if not any(n > seen.get(t, {}).get(w, 0) for t, writers in now.items() for w, n in writers.items()):
         return dg.SkipReason("no new raw files")
     active = context.instance.get_runs(dg.RunsFilter(job_name=live_job.name, statuses=ACTIVE), limit=1)
     if active:
         return dg.SkipReason(f"live run {active[0].run_id[:8]} is still going; new files wait for the next tick")
-    context.update_cursor(json.dumps(newest))
+    context.update_cursor(json.dumps(now, sort_keys=True))
     today = datetime.now(timezone.utc).date().isoformat()
-    return dg.RunRequest(run_key=f"live:{max(newest.values())}", partition_key=today, tags={LIVE_TAG: "live"})
+    key = hashlib.sha1(json.dumps(now, sort_keys=True).encode()).hexdigest()[:16]
+    return dg.RunRequest(run_key=f"live:{key}", partition_key=today, tags={LIVE_TAG: "live"})
 
 
 defs = dg.Definitions(jobs=[live_job], sensors=[live_tick_sensor])

@@ -8,15 +8,21 @@ fees it should have seen would make the live row differ from a backfill.
 
 A hole that stays open longer than the gap timeout is given up on: the missing files are recorded in
 `raw_file_failures` ('never arrived') and counted by a check, and the frontier moves on.
+
+A writer's frontier never goes back: a file flushed before the one it follows (the wall clock stepped backwards)
+is recorded in `raw_clock_steps` and leaves the writer at its latest flush time, so pricing goes on.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 import duckdb
 
 from kalshi_shadow.config import env_number
+
+log = logging.getLogger(__name__)
 
 # The inputs a snapshot needs before its quote may be priced (spot, market terms, series fees).
 PRICING_INPUTS = ("spot_ticks", "kalshi_markets", "kalshi_series")
@@ -50,7 +56,7 @@ def advance_writers(conn: duckdb.DuckDBPyConnection, table: str, writers: set[st
         max_flushed = max([f for f in [flushed_at] + [a[1] for a in arrived] if f is not None])
         for s, f in arrived:
             if s == seq + 1:
-                seq, flushed_at = s, f
+                seq, flushed_at = s, _after_clock_step(conn, table, writer, s, f, flushed_at, now)
             elif s > seq + 1:
                 gap_since = gap_since or now
                 if now - gap_since < gap_timeout():
@@ -61,7 +67,7 @@ def advance_writers(conn: duckdb.DuckDBPyConnection, table: str, writers: set[st
                                  [table, f"{table}/?/{writer}-{missing:06d}", "never arrived: gap in the writer's sequence",
                                   now, writer, missing])
                     given_up += 1
-                seq, flushed_at, gap_since = s, f, None
+                seq, flushed_at, gap_since = s, _after_clock_step(conn, table, writer, s, f, flushed_at, now), None
         if seq == max_seq:
             gap_since = None
         conn.execute("""
@@ -71,6 +77,21 @@ def advance_writers(conn: duckdb.DuckDBPyConnection, table: str, writers: set[st
                 max_seq = excluded.max_seq, max_flushed_at = excluded.max_flushed_at, gap_since = excluded.gap_since
         """, [table, writer, seq, flushed_at, max_seq, max_flushed, gap_since])
     return given_up
+
+
+def _after_clock_step(conn: duckdb.DuckDBPyConnection, table: str, writer: str, seq: int, flushed_at: datetime,
+                      before: datetime | None, now: datetime) -> datetime:
+    """The writer's contiguous flush time once file `seq` (flushed at `flushed_at`) is in: never earlier than before.
+    A file flushed before its predecessor means the clock stepped back: logged and recorded (raw_clock_steps), and
+    the frontier keeps its time, so it never goes back and pricing does not stop."""
+    if before is None or flushed_at >= before:
+        return flushed_at
+    step = (before - flushed_at).total_seconds()
+    log.warning("%s writer %s: file %d flushed at %s, %.1f s before the file it follows: the clock stepped back",
+                table, writer, seq, flushed_at.isoformat(), step)
+    conn.execute("INSERT INTO raw_clock_steps VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 [table, writer, seq, flushed_at, before, step, now])
+    return before
 
 
 FRONTIER_SQL = """
