@@ -5,9 +5,10 @@ Reads what `kalshi-shadow up` and the collectors leave on disk, never anything t
   processes    <data_dir>/run/up.json: each child alive or dead (its pid checked in /proc, not taken on trust), pid,
                uptime, restarts, crash loop or held down
   collectors   <data_dir>/health/*.json: age of the last message
-  tables       newest row of the main tables and the live lag (p95 of created_at - quote_ts over snapshots created in
-               the last 10 minutes), through the per-query read-only reader; a warehouse a writer holds is reported
-               as such and skipped
+  tables       newest row of the main tables (within the last day) and the live lag (p95 of created_at - quote_ts
+               over snapshots created in the last 10 minutes), in one short read-only opening whose queries are all
+               bounded by time; a warehouse a writer holds is reported as such and skipped
+  decisions    each rule set version: live (how far behind) or replaying (progress), its cash and open exposure
   checks       <data_dir>/alerts.jsonl: the last record per alert key, firing ("*_failed", "*_reminder", or a
                "run_failure" of the last hour: run failures are never "recovered") or cleared ("*_recovered"), and
                whether the last alert was delivered
@@ -21,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,14 @@ from kalshi_shadow.config import ConfigError, Settings
 STALE_SECONDS = 120.0
 LAG_WINDOW_MINUTES = 10
 RUN_FAILURE_FIRING_SECONDS = 3600.0  # a run failure has no recovery record: it counts as failing now for this long
-# table -> the column that says how fresh it is
+FRESHNESS_WINDOW = timedelta(days=1)  # newest row looked for in this window only; older than that shows as "none"
+# what is shown -> (table, the column that says how fresh it is)
 FRESHNESS = {
-    "spot_ticks": "ts",
-    "kalshi_quotes": "ts",
-    "kalshi_edge_snapshots": "created_at",
-    "kalshi_would_trades": "decided_ts",
-    "kalshi_edge_snapshot_scores": "scored_at",
+    "spot_ticks": ("spot_ticks", "ts"),
+    "kalshi_quotes": ("kalshi_quotes", "ts"),
+    "kalshi_edge_snapshots": ("kalshi_edge_snapshots", "created_at"),
+    "kalshi_would_trades": ("kalshi_would_trades", "decided_ts"),
+    "settlements": ("kalshi_contracts", "outcome_known_ts"),  # scores are a view of them: always current
 }
 
 
@@ -128,37 +130,72 @@ def collectors(data_dir: Path, now: datetime, stale_seconds: float) -> dict[str,
     return out
 
 
-def warehouse(db_path: Path, lock_timeout: float) -> dict[str, Any]:
-    """Freshness per table and the live lag, in two short read-only openings (each closed at once)."""
+def warehouse(db_path: Path, lock_timeout: float, now: datetime) -> dict[str, Any]:
+    """Freshness per table, the live lag and where each rule set version stands, in one short read-only opening.
+
+    Every query is bounded by time (the last `FRESHNESS_WINDOW`, on columns the tables are appended in order of, so
+    DuckDB skips older row groups) or reads a small state table: the cost does not grow with history, and the file
+    is held for milliseconds however old the warehouse."""
     import duckdb
 
-    from kalshi_shadow.warehouse.connection import WarehouseLockedError
-    from kalshi_shadow.warehouse.readers import connect
+    from kalshi_shadow.decisions import state as decision_state
+    from kalshi_shadow.warehouse.connection import WarehouseLockedError, connect
 
     if not db_path.exists():
         return {"path": str(db_path), "error": "not created yet"}
-    reader = connect(db_path, timeout_seconds=lock_timeout)
+    since = now - FRESHNESS_WINDOW
     try:
-        existing = set(reader.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
-                       ["table_name"].to_list())
-        parts = [f"(SELECT epoch(now() - max({col})) FROM {table}) AS {table}"
-                 for table, col in FRESHNESS.items() if table in existing]
-        if "kalshi_edge_snapshots" in existing:
-            parts.append("(SELECT quantile_cont(epoch(created_at - quote_ts), 0.95) FROM kalshi_edge_snapshots "
-                         f"WHERE created_at > now() - INTERVAL {LAG_WINDOW_MINUTES} MINUTE) AS live_lag_p95")
-        row = reader.sql("SELECT " + ", ".join(parts)).row(0, named=True) if parts else {}
+        conn = connect(db_path, read_only=True, timeout_seconds=lock_timeout)
     except WarehouseLockedError as exc:
         return {"path": str(db_path), "locked": True, "error": f"locked by a writer, skipped ({exc})"}
     except (duckdb.Error, OSError) as exc:
         return {"path": str(db_path), "error": f"{type(exc).__name__}: {exc}"}
+    try:
+        existing = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+        tables: dict[str, Any] = {}
+        for label, (table, col) in FRESHNESS.items():
+            if table not in existing:
+                tables[label] = {"missing": True}
+                continue
+            try:
+                newest = conn.execute(f"SELECT max({col}) FROM {table} WHERE {col} > ?", [since]).fetchall()[0][0]
+            except duckdb.Error as exc:  # e.g. a warehouse not yet migrated by this release (`up` migrates it)
+                tables[label] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+                continue
+            tables[label] = {"newest_age_seconds": None if newest is None else round((now - newest).total_seconds(), 1),
+                             "column": f"{table}.{col}" if table != label else col}
+        lag = None
+        if "kalshi_edge_snapshots" in existing:
+            lag = conn.execute("""SELECT quantile_cont(epoch(created_at - quote_ts), 0.95) FROM kalshi_edge_snapshots
+                                  WHERE created_at > ?""", [now - timedelta(minutes=LAG_WINDOW_MINUTES)]).fetchall()[0][0]
+        decisions = _decisions(conn, decision_state) if "kalshi_decision_state" in existing else None
+    except (duckdb.Error, OSError) as exc:
+        return {"path": str(db_path), "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        conn.close()
+    return {"path": str(db_path), "tables": tables, "live_lag_p95_seconds": None if lag is None else round(float(lag), 1),
+            "live_lag_window_minutes": LAG_WINDOW_MINUTES, "freshness_window_hours": FRESHNESS_WINDOW.total_seconds() / 3600,
+            "decisions": decisions}
 
-    def num(v: Any) -> float | None:
-        return None if v is None else round(float(v), 1)
 
-    tables = {t: ({"newest_age_seconds": num(row.get(t)), "column": c} if t in existing else {"missing": True})
-              for t, c in FRESHNESS.items()}
-    return {"path": str(db_path), "tables": tables, "live_lag_p95_seconds": num(row.get("live_lag_p95")),
-            "live_lag_window_minutes": LAG_WINDOW_MINUTES}
+def _decisions(conn, decision_state) -> dict[str, Any]:
+    """Each rule set version in the warehouse: live or replaying (with progress), how far behind, and whether it is
+    in the rules file in use (an edited set leaves its old version behind, no longer deciding)."""
+    from kalshi_shadow.decisions.rulesets import RulesError, load_rule_sets
+
+    try:
+        current = {rs.version for rs in load_rule_sets()}
+    except RulesError:
+        current = None
+    target = decision_state.target(conn)
+    out = {}
+    for st in decision_state.load_all(conn):
+        behind = None if target is None or st.frontier is None else max(0.0, round((target - st.frontier).total_seconds(), 1))
+        out[st.version] = {"in_rules_file": current is None or st.version in current, "replaying": st.replaying,
+                           "replay_progress": None if not st.replaying else round(st.progress(target) or 0.0, 4),
+                           "frontier": st.frontier.isoformat() if st.frontier else None, "seconds_behind": behind,
+                           "cash": round(st.cash, 2), "open_exposure": round(st.exposure, 2)}
+    return {"target": target.isoformat() if target else None, "versions": out}
 
 
 def _alert_key(rec: dict[str, Any]) -> str:
@@ -237,7 +274,7 @@ def collect(settings: Settings, *, stale_seconds: float = STALE_SECONDS, lock_ti
         if str(f.get("severity") or "").upper() == "ERROR":
             problems.append(f"failing: {f['key']}")
     return {"now": now.isoformat(), "data_dir": str(settings.data_dir), "ok": not problems, "problems": problems,
-            "processes": procs, "collectors": cols, "warehouse": warehouse(settings.db_path, lock_timeout),
+            "processes": procs, "collectors": cols, "warehouse": warehouse(settings.db_path, lock_timeout, now),
             "alerts": alert_state}
 
 
@@ -291,12 +328,25 @@ def render(st: dict[str, Any]) -> str:
         for t, info in wh["tables"].items():
             if info.get("missing"):
                 out.append(f"  {t:28s} (no table)")
+            elif info.get("error"):
+                out.append(f"  {t:28s} {info['error']}")
             else:
                 age = info["newest_age_seconds"]
-                out.append(f"  {t:28s} newest {info['column']} {(_dur(age) + ' ago') if age is not None else 'empty'}")
+                out.append(f"  {t:28s} newest {info['column']} "
+                           + ((_dur(age) + " ago") if age is not None else f"none in the last {wh['freshness_window_hours']:g} h"))
         lag = wh["live_lag_p95_seconds"]
         out.append(f"  live lag p95 (created_at - quote_ts, last {wh['live_lag_window_minutes']} min): "
                    + (f"{lag:.1f}s" if lag is not None else "no snapshots"))
+        dec = wh.get("decisions")
+        if dec and dec["versions"]:
+            out.append("decisions (rule set versions):")
+            for v, d in dec["versions"].items():
+                if d["replaying"]:
+                    where = f"REPLAYING {100 * (d['replay_progress'] or 0):.0f}% (at {d['frontier'] or 'the start'})"
+                else:
+                    where = "live, " + (f"{_dur(d['seconds_behind'])} behind" if d["seconds_behind"] is not None else "not started")
+                retired = "" if d["in_rules_file"] else "  (not in the rules file: stopped)"
+                out.append(f"  {v:28s} {where}  cash {d['cash']:.2f}  open {d['open_exposure']:.2f}{retired}")
     al = st["alerts"]
     out.append("checks failing now: " + (", ".join(f"{f['key']} ({f['kind']}, since {f['since']})" for f in al["firing"]) or "none"))
     last = al["last"]

@@ -72,7 +72,7 @@ def test_a_burst_of_malformed_messages_fails_the_error_rate_check(sim: SimHandle
     assert loaded.asset_materializations_for_node("collector_events")[0].metadata["events_malformed"].value == 25
     conn = connect(wh.database)
     try:
-        rates = {f.check: f for f in error_rates(conn)}
+        rates = {f.check: f for f in error_rates(conn, datetime.now(timezone.utc))}
     finally:
         conn.close()
     assert not rates["error_rates"].passed and rates["error_rates"].metadata["malformed_15min"] == 25

@@ -174,10 +174,38 @@ def test_housekeeping_job_is_wired_and_prunes(instance: dg.DagsterInstance, monk
     assert result.success
     _assert_gone(instance, old)
     assert instance.get_run_by_id(result.run_id) is not None  # its own run was in progress, so it stayed
-    [output] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT]
+    [output] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT
+                and e.step_key == "prune_dagster_run_history"]
     metadata = output.step_output_data.metadata
     assert metadata["runs_deleted"].value == 1
     assert metadata["keep_failed_days"].value == 30.0
+
+
+def test_raw_archives_older_than_the_retention_are_removed(instance: dg.DagsterInstance, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real archive folders on disk, the real job: days past KALSHI_SHADOW_RAW_ARCHIVE_DAYS go, the rest stay."""
+    from kalshi_shadow.definitions import defs
+
+    archive = tmp_path / "raw" / "_archive"
+    today = datetime.now(timezone.utc).date()
+    for table in ("spot_ticks", "kalshi_quotes"):
+        for age in (0, 1, 2, 3, 10):
+            day = archive / table / f"date={today - timedelta(days=age)}"
+            day.mkdir(parents=True)
+            (day / "00-abc.parquet").write_bytes(b"x" * 1000)
+    monkeypatch.setenv("KALSHI_SHADOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("KALSHI_SHADOW_RAW_ARCHIVE_DAYS", "2")
+    result = defs.resolve_job_def("housekeeping_job").execute_in_process(instance=instance)
+    assert result.success
+    left = sorted(p.name for p in archive.glob("spot_ticks/date=*"))
+    assert left == [f"date={today - timedelta(days=a)}" for a in (2, 1, 0)]
+    [output] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT
+                and e.step_key == "prune_old_raw_archives"]
+    assert output.step_output_data.metadata["archive_days_removed"].value == 4
+    assert output.step_output_data.metadata["archive_bytes_freed"].value == 4000
+    monkeypatch.setenv("KALSHI_SHADOW_RAW_ARCHIVE_DAYS", "0")  # keep them all
+    assert defs.resolve_job_def("housekeeping_job").execute_in_process(instance=instance).success
+    assert len(list(archive.glob("*/date=*"))) == 6
 
 
 @pytest.mark.parametrize("value", ["two", "-1", "0", "nan", "inf"])

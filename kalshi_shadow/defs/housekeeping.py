@@ -1,4 +1,4 @@
-"""Housekeeping: keep DAGSTER_HOME bounded while the platform runs unattended for months.
+"""Housekeeping: keep DAGSTER_HOME and the raw archives bounded while the platform runs unattended for months.
 
 About 4,000 runs a day each leave a run record, an event log, compute logs (stdout/stderr) and, with the default
 SQLite storage, a per-run event database of ~125 KB that `DagsterInstance.delete_run` empties but does not remove.
@@ -15,6 +15,7 @@ materialization history reaches back only `KALSHI_SHADOW_RUN_RETENTION_DAYS`; th
 
 import math
 import os
+import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -153,9 +154,58 @@ def prune_dagster_run_history(context: dg.OpExecutionContext) -> dg.Output:
     return dg.Output(None, metadata={**counts, "keep_days": keep_days, "keep_failed_days": keep_failed_days})
 
 
-@dg.job(description="Deletes old Dagster run history so DAGSTER_HOME stays bounded (never touches the warehouse).")
+ARCHIVE_RETENTION_ENV = "KALSHI_SHADOW_RAW_ARCHIVE_DAYS"
+DEFAULT_ARCHIVE_RETENTION_DAYS = 14.0
+
+
+def archive_retention_days() -> float | None:
+    """Days of raw archives kept (`KALSHI_SHADOW_RAW_ARCHIVE_DAYS`, 14; 0 keeps them all). Every archived row is in
+    the warehouse too; the archives are there to rebuild it, so they are the first thing to let go on a small disk."""
+    raw = os.environ.get(ARCHIVE_RETENTION_ENV, "").strip()
+    if raw in ("0", "0.0"):
+        return None
+    return retention_days(ARCHIVE_RETENTION_ENV, DEFAULT_ARCHIVE_RETENTION_DAYS)
+
+
+def prune_raw_archives(archive_root: Path, keep_days: float, now: datetime | None = None) -> dict[str, int]:
+    """Delete the hourly archives (`raw/_archive/<table>/date=YYYY-MM-DD/`) of UTC days that ended more than
+    `keep_days` ago; returns folders and bytes removed."""
+    now = now or datetime.now(timezone.utc)
+    cutoff = (now - timedelta(days=keep_days)).date()
+    removed = freed = 0
+    for folder in sorted(archive_root.glob("*/date=*")) if archive_root.is_dir() else []:
+        try:
+            day = datetime.strptime(folder.name, "date=%Y-%m-%d").date()
+        except ValueError:
+            continue
+        if day < cutoff:
+            freed += _tree_bytes(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return {"archive_days_removed": removed, "archive_bytes_freed": freed}
+
+
+@dg.op(out=dg.Out(dg.Nothing), description=f"Deletes raw archives older than ${ARCHIVE_RETENTION_ENV} days "
+                                            f"(default {DEFAULT_ARCHIVE_RETENTION_DAYS:g}; 0 keeps them). Files only, no warehouse.")
+def prune_old_raw_archives(context: dg.OpExecutionContext) -> dg.Output:
+    from kalshi_shadow.config import Settings
+    from kalshi_shadow.warehouse.compaction import archive_dir
+
+    keep = archive_retention_days()
+    if keep is None:
+        return dg.Output(None, metadata={"keep_days": "forever"})
+    counts = prune_raw_archives(archive_dir(Settings.from_env().raw_dir), keep)
+    if counts["archive_days_removed"]:
+        context.log.info(f"removed {counts['archive_days_removed']} archive day folders ({counts['archive_bytes_freed'] / 1e6:.1f} MB)"
+                         f" older than {keep:g} days")
+    return dg.Output(None, metadata={**counts, "keep_days": keep})
+
+
+@dg.job(description="Deletes old Dagster run history and old raw archives so the disk stays bounded (never touches "
+                    "the warehouse).")
 def housekeeping_job():
     prune_dagster_run_history()
+    prune_old_raw_archives()
 
 
 housekeeping_schedule = dg.ScheduleDefinition(

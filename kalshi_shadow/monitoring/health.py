@@ -10,15 +10,17 @@ decisions or scores lagging). Thresholds are module constants or `Rules`-like en
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
 
 from collectors.health import read_health
 from kalshi_shadow.config import env_number
-from kalshi_shadow.decisions.engine import seconds_behind
+from kalshi_shadow.decisions import state as decision_state
+from kalshi_shadow.decisions.rulesets import RulesError, load_rule_sets
 
 ERROR, WARN = "ERROR", "WARN"
 
@@ -41,7 +43,17 @@ STUCK_SPOT_MOVE = 0.005            # ... while spot moved more than this (relati
 SPOT_BAND = 0.10                   # newest spot within this of the last hour's median
 ERROR_BURST = {"malformed": 10, "rate_limited": 20, "http_error": 20, "reconnect": 3, "poll_failed": 5}  # per 15 min
 DECISION_LAG_SECONDS = 600
-SCORE_LAG_SECONDS = 2 * 3600
+
+
+def disk_warn_free_gib() -> float:
+    """Free GiB on the data disk below which `disk_space` warns (`KALSHI_SHADOW_DISK_WARN_FREE_GIB`, 10: weeks of
+    data at the default scale, see BENCHMARKS.md)."""
+    return env_number("KALSHI_SHADOW_DISK_WARN_FREE_GIB", 10, minimum=0)
+
+
+def disk_error_free_gib() -> float:
+    """... and below which it is an ERROR (`KALSHI_SHADOW_DISK_ERROR_FREE_GIB`, 3: about a week)."""
+    return env_number("KALSHI_SHADOW_DISK_ERROR_FREE_GIB", 3, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -85,11 +97,10 @@ def collector_liveness(data_dir: Path, now: datetime, silent_seconds: float | No
 def freshness(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
     """Newest row of each live table, against a window suited to it."""
     limit = stale_seconds()
-    spot = conn.execute("SELECT max(coalesce(received_ts, ts)) FROM spot_ticks "
-                        "WHERE ts > now() - INTERVAL 1 DAY").fetchall()[0][0]
-    quotes = conn.execute("SELECT max(received_ts) FROM kalshi_quotes WHERE ts > now() - INTERVAL 1 DAY").fetchall()[0][0]
-    snaps = conn.execute("SELECT max(created_at) FROM kalshi_edge_snapshots "
-                         "WHERE quote_date >= (now() AT TIME ZONE 'UTC')::DATE - 1").fetchall()[0][0]
+    day = now - timedelta(days=1)
+    spot = conn.execute("SELECT max(coalesce(received_ts, ts)) FROM spot_ticks WHERE ts > ?", [day]).fetchall()[0][0]
+    quotes = conn.execute("SELECT max(received_ts) FROM kalshi_quotes WHERE ts > ?", [day]).fetchall()[0][0]
+    snaps = conn.execute("SELECT max(created_at) FROM kalshi_edge_snapshots WHERE created_at > ?", [day]).fetchall()[0][0]
     out = [
         Finding("spot_ticks", "spot_fresh", (_age(now, spot) or 1e18) < limit, ERROR,
                 {"newest_received_age_seconds": _age(now, spot), "limit_seconds": limit}),
@@ -100,40 +111,38 @@ def freshness(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
                 (_age(now, snaps) or 1e18) < 2 * limit or (_age(now, quotes) or 1e18) >= limit, ERROR,
                 {"newest_created_age_seconds": _age(now, snaps), "limit_seconds": 2 * limit}),
     ]
-    lag_s = max(seconds_behind(conn).values(), default=None)
+    try:  # the versions of the rules file in use; older ones have stopped deciding on purpose
+        current = [rs.version for rs in load_rule_sets()]
+    except RulesError:
+        current = None
+    lag_s = max(decision_state.seconds_behind(conn, current).values(), default=None)
+    replaying = len(decision_state.seconds_behind(conn, current, replaying=True))
     out.append(Finding("kalshi_would_trades", "decisions_keep_up", lag_s is None or lag_s < DECISION_LAG_SECONDS, WARN,
-                       {"seconds_behind_pricing": lag_s, "limit_seconds": DECISION_LAG_SECONDS}))
-    settled_unscored = conn.execute("""
-        SELECT count(*) FROM kalshi_contracts AS c
-        WHERE c.outcome IS NOT NULL AND c.settlement_checked_at < now() - to_seconds(?)
-          AND EXISTS (SELECT 1 FROM kalshi_edge_snapshots AS s WHERE s.ticker = c.ticker AND s.quote_date >= c.close_ts::DATE - 2)
-          AND NOT EXISTS (SELECT 1 FROM kalshi_edge_snapshot_scores AS x WHERE x.ticker = c.ticker)
-          AND c.close_ts > now() - INTERVAL 3 DAY""", [SCORE_LAG_SECONDS]).fetchall()[0][0]
-    out.append(Finding("kalshi_edge_snapshot_scores", "scores_keep_up", settled_unscored == 0, WARN,
-                       {"settled_contracts_unscored": settled_unscored, "after_seconds": SCORE_LAG_SECONDS}))
+                       {"seconds_behind_pricing": lag_s, "limit_seconds": DECISION_LAG_SECONDS,
+                        "versions_replaying": replaying}))
     return out
 
 
-def gaps_and_coverage(conn: duckdb.DuckDBPyConnection) -> list[Finding]:
+def gaps_and_coverage(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
     """The largest spot silence of the last hour, quote coverage of open contracts, and books stuck while spot moves."""
     largest = conn.execute("""
         SELECT max(gap) FROM (SELECT epoch(seen) - epoch(lag(seen) OVER (ORDER BY seen)) AS gap
                               FROM (SELECT coalesce(received_ts, ts) AS seen FROM spot_ticks
-                                    WHERE ts > now() - INTERVAL 1 HOUR AND product_id = 'BTC-USD'))""").fetchall()[0][0]
+                                    WHERE ts > $now - INTERVAL 1 HOUR AND product_id = 'BTC-USD'))""", {"now": now}).fetchall()[0][0]
     open_n, quoted_n = conn.execute("""
-        SELECT count(*), count(*) FILTER (WHERE EXISTS (
-                   SELECT 1 FROM kalshi_quotes AS q WHERE q.ticker = c.ticker AND q.ts > now() - INTERVAL 5 MINUTE))
+        SELECT count(*), count(*) FILTER (WHERE c.ticker IN (SELECT ticker FROM kalshi_quotes WHERE ts > $now - INTERVAL 5 MINUTE))
         FROM kalshi_contracts AS c
-        WHERE c.open_ts < now() - INTERVAL 5 MINUTE AND c.close_ts > now() AND c.status IN ('active', 'open')""").fetchall()[0]
+        WHERE c.open_ts < $now - INTERVAL 5 MINUTE AND c.close_ts > $now AND c.status IN ('active', 'open')""",
+                                    {"now": now}).fetchall()[0]
     coverage = quoted_n / open_n if open_n else None
     stuck = conn.execute(f"""
         WITH spot AS (SELECT min(price::DOUBLE) AS lo, max(price::DOUBLE) AS hi FROM spot_ticks
-                      WHERE ts > now() - INTERVAL {STUCK_BOOK_MINUTES} MINUTE AND product_id = 'BTC-USD'),
+                      WHERE ts > $now - INTERVAL {STUCK_BOOK_MINUTES} MINUTE AND product_id = 'BTC-USD'),
         books AS (SELECT ticker, count(DISTINCT (yes_bid, yes_ask)) AS distinct_books, min(ts) AS first_ts
-                  FROM kalshi_quotes WHERE ts > now() - INTERVAL {STUCK_BOOK_MINUTES} MINUTE GROUP BY ticker)
+                  FROM kalshi_quotes WHERE ts > $now - INTERVAL {STUCK_BOOK_MINUTES} MINUTE GROUP BY ticker)
         SELECT count(*) FROM books, spot
-        WHERE distinct_books = 1 AND first_ts < now() - INTERVAL {STUCK_BOOK_MINUTES - 1} MINUTE
-          AND (hi - lo) / lo > {STUCK_SPOT_MOVE}""").fetchall()[0][0]
+        WHERE distinct_books = 1 AND first_ts < $now - INTERVAL {STUCK_BOOK_MINUTES - 1} MINUTE
+          AND (hi - lo) / lo > {STUCK_SPOT_MOVE}""", {"now": now}).fetchall()[0][0]
     return [
         Finding("spot_ticks", "spot_gaps_last_hour", largest is None or largest < SPOT_GAP_WARN_SECONDS, WARN,
                 {"largest_gap_seconds": largest, "limit_seconds": SPOT_GAP_WARN_SECONDS}),
@@ -144,14 +153,15 @@ def gaps_and_coverage(conn: duckdb.DuckDBPyConnection) -> list[Finding]:
     ]
 
 
-def sanity(conn: duckdb.DuckDBPyConnection) -> list[Finding]:
+def sanity(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
     """Prices in [0, 1] with bid <= ask (last hour), and spot within a band of its last hour's median."""
     bad_quotes = conn.execute("""
-        SELECT count(*) FROM kalshi_quotes WHERE ts > now() - INTERVAL 1 HOUR AND (
-            yes_bid < 0 OR yes_ask > 1 OR no_bid < 0 OR no_ask > 1 OR yes_bid > yes_ask OR no_bid > no_ask)""").fetchall()[0][0]
+        SELECT count(*) FROM kalshi_quotes WHERE ts > $now - INTERVAL 1 HOUR AND (
+            yes_bid < 0 OR yes_ask > 1 OR no_bid < 0 OR no_ask > 1 OR yes_bid > yes_ask OR no_bid > no_ask)""",
+                              {"now": now}).fetchall()[0][0]
     newest, median = conn.execute("""
         SELECT arg_max(price::DOUBLE, ts), median(price::DOUBLE) FROM spot_ticks
-        WHERE ts > now() - INTERVAL 1 HOUR AND product_id = 'BTC-USD'""").fetchall()[0]
+        WHERE ts > $now - INTERVAL 1 HOUR AND product_id = 'BTC-USD'""", {"now": now}).fetchall()[0]
     off = None if newest is None or not median else abs(newest / median - 1)
     return [
         Finding("kalshi_quotes", "prices_sane", bad_quotes == 0, ERROR, {"bad_quotes_last_hour": bad_quotes}),
@@ -160,10 +170,11 @@ def sanity(conn: duckdb.DuckDBPyConnection) -> list[Finding]:
     ]
 
 
-def error_rates(conn: duckdb.DuckDBPyConnection) -> list[Finding]:
+def error_rates(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
     """Collector events of the last 15 minutes by kind (from raw collector_events): bursts are degradation."""
     counts = dict(conn.execute("""
-        SELECT kind, sum(coalesce(count, 1)) FROM collector_events WHERE ts > now() - INTERVAL 15 MINUTE GROUP BY kind""").fetchall())
+        SELECT kind, sum(coalesce(count, 1)) FROM collector_events WHERE ts > $now - INTERVAL 15 MINUTE GROUP BY kind""",
+                               {"now": now}).fetchall())
     over = {k: int(counts.get(k, 0)) for k, limit in ERROR_BURST.items() if counts.get(k, 0) > limit}
     gaps = int(counts.get("gap", 0))
     return [
@@ -175,12 +186,37 @@ def error_rates(conn: duckdb.DuckDBPyConnection) -> list[Finding]:
     ]
 
 
+def disk_space(data_dir: Path) -> list[Finding]:
+    """Free space where the data lives: WARN below `disk_warn_free_gib()`, ERROR below `disk_error_free_gib()`, so a
+    person hears of it days before the disk is full (a collector that cannot write holds its rows in memory and
+    retries, but memory is finite)."""
+    usage = shutil.disk_usage(data_dir)
+    free_gib = usage.free / 2**30
+    warn, error = disk_warn_free_gib(), disk_error_free_gib()
+    return [Finding("disk", "disk_space", free_gib >= warn, ERROR if free_gib < error else WARN,
+                    {"free_gib": round(free_gib, 2), "total_gib": round(usage.total / 2**30, 2),
+                     "free_pct": round(100 * usage.free / usage.total, 1), "warn_below_gib": warn, "error_below_gib": error},
+                    "" if free_gib >= warn else f"{free_gib:.1f} GiB free on the data disk (warn below {warn:g}, error below {error:g})")]
+
+
+def clock_steps(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
+    """Files of the last day flushed before the file they follow: the wall clock stepped back (see frontier.py)."""
+    n, largest = conn.execute("SELECT count(*), max(step_seconds) FROM raw_clock_steps WHERE detected_at > ?",
+                              [now - timedelta(days=1)]).fetchall()[0]
+    return [Finding("raw_files", "no_clock_steps", n == 0, WARN, {"steps_last_day": n, "largest_step_seconds": largest},
+                    "" if n == 0 else f"the wall clock stepped back {n} time(s) in the last day (largest {largest:.0f} s): "
+                                      "decisions pause until the clock passes where it was")]
+
+
 def evaluate(conn: duckdb.DuckDBPyConnection, data_dir: Path, now: datetime | None = None,
              silent_seconds: float | None = None) -> list[Finding]:
     now = now or datetime.now(timezone.utc)
-    return [*collector_liveness(data_dir, now, silent_seconds), *freshness(conn, now), *gaps_and_coverage(conn), *sanity(conn),
-            *error_rates(conn)]
+    return [*collector_liveness(data_dir, now, silent_seconds), *freshness(conn, now), *gaps_and_coverage(conn, now),
+            *sanity(conn, now), *error_rates(conn, now), *disk_space(data_dir), *clock_steps(conn, now)]
 
+
+# What a finding is about when that is not an asset of the code location (the disk, the raw files of every table).
+NOT_ASSETS = ("disk", "raw_files")
 
 # (asset, check, description) of every finding `evaluate` returns, for the Dagster check specs.
 SPECS: tuple[tuple[str, str, str], ...] = (
@@ -190,7 +226,6 @@ SPECS: tuple[tuple[str, str, str], ...] = (
     ("kalshi_quotes", "quotes_fresh", "The newest quote was received recently (ERROR: blind)."),
     ("kalshi_edge_snapshots", "snapshots_fresh", "Snapshots keep coming while quotes do."),
     ("kalshi_would_trades", "decisions_keep_up", "Every rule set has decided close to the pricing frontier."),
-    ("kalshi_edge_snapshot_scores", "scores_keep_up", "Settled contracts get scored."),
     ("spot_ticks", "spot_gaps_last_hour", "Largest silence of the spot feed in the last hour."),
     ("kalshi_quotes", "quote_coverage", "Share of open contracts quoted in the last 5 minutes."),
     ("kalshi_quotes", "books_not_stuck", "No book unchanged for 30 minutes while spot moved."),
@@ -198,4 +233,6 @@ SPECS: tuple[tuple[str, str, str], ...] = (
     ("spot_ticks", "spot_within_band", "The newest spot is within 10% of the last hour's median."),
     ("collector_events", "error_rates", "Malformed messages, 429s, 5xx, reconnects in the last 15 minutes under their limits."),
     ("collector_events", "no_continuity_gaps", "No missed trades or files recorded by the collectors in the last 15 minutes."),
+    ("disk", "disk_space", "Free space on the data disk (WARN, then ERROR well before it is full)."),
+    ("raw_files", "no_clock_steps", "The wall clock did not step backwards in the last day (files flushed out of order)."),
 )
