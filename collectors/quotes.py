@@ -3,7 +3,8 @@ changes, or every 10 min) and `kalshi_series` (fees and scheduled fee changes, a
 
 One `GET /markets?series_ticker=S&status=open` per series per cycle carries the top of book of every market, so a
 cycle costs a few requests. Errors after the client's own retries are counted and the cycle moves on: never a
-crash loop. SIGTERM/SIGINT flush and exit 0.
+crash loop. A write that fails (disk full) keeps its rows and the file's sequence number and is retried next cycle,
+each failure counted as a `write_failed` event. SIGTERM/SIGINT flush and exit 0.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class QuotePoller:
         self.markets = RawWriter(raw, "kalshi_markets", flush_rows=5_000, flush_seconds=max(interval, 1.0))
         self.series_rows = RawWriter(raw, "kalshi_series", flush_rows=100, flush_seconds=0)
         self.health = Health(data_dir, "quotes")
+        self.health.watch(self.quotes, self.markets, self.series_rows)  # failed writes keep their rows and are counted
         self.health.extra["series"] = series
         self._seen: dict[str, tuple[tuple, float]] = {}  # ticker -> (metadata key, monotonic time last written)
         self._series_fetched_at: dict[str, float] = {}

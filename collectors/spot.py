@@ -12,8 +12,9 @@ their ticker may still follow it: a later ticker at or past the announced id cov
 at the next heartbeat is recorded once as a gap of `announced - newest` trades (which ids). A gap across a reconnect
 is found the same way, by the first heartbeat after it. Every ticker is kept (the warehouse dedups by trade id): one
 older than the newest is counted out of order; the first after a reconnect re-bases if the ids restarted lower.
-Malformed messages are counted, logged (truncated) and skipped. SIGTERM/SIGINT flush, write the final health record
-and exit 0.
+Malformed messages are counted, logged (truncated) and skipped. A write that fails (disk full) loses nothing: the
+writer keeps the rows and their file's sequence number and retries, each failure counted as a `write_failed` event.
+SIGTERM/SIGINT flush, write the final health record (logging any rows a still-full disk kept out) and exit 0.
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ class SpotCollector:
         self.writer = RawWriter(Path(data_dir) / "raw", "spot_ticks", flush_rows=2000, flush_seconds=flush_seconds,
                                 heartbeat_seconds=flush_seconds)
         self.health = Health(data_dir, "spot")
+        self.health.watch(self.writer)  # a failed write (disk full) keeps its rows, retries, and is counted
         self.health.extra["products"] = products
         self.health.extra["url"] = url
         self.silence_seconds = silence_seconds

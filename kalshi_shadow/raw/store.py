@@ -12,10 +12,18 @@ handed to the writer before its flush time, and `seq` counts 1, 2, 3... without 
 writer are loaded, everything it saw up to file k's flush time is loaded. A writer with `heartbeat_seconds`
 writes an empty file when it had nothing to say for that long, so "nothing happened" is distinguishable from
 "not arrived yet".
+
+A write that fails (disk full: ENOSPC, EFBIG, EDQUOT, or any other OSError) consumes nothing: the `.partial` is
+removed, the batch stays buffered ahead of rows added since, and its sequence number stays unused, so the next
+attempt writes the same `seq` with everything in it and the promise above holds across the outage. `flush` then
+returns None instead of raising (a collector must neither crash nor lose rows); `RawWriter.failing`,
+`write_failures` and `last_write_error` say what happened.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
 import threading
@@ -24,7 +32,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import polars as pl
 
@@ -34,6 +42,8 @@ log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
 STALE_PARTIAL_SECONDS = 60.0
+RETRY_SECONDS = 1.0  # after a failed write, `maybe_flush` waits this long before trying again
+REPEAT_LOG_SECONDS = 60.0  # while writes keep failing, one log line per this long, not one per attempt
 
 
 def _fsync_dir(path: Path) -> None:
@@ -45,15 +55,35 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_batch_atomically(df: pl.DataFrame, directory: Path, name: str) -> Path:
-    """Write `df` as `directory/name.parquet`, visible only once complete and durable."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write `df` as `directory/name.parquet`, visible only once complete and durable.
+
+    The Parquet bytes are built in memory first, so a failing disk raises the plain OSError of the write (with its
+    errno: ENOSPC, EFBIG, EDQUOT...) and a failed attempt leaves no `.partial` behind. An error after the rename
+    (the directory fsync) is raised too, though the file is then already visible."""
+    buf = io.BytesIO()
+    df.write_parquet(buf, compression="zstd", statistics=True)
     final = directory / f"{name}.parquet"
     partial = directory / f"{name}{PARTIAL_SUFFIX}"
-    with open(partial, "wb") as fh:
-        df.write_parquet(fh, compression="zstd", statistics=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(partial, final)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            data = buf.getbuffer()
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(partial, final)
+    except BaseException:
+        try:
+            partial.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # the sweep on the next start removes it
+            log.warning("could not remove unfinished raw batch %s: %s", partial, exc)
+        raise
     _fsync_dir(directory)
     return final
 
@@ -111,6 +141,11 @@ class RawWriter:
     heartbeat file after `heartbeat_seconds` without a file. `extend` adds all its rows before it may flush, so a
     batch captured at one instant never straddles two files. Thread-safe.
     Rows with columns not in the schema are rejected (a programming error, not bad input).
+
+    A failed write keeps the batch (as the DataFrame already built) and its sequence number; `flush` returns None,
+    `failing` is True and the error is logged once (again every `REPEAT_LOG_SECONDS` while it lasts, and once when
+    writing works again). `maybe_flush` retries at most every `retry_seconds`; an explicit `flush` always tries.
+    `clock` (a zero-argument callable returning an aware datetime) gives the flush time in the file name.
     """
 
     def __init__(
@@ -122,6 +157,8 @@ class RawWriter:
         flush_seconds: float = 2.0,
         writer_id: str | None = None,
         heartbeat_seconds: float | None = None,
+        clock: Callable[[], datetime] | None = None,
+        retry_seconds: float = RETRY_SECONDS,
     ) -> None:
         if table not in RAW_SCHEMAS:
             raise KeyError(f"unknown raw table {table!r}")
@@ -131,14 +168,23 @@ class RawWriter:
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.heartbeat_seconds = heartbeat_seconds
+        self.retry_seconds = retry_seconds
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._last_file_at = time.monotonic()
         self.writer_id = writer_id or f"{os.getpid()}{uuid.uuid4().hex[:6]}"
         self._rows: list[Mapping[str, Any]] = []
+        self._held: pl.DataFrame | None = None  # a batch whose write failed, ahead of `_rows`
         self._first_row_at: float | None = None
         self._seq = 0
         self._lock = threading.Lock()
         self.rows_flushed = 0
         self.files_written = 0
+        self.write_failures = 0  # failed write attempts, ever
+        self.last_write_error: str | None = None
+        self.failing_since: datetime | None = None  # first failure of the current run of failures (None: writing)
+        self._failed_attempts = 0  # of the current run
+        self._retry_at = 0.0
+        self._logged_at = 0.0
         sweep_partials(self.raw_dir, table)
 
     def _add(self, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -162,28 +208,97 @@ class RawWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._rows)
+        """Rows handed to the writer and not yet in a file (including a batch whose write failed)."""
+        held = self._held
+        return len(self._rows) + (held.height if held is not None else 0)
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last file written (0 before the first)."""
+        return self._seq
+
+    @property
+    def failing(self) -> bool:
+        """True from a failed write until the next successful one."""
+        return self.failing_since is not None
 
     def maybe_flush(self) -> Path | None:
         now = time.monotonic()
+        if self.failing and now < self._retry_at:
+            return None
         due = self._first_row_at is not None and (
-            len(self._rows) >= self.flush_rows or now - self._first_row_at >= self.flush_seconds
+            self.pending >= self.flush_rows or now - self._first_row_at >= self.flush_seconds
         )
         heartbeat = self.heartbeat_seconds is not None and now - self._last_file_at >= self.heartbeat_seconds
         return self.flush(heartbeat=heartbeat) if due or heartbeat else None
 
+    def _batch(self) -> pl.DataFrame:
+        """The held batch followed by the rows added since, as one frame (under the lock)."""
+        if not self._rows:
+            return self._held if self._held is not None else pl.DataFrame(schema=self.schema)
+        try:
+            new = pl.DataFrame(self._rows, schema=self.schema)
+        except Exception:
+            # Rows that do not fit the schema are a programming error; kept, they would fail every later flush.
+            log.error("%s: dropping %d buffered rows that do not fit the schema", self.table, len(self._rows))
+            self._rows = []
+            if self._held is None:
+                self._first_row_at = None
+            raise
+        return new if self._held is None else pl.concat([self._held, new], how="vertical")
+
     def flush(self, *, heartbeat: bool = False) -> Path | None:
-        """Write the buffered rows; with nothing buffered, an empty file if `heartbeat`, else nothing."""
+        """Write the buffered rows; with nothing buffered, an empty file if `heartbeat`, else nothing.
+
+        Returns the file written, or None if there was nothing to write or the write failed (see `failing`)."""
         with self._lock:
-            if not self._rows and not heartbeat:
+            if not self._rows and self._held is None and not heartbeat:
                 return None
-            rows, self._rows, self._first_row_at = self._rows, [], None
-            now = datetime.now(timezone.utc)
-            df = pl.DataFrame(rows, schema=self.schema)
-            self._seq += 1
-            name = f"{now:%Y%m%dT%H%M%S%f}-{self.writer_id}-{self._seq:06d}"
-            path = write_batch_atomically(df, self.raw_dir / self.table / f"date={now:%Y-%m-%d}", name)
-            self.rows_flushed += len(rows)
+            df = self._batch()
+            now = self._clock()
+            if now.tzinfo is None:
+                raise ValueError("RawWriter clock must return an aware datetime")
+            now = now.astimezone(timezone.utc)
+            seq = self._seq + 1
+            name = f"{now:%Y%m%dT%H%M%S%f}-{self.writer_id}-{seq:06d}"
+            directory = self.raw_dir / self.table / f"date={now:%Y-%m-%d}"
+            try:
+                path = write_batch_atomically(df, directory, name)
+            except OSError as exc:
+                path = directory / f"{name}.parquet"
+                if not path.exists():
+                    self._held, self._rows = (df if df.height else None), []  # a failed heartbeat is just retried
+                    self._failed(exc, path, df.height)
+                    return None
+                # Renamed, so visible and whole; only its directory's fsync failed. Written, or the next file would
+                # reuse its sequence number.
+                log.error("%s: wrote %s but could not fsync its directory: %s", self.table, path, exc)
+            if self.failing:
+                log.warning("%s: writing works again: %d rows held through %d failed attempts since %s are in %s",
+                            self.table, df.height, self._failed_attempts, f"{self.failing_since:%Y-%m-%dT%H:%M:%SZ}", path.name)
+            self._seq = seq
+            self._held, self._rows, self._first_row_at = None, [], None
+            self.failing_since, self._failed_attempts = None, 0
+            self.rows_flushed += df.height
             self.files_written += 1
             self._last_file_at = time.monotonic()
             return path
+
+    def _failed(self, exc: OSError, path: Path, rows: int) -> None:
+        """A write failed: count it, schedule the retry, log (throttled)."""
+        mono = time.monotonic()
+        self.write_failures += 1
+        self._failed_attempts += 1
+        reason = f"{errno.errorcode.get(exc.errno, 'errno ' + str(exc.errno)) if exc.errno else type(exc).__name__}"
+        reason += f" ({exc.strerror or exc})"
+        self.last_write_error = f"{reason} writing {path}"
+        self._retry_at = mono + self.retry_seconds
+        if self.failing_since is None:
+            self.failing_since = datetime.now(timezone.utc)
+            self._logged_at = mono
+            log.error("%s: could not write %s: %s; keeping its %d rows and sequence number, retrying",
+                      self.table, path, reason, rows)
+        elif mono - self._logged_at >= REPEAT_LOG_SECONDS:
+            self._logged_at = mono
+            log.error("%s: still cannot write %s: %s; %d failed attempts since %s, %d rows held",
+                      self.table, path, reason, self._failed_attempts, f"{self.failing_since:%Y-%m-%dT%H:%M:%SZ}", rows)
