@@ -148,7 +148,7 @@ def test_the_daily_digest_reaches_the_channel_with_every_section(tmp_path: Path)
                         SELECT t, t, 'BTC-USD', i, i, 95000, 1 FROM (
                             SELECT i, ?::TIMESTAMPTZ - to_seconds(10800 - i) AS t FROM range(0, 10800) AS r(i))
                         WHERE t NOT BETWEEN ? AND ?""", [now, hole, hole + timedelta(minutes=10)])
-        conn.execute("""INSERT INTO raw_writer_progress VALUES ('spot_ticks', 'w', 1, ?, 1, ?, NULL)""", [now, now])
+        conn.execute("""INSERT INTO raw_writer_progress VALUES ('spot_ticks', 'w', 1, ?, 1, ?, NULL, ?)""", [now, now, now])
         refresh_spot_vol(conn)
         conn.execute("INSERT INTO collector_events VALUES (?, 'spot', 'reconnect', 'eof', 2, 1), (?, 'quotes', 'rate_limited', '429', 7, 1)",
                      [now, now])

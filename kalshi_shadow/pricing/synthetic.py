@@ -14,18 +14,22 @@ import duckdb
 
 
 def generate(conn: duckdb.DuckDBPyConnection, start: datetime, hours: int, *, strikes: int = 20,
-             quote_every: int = 5, seed: float = 0.42) -> None:
+             quote_every: int = 5, seed: float = 0.42, hour_offset: int = 0, first_trade_id: int = 0,
+             start_price: float = 95000.0) -> None:
+    """`hour_offset`, `first_trade_id` and `start_price` let consecutive calls continue one history: distinct
+    tickers, distinct trade ids, and a spot path that goes on from where the previous call ended."""
     conn.execute(f"SELECT setseed({seed})")
-    params = {"start": start, "secs": hours * 3600, "hours": hours, "strikes": strikes, "every": quote_every}
+    params = {"start": start, "secs": hours * 3600, "hours": hours, "strikes": strikes, "every": quote_every,
+              "h0": hour_offset, "id0": first_trade_id, "p0": start_price}
     conn.execute("""
         CREATE OR REPLACE TEMP TABLE syn_spot AS
         WITH s AS (SELECT i, $start::TIMESTAMPTZ + to_seconds(i) AS ts,
                           sqrt(-2 * ln(random())) * cos(2 * pi() * random()) AS z
                    FROM range(0, $secs) AS r(i))
-        SELECT ts, ts AS received_ts, 'BTC-USD' AS product_id, 1000 + i AS sequence, i AS trade_id,
-               round(95000 * exp(0.6 / sqrt(31557600) * sum(z) OVER (ORDER BY i)), 2)::DECIMAL(18, 8) AS price
+        SELECT ts, ts AS received_ts, 'BTC-USD' AS product_id, 1000 + $id0 + i AS sequence, $id0 + i AS trade_id,
+               round($p0 * exp(0.6 / sqrt(31557600) * sum(z) OVER (ORDER BY i)), 2)::DECIMAL(18, 8) AS price
         FROM s
-    """, {k: params[k] for k in ("start", "secs")})
+    """, {k: params[k] for k in ("start", "secs", "id0", "p0")})
     conn.execute("""
         CREATE OR REPLACE TEMP TABLE syn_markets AS
         WITH hours AS (SELECT h, $start::TIMESTAMPTZ + to_hours(h) AS open_ts FROM range(0, $hours) AS r(h)),
@@ -42,9 +46,9 @@ def generate(conn: duckdb.DuckDBPyConnection, start: datetime, hours: int, *, st
         )
         SELECT series AS series_ticker, strike_type, floor_strike, cap_strike, open_ts AS open_time,
                open_ts + CASE WHEN series = 'KXBTC15M' THEN INTERVAL 15 MINUTE ELSE INTERVAL 1 HOUR END AS close_time,
-               series || '-H' || h || '-' || k AS ticker, series || '-H' || h AS event_ticker, strike_delay
+               series || '-H' || ($h0 + h) || '-' || k AS ticker, series || '-H' || ($h0 + h) AS event_ticker, strike_delay
         FROM ladder
-    """, {k: params[k] for k in ("start", "hours", "strikes")})
+    """, {k: params[k] for k in ("start", "hours", "strikes", "h0")})
     conn.execute("""
         CREATE OR REPLACE TEMP TABLE syn_quotes AS
         WITH q AS (
@@ -93,8 +97,11 @@ def publish_until(conn: duckdb.DuckDBPyConnection, until: datetime, load_id: int
             WHERE ts < $until AND ts > (SELECT coalesce(max(ts), '-infinity'::TIMESTAMPTZ) FROM {table})
         """, {"until": until})
     conn.execute("""
-        INSERT INTO raw_writer_progress
-        SELECT t, 'synthetic', $n, $until, $n, $until, NULL FROM (VALUES ('spot_ticks'), ('kalshi_markets'), ('kalshi_series')) AS v(t)
+        INSERT INTO raw_writer_progress BY NAME
+        SELECT t AS table_name, 'synthetic' AS writer, $n AS contiguous_seq, $until AS contiguous_flushed_at, $n AS max_seq,
+               $until AS max_flushed_at, $until AS contiguous_file_flushed_at
+        FROM (VALUES ('spot_ticks'), ('kalshi_markets'), ('kalshi_series'), ('kalshi_quotes')) AS v(t)
         ON CONFLICT (table_name, writer) DO UPDATE SET contiguous_seq = excluded.contiguous_seq,
-            contiguous_flushed_at = excluded.contiguous_flushed_at, max_seq = excluded.max_seq, max_flushed_at = excluded.max_flushed_at
+            contiguous_flushed_at = excluded.contiguous_flushed_at, max_seq = excluded.max_seq, max_flushed_at = excluded.max_flushed_at,
+            contiguous_file_flushed_at = excluded.contiguous_file_flushed_at
     """, {"n": int(load_id), "until": until - timedelta(microseconds=1)})

@@ -32,31 +32,35 @@ def gap_timeout() -> timedelta:
     return timedelta(seconds=env_number("KALSHI_SHADOW_RAW_GAP_SECONDS", 600, minimum=0))
 
 
-def advance_writers(conn: duckdb.DuckDBPyConnection, table: str, writers: set[str], now: datetime) -> int:
+def advance_writers(conn: duckdb.DuckDBPyConnection, table: str, writers: set[str], now: datetime,
+                    since_load_id: int | None = None) -> int:
     """Move each writer's contiguous prefix forward over the files that have arrived; returns files given up on.
 
     Runs inside the load's transaction, for the writers of the new files and every writer of the table with an
     open hole (a writer that died after leaving one writes nothing more, yet its hole must still time out). Reads
-    only the files past each prefix, so the cost follows what is new, not the length of history."""
+    only the files past each prefix: for a writer without a hole these are files of this load (`since_load_id`,
+    its first load id, bounds the ledger by zone maps), so the cost follows what is new, not the length of history."""
     given_up = 0
     holes = {w for (w,) in conn.execute("SELECT writer FROM raw_writer_progress WHERE table_name = ? AND max_seq > contiguous_seq",
                                         [table]).fetchall()}
     for writer in sorted(writers | holes):
-        prog = conn.execute("""SELECT contiguous_seq, contiguous_flushed_at, gap_since FROM raw_writer_progress
-                               WHERE table_name = ? AND writer = ?""", [table, writer]).fetchall()
-        seq, flushed_at, gap_since = prog[0] if prog else (0, None, None)
+        prog = conn.execute("""SELECT contiguous_seq, contiguous_flushed_at, gap_since, contiguous_file_flushed_at
+                               FROM raw_writer_progress WHERE table_name = ? AND writer = ?""", [table, writer]).fetchall()
+        seq, flushed_at, gap_since, last_file = prog[0] if prog else (0, None, None, None)
+        last_file = last_file or flushed_at
+        bound = since_load_id if since_load_id is not None and writer not in holes else -2**62
         arrived = conn.execute("""
-            SELECT seq, flushed_at FROM raw_file_loads WHERE table_name = $t AND writer = $w AND seq > $s
+            SELECT seq, flushed_at FROM raw_file_loads WHERE table_name = $t AND writer = $w AND seq > $s AND load_id >= $l
             UNION ALL
             SELECT seq, flushed_at FROM raw_file_failures WHERE table_name = $t AND writer = $w AND seq > $s
-            ORDER BY seq""", {"t": table, "w": writer, "s": seq}).fetchall()
+            ORDER BY seq""", {"t": table, "w": writer, "s": seq, "l": bound}).fetchall()
         if not arrived and not prog:
             continue
         max_seq = max([seq] + [a[0] for a in arrived])
         max_flushed = max([f for f in [flushed_at] + [a[1] for a in arrived] if f is not None])
         for s, f in arrived:
             if s == seq + 1:
-                seq, flushed_at = s, _after_clock_step(conn, table, writer, s, f, flushed_at, now)
+                seq, flushed_at, last_file = s, _after_clock_step(conn, table, writer, s, f, flushed_at, last_file, now), f
             elif s > seq + 1:
                 gap_since = gap_since or now
                 if now - gap_since < gap_timeout():
@@ -67,31 +71,34 @@ def advance_writers(conn: duckdb.DuckDBPyConnection, table: str, writers: set[st
                                  [table, f"{table}/?/{writer}-{missing:06d}", "never arrived: gap in the writer's sequence",
                                   now, writer, missing])
                     given_up += 1
-                seq, flushed_at, gap_since = s, _after_clock_step(conn, table, writer, s, f, flushed_at, now), None
+                seq, flushed_at, last_file, gap_since = s, _after_clock_step(conn, table, writer, s, f, flushed_at, last_file, now), f, None
         if seq == max_seq:
             gap_since = None
         conn.execute("""
-            INSERT INTO raw_writer_progress VALUES (?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO raw_writer_progress BY NAME
+            SELECT ? AS table_name, ? AS writer, ? AS contiguous_seq, ? AS contiguous_flushed_at, ? AS max_seq,
+                   ? AS max_flushed_at, ? AS gap_since, ? AS contiguous_file_flushed_at
             ON CONFLICT (table_name, writer) DO UPDATE SET
                 contiguous_seq = excluded.contiguous_seq, contiguous_flushed_at = excluded.contiguous_flushed_at,
-                max_seq = excluded.max_seq, max_flushed_at = excluded.max_flushed_at, gap_since = excluded.gap_since
-        """, [table, writer, seq, flushed_at, max_seq, max_flushed, gap_since])
+                max_seq = excluded.max_seq, max_flushed_at = excluded.max_flushed_at, gap_since = excluded.gap_since,
+                contiguous_file_flushed_at = excluded.contiguous_file_flushed_at
+        """, [table, writer, seq, flushed_at, max_seq, max_flushed, gap_since, last_file])
     return given_up
 
 
 def _after_clock_step(conn: duckdb.DuckDBPyConnection, table: str, writer: str, seq: int, flushed_at: datetime,
-                      before: datetime | None, now: datetime) -> datetime:
-    """The writer's contiguous flush time once file `seq` (flushed at `flushed_at`) is in: never earlier than before.
-    A file flushed before its predecessor means the clock stepped back: logged and recorded (raw_clock_steps), and
-    the frontier keeps its time, so it never goes back and pricing does not stop."""
-    if before is None or flushed_at >= before:
-        return flushed_at
-    step = (before - flushed_at).total_seconds()
-    log.warning("%s writer %s: file %d flushed at %s, %.1f s before the file it follows: the clock stepped back",
-                table, writer, seq, flushed_at.isoformat(), step)
-    conn.execute("INSERT INTO raw_clock_steps VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                 [table, writer, seq, flushed_at, before, step, now])
-    return before
+                      frontier: datetime | None, previous: datetime | None, now: datetime) -> datetime:
+    """The writer's contiguous flush time once file `seq` (flushed at `flushed_at`) is in: never earlier than the
+    `frontier` it had. A file flushed before the file it follows (`previous`) means the clock stepped back: logged
+    and recorded once (raw_clock_steps); the files after it are in order again, though still behind the frontier
+    until the clock has caught up, and the frontier keeps its time, so pricing does not stop."""
+    if previous is not None and flushed_at < previous:
+        step = (previous - flushed_at).total_seconds()
+        log.warning("%s writer %s: file %d flushed at %s, %.1f s before the file it follows: the clock stepped back",
+                    table, writer, seq, flushed_at.isoformat(), step)
+        conn.execute("INSERT INTO raw_clock_steps VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                     [table, writer, seq, flushed_at, previous, step, now])
+    return flushed_at if frontier is None else max(frontier, flushed_at)
 
 
 FRONTIER_SQL = """

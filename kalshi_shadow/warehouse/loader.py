@@ -173,7 +173,8 @@ def load_new_files(conn: duckdb.DuckDBPyConnection, raw_dir: Path | str, table: 
                 if rows:
                     min_ts, max_ts = conn.execute(f"SELECT min(ts), max(ts) FROM {table} WHERE load_id IN (SELECT load_id FROM _new_files)").fetchall()[0]
             writers |= {name.writer for name in map(RawFileName.parse, failed) if name}
-            advance_writers(conn, table, writers, now)
+            first = conn.execute("SELECT min(load_id) FROM _new_files").fetchall()[0][0] if files else None
+            advance_writers(conn, table, writers, now, since_load_id=first)
     finally:
         conn.execute("DROP TABLE IF EXISTS _staged")
         conn.execute("DROP TABLE IF EXISTS _new_files")

@@ -7,8 +7,13 @@ CREATE TABLE IF NOT EXISTS raw_clock_steps (
     writer              VARCHAR NOT NULL,
     seq                 BIGINT NOT NULL,
     flushed_at          TIMESTAMPTZ NOT NULL,   -- the file's flush time, after the step
-    previous_flushed_at TIMESTAMPTZ NOT NULL,   -- the latest flush time of the writer's files before it
+    previous_flushed_at TIMESTAMPTZ NOT NULL,   -- the flush time of the file it follows
     step_seconds        DOUBLE NOT NULL,        -- how far back
     detected_at         TIMESTAMPTZ NOT NULL,
     UNIQUE (table_name, writer, seq)
 );
+
+-- The flush time of each writer's file contiguous_seq as its name says; contiguous_flushed_at (the frontier) keeps the
+-- latest of them, so a file after a step is compared with the file it follows, not with the frontier.
+ALTER TABLE raw_writer_progress ADD COLUMN IF NOT EXISTS contiguous_file_flushed_at TIMESTAMPTZ;
+UPDATE raw_writer_progress SET contiguous_file_flushed_at = contiguous_flushed_at;
