@@ -18,7 +18,7 @@ import dagster as dg
 
 from kalshi_shadow.config import env_number
 from kalshi_shadow.decisions import state
-from kalshi_shadow.decisions.engine import cash_mismatches, decide, ensure_state, rerun_from, settle
+from kalshi_shadow.decisions.engine import CHUNK, cash_mismatches, decide, ensure_state, rerun_from, settle
 from kalshi_shadow.decisions.rulesets import load_rule_sets
 from kalshi_shadow.defs.pricing import LIVE_TAG
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
@@ -30,7 +30,7 @@ ASSET = "kalshi_would_trades"
 def replay_budget_seconds() -> float:
     """Work per replay run (`KALSHI_SHADOW_REPLAY_BUDGET_SECONDS`, 8): the warehouse is held that long, so a live
     run waits at most about that much behind a replay."""
-    return env_number("KALSHI_SHADOW_REPLAY_BUDGET_SECONDS", 8, minimum=0.1)
+    return env_number("KALSHI_SHADOW_REPLAY_BUDGET_SECONDS", 8, minimum=0)
 
 
 class DecisionConfig(dg.Config):
@@ -74,8 +74,15 @@ def kalshi_would_trades(context: dg.AssetExecutionContext, config: DecisionConfi
             start = datetime.combine(datetime.fromisoformat(config.rerun_from).date(), time(0), tzinfo=timezone.utc)
             for rs in sets:
                 context.log.info(f"{rs.version}: {rerun_from(conn, rs, start)} rows after {start.date()} removed; replaying")
+        target = state.target(conn)
         for rs in sets:
             st = ensure_state(conn, rs)
+            if live and not st.replaying and st.frontier is not None and target is not None and target - st.frontier > CHUNK:
+                # Far behind (the platform was down, or the set came back into the rules file): a live run decides
+                # at most a chunk, so the rest goes to the replay job too.
+                st.replaying, st.replay_from, st.replay_started_at = True, st.frontier, datetime.now(timezone.utc)
+                state.save(conn, st)
+                context.log.warning(f"{rs.version}: {(target - st.frontier).total_seconds() / 3600:.1f} h behind; replayed off the live path")
             if st.replaying == live:  # the live run leaves replays to decision_replay_job, and a replay leaves live sets
                 continue
             run = decide(conn, rs) if live else decide(conn, rs, budget_seconds=max(0.0, deadline - clock.monotonic()))
