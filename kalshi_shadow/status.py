@@ -9,7 +9,7 @@ Reads what `kalshi-shadow up` and the collectors leave on disk, never anything t
                over snapshots created in the last 10 minutes), in one short read-only opening whose queries are all
                bounded by time; a warehouse a writer holds is reported as such and skipped
   decisions    each rule set version: live (how far behind) or replaying (progress), its cash and open exposure
-  checks       <data_dir>/alerts.jsonl: the last record per alert key, firing ("*_failed", "*_reminder", or a
+  checks       <data_dir>/alerts.jsonl (its last two days): the last record per alert key, firing ("*_failed", "*_reminder", or a
                "run_failure" of the last hour: run failures are never "recovered") or cleared ("*_recovered"), and
                whether the last alert was delivered
 
@@ -32,7 +32,8 @@ from kalshi_shadow.config import ConfigError, Settings
 STALE_SECONDS = 120.0
 LAG_WINDOW_MINUTES = 10
 RUN_FAILURE_FIRING_SECONDS = 3600.0  # a run failure has no recovery record: it counts as failing now for this long
-FRESHNESS_WINDOW = timedelta(days=1)  # newest row looked for in this window only; older than that shows as "none"
+FRESHNESS_WINDOW = timedelta(days=1)
+JOURNAL_SPAN = timedelta(days=2)  # alerts read back this far from the newest (firing ones are reminded hourly)  # newest row looked for in this window only; older than that shows as "none"
 # what is shown -> (table, the column that says how fresh it is)
 FRESHNESS = {
     "spot_ticks": ("spot_ticks", "ts"),
@@ -216,7 +217,7 @@ def alerts(data_dir: Path, now: datetime) -> dict[str, Any]:
     """The last record per alert key (firing or cleared) and the last alert with its delivery, from alerts.jsonl."""
     path = data_dir / "alerts.jsonl"
     try:
-        records = journal.read(path)  # a half-written last line or junk is skipped
+        records = journal.read_last(path, JOURNAL_SPAN)  # a half-written last line or junk is skipped
     except OSError as exc:
         return {"path": str(path), "error": str(exc), "firing": [], "last": None}
     latest: dict[str, dict[str, Any]] = {}

@@ -28,10 +28,10 @@ def _since(records: list[dict], since: datetime) -> list[dict]:
 def compose(conn: duckdb.DuckDBPyConnection, data_dir: Path, end: datetime) -> tuple[str, str, dict]:
     """(title, markdown body, figures) for the 24 hours ending at `end`."""
     start = end - timedelta(days=1)
-    alerts = _since(journal.read(data_dir / "alerts.jsonl"), start)
+    alerts = _since(journal.read(data_dir / "alerts.jsonl", since=start), start)
     failed = Counter(a["key"] for a in alerts if str(a.get("kind", "")).endswith("_failed") or a.get("kind") == "run_failure")
     undelivered = sum(1 for a in alerts if (a.get("delivery") or {}).get("ok") is False)
-    restarts = _since(journal.read(data_dir / "run" / "restarts.jsonl"), start)
+    restarts = _since(journal.read(data_dir / "run" / "restarts.jsonl", since=start), start)
     exits = [r for r in restarts if r.get("kind") == "exit"]
     loops = [r for r in restarts if r.get("kind") == "crash_loop"]
     gap_hours = conn.execute("""
