@@ -148,3 +148,25 @@ def test_status_reads_firing_checks_and_the_last_delivery_from_alerts_jsonl_and_
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_journal_is_read_from_its_end(tmp_path: Path) -> None:
+    """A journal of many blocks: a read since a time, and the last span, equal filtering the whole file (a cut
+    first line of a block and a half-written last line included)."""
+    from datetime import datetime, timedelta, timezone
+
+    from kalshi_shadow.alerts import journal
+
+    path = tmp_path / "alerts.jsonl"
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with open(path, "w") as fh:
+        for i in range(20_000):
+            fh.write(json.dumps({"ts": (t0 + timedelta(minutes=i)).isoformat(), "key": f"k{i % 7}", "pad": "x" * (i % 90)}) + "\n")
+        fh.write('{"ts": "2026-02-')
+    whole = journal.read(path)
+    assert len(whole) == 20_000
+    for since in (t0 + timedelta(minutes=19_990), t0 + timedelta(minutes=12_345), t0 - timedelta(days=1)):
+        assert journal.read(path, since=since) == [r for r in whole if datetime.fromisoformat(r["ts"]) >= since]
+    last = journal.read_last(path, timedelta(hours=1))
+    assert [r["ts"] for r in last] == [r["ts"] for r in whole[-61:]]
+    assert journal.read_last(tmp_path / "missing.jsonl", timedelta(hours=1)) == []
