@@ -8,7 +8,8 @@ in an archive file, and `raw_file_loads.archived_to` says which.
 Crash safety, step by step: (1) write the archive atomically, (2) record `archived_to` in the ledger, (3) delete
 the sources. A crash after (1) leaves an archive no ledger row names: it is deleted and rewritten next time. A
 crash after (2) leaves sources whose ledger row is archived: they are deleted next time. The loader never lists
-the archive, so nothing is loaded twice.
+the archive, so nothing is loaded twice. Ledger reads are bounded by the files' flush times (`ledger_since`), so an
+hour's compaction costs the same after months.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import duckdb
 
 from kalshi_shadow.raw.store import RawFileName, _fsync_dir, list_raw_files
-from kalshi_shadow.warehouse.loader import pending_files
+from kalshi_shadow.warehouse.loader import ledger_since, pending_files
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ def compact_loaded(conn: duckdb.DuckDBPyConnection, raw_dir: Path | str, table: 
     if not loaded:
         return {"archives": 0, "files_compacted": 0}
     archived = dict(conn.execute(
-        "SELECT file_name, archived_to FROM raw_file_loads WHERE table_name = ? AND archived_to IS NOT NULL AND file_name IN "
-        "(SELECT unnest(?::VARCHAR[]))", [table, [rel for rel, _ in loaded]]).fetchall())
+        "SELECT file_name, archived_to FROM raw_file_loads WHERE table_name = ? AND archived_to IS NOT NULL AND loaded_at >= ? "
+        "AND file_name IN (SELECT unnest(?::VARCHAR[]))",
+        [table, ledger_since([rel for rel, _ in loaded]), [rel for rel, _ in loaded]]).fetchall())
     for rel, path in loaded:  # step (3) of an earlier run that crashed before it finished
         if rel in archived:
             path.unlink(missing_ok=True)
@@ -71,8 +73,10 @@ def _archive_group(conn: duckdb.DuckDBPyConnection, raw_dir: Path, table: str, d
     digest = hashlib.sha1("\n".join(sorted(rel for rel, _ in members)).encode()).hexdigest()[:12]
     final = out_dir / f"{hour}-{digest}.parquet"
     rel_final = str(final.relative_to(raw_dir))
-    named = {r[0] for r in conn.execute("SELECT DISTINCT archived_to FROM raw_file_loads WHERE table_name = ? AND archived_to LIKE ?",
-                                        [table, f"{ARCHIVE}/{table}/{day}/{hour}-%"]).fetchall()}
+    since = ledger_since([rel for rel, _ in members])  # every file archived into this hour was flushed in it
+    named = {r[0] for r in conn.execute("""SELECT DISTINCT archived_to FROM raw_file_loads
+                                           WHERE table_name = ? AND loaded_at >= ? AND archived_to LIKE ?""",
+                                        [table, since, f"{ARCHIVE}/{table}/{day}/{hour}-%"]).fetchall()}
     for stray in out_dir.glob(f"{hour}-*.parquet"):  # step (1) of a crashed run: no ledger row names it
         if str(stray.relative_to(raw_dir)) not in named:
             stray.unlink()
@@ -83,8 +87,9 @@ def _archive_group(conn: duckdb.DuckDBPyConnection, raw_dir: Path, table: str, d
         os.fsync(fh.fileno())
     os.replace(partial, final)
     _fsync_dir(out_dir)
-    conn.execute("UPDATE raw_file_loads SET archived_to = ? WHERE table_name = ? AND file_name IN (SELECT unnest(?::VARCHAR[]))",
-                 [rel_final, table, [rel for rel, _ in members]])
+    conn.execute("""UPDATE raw_file_loads SET archived_to = ?
+                    WHERE table_name = ? AND loaded_at >= ? AND file_name IN (SELECT unnest(?::VARCHAR[]))""",
+                 [rel_final, table, since, [rel for rel, _ in members]])
     for _, path in members:
         path.unlink(missing_ok=True)
     today = f"date={datetime.now(timezone.utc):%Y-%m-%d}"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -63,19 +63,35 @@ class LoadResult:
     failed_files: list[str]
 
 
+# A file is loaded after it was written; the ledger rows of files still on disk are looked for from the earliest
+# flush time among them, less this margin (a clock stepped back between writing and loading).
+LEDGER_MARGIN = timedelta(days=1)
+
+
+def ledger_since(names: list[str]) -> datetime:
+    """Where in the ledger (by `loaded_at`, which grows as rows are appended, so zone maps skip the rest) the rows of
+    these raw files can be: from the earliest of their flush times, less `LEDGER_MARGIN`. A name that does not
+    follow the layout (a file placed by hand) could be anywhere: the whole ledger."""
+    times = [RawFileName.parse(n) for n in names]
+    if not times or any(t is None for t in times):
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return min(t.flushed_at for t in times) - LEDGER_MARGIN
+
+
 def pending_files(conn: duckdb.DuckDBPyConnection, raw_dir: Path, table: str) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
-    """(new files, files already loaded but still on disk), oldest first. Files on disk are few: loaded ones are
-    archived every hour, so the lookup against the ledger stays small."""
+    """(new files, files already loaded but still on disk), oldest first. Files on disk are few (loaded ones are
+    archived every hour) and recent, so only the recent end of the ledger is read, however long it has grown."""
     on_disk = [(str(p.relative_to(raw_dir)), p) for p in list_raw_files(raw_dir, table)]
     if not on_disk:
         return [], []
     conn.execute("CREATE OR REPLACE TEMP TABLE _on_disk (file_name VARCHAR)")
     conn.executemany("INSERT INTO _on_disk VALUES (?)", [[rel] for rel, _ in on_disk])
     done = {r[0] for r in conn.execute("""
-        SELECT file_name FROM _on_disk SEMI JOIN (SELECT file_name FROM raw_file_loads WHERE table_name = $t) USING (file_name)
+        SELECT file_name FROM _on_disk
+        SEMI JOIN (SELECT file_name FROM raw_file_loads WHERE table_name = $t AND loaded_at >= $since) USING (file_name)
         UNION ALL
         SELECT file_name FROM _on_disk SEMI JOIN (SELECT file_name FROM raw_file_failures WHERE table_name = $t) USING (file_name)
-    """, {"t": table}).fetchall()}
+    """, {"t": table, "since": ledger_since([rel for rel, _ in on_disk])}).fetchall()}
     conn.execute("DROP TABLE _on_disk")
     return [f for f in on_disk if f[0] not in done], [f for f in on_disk if f[0] in done]
 
