@@ -83,7 +83,9 @@ CANDIDATE_ROWS_SQL = """
 SELECT c.snapshot_id::VARCHAR AS snapshot_id, c.seen_ts, c.decision_date, c.ticker, c.event_ticker, c.side, c.p_side,
        c.ask, c.ask_size, c.haircut, c.ev_per_contract, c.fee_type, c.fee_multiplier,
        k.outcome_known_ts, k.first_outcome, k.first_settlement_value::DOUBLE AS first_y
-FROM _cand AS c LEFT JOIN kalshi_contracts AS k ON k.ticker = c.ticker AND k.first_outcome IS NOT NULL
+FROM _cand AS c LEFT JOIN (SELECT * FROM kalshi_contracts                          -- a candidate's contract is open
+                           WHERE close_ts > $lo - INTERVAL 2 DAY OR close_ts IS NULL) AS k
+    ON k.ticker = c.ticker AND k.first_outcome IS NOT NULL
 WHERE c.reason IS NULL
 ORDER BY c.seen_ts, c.snapshot_id
 """
@@ -379,12 +381,13 @@ def _decide_chunk(conn: duckdb.DuckDBPyConnection, rs: RuleSet, st: state.Versio
               "max_spot_age_seconds": rs.max_spot_age_seconds, "max_quote_age_seconds": rs.max_quote_age_seconds,
               "max_spread": rs.max_spread, "min_ev": rs.min_ev, "min_ask_size": rs.min_ask_size}
     conn.execute(CANDIDATES_SQL.format(first_blocking=rules.first_blocking_sql()), params)
-    cands = [dict(zip(CANDIDATE_COLUMNS, c)) for c in conn.execute(CANDIDATE_ROWS_SQL).fetchall()]
+    cands = [dict(zip(CANDIDATE_COLUMNS, c)) for c in conn.execute(CANDIDATE_ROWS_SQL, {"lo": lo}).fetchall()]
     book = _book(conn, st, lo, cands)
     decided = _stateful(rs, book, cands)
     book.settle_until(hi, inclusive=True)  # payouts known by the new frontier are in its cash
     tape_lo = conn.execute("""SELECT min(coalesce(first_seen_ts, open_ts)) FROM kalshi_contracts
-                              WHERE ticker IN (SELECT DISTINCT ticker FROM _cand)""").fetchall()[0][0]
+                              WHERE (close_ts > ? - INTERVAL 2 DAY OR close_ts IS NULL)
+                                AND ticker IN (SELECT DISTINCT ticker FROM _cand)""", [lo]).fetchall()[0][0]
     tape_lo = min(tape_lo, lo) - TAPE_MARGIN if tape_lo is not None else lo - timedelta(days=1)
     flows = sorted(book.flows.items())
     conn.register("_decided", pa.Table.from_pylist(decided, schema=DECIDED_SCHEMA))

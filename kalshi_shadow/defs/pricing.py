@@ -72,14 +72,14 @@ def kalshi_edge_snapshots(context: dg.AssetExecutionContext, warehouse: Warehous
         bad_p = future_spot = 0
         p50 = p95 = None
         if run.quote_ts_range:
-            params = {"days": run.days, "lo": run.quote_ts_range[0], "hi": run.quote_ts_range[1]}
+            params = {"d0": min(run.days), "d1": max(run.days), "lo": run.quote_ts_range[0], "hi": run.quote_ts_range[1]}
             bad_p, future_spot, p50, p95 = conn.execute("""
                 SELECT count(*) FILTER (WHERE p_model < 0 OR p_model > 1 OR isnan(p_model)),
                        count(*) FILTER (WHERE spot_age_seconds < 0),
                        quantile_cont(epoch(created_at) - epoch(quote_ts), 0.5) FILTER (WHERE created_at >= now() - INTERVAL 10 MINUTE),
                        quantile_cont(epoch(created_at) - epoch(quote_ts), 0.95) FILTER (WHERE created_at >= now() - INTERVAL 10 MINUTE)
                 FROM kalshi_edge_snapshots
-                WHERE quote_date IN (SELECT unnest($days::DATE[])) AND quote_ts BETWEEN $lo AND $hi""", params).fetchall()[0]
+                WHERE quote_date BETWEEN $d0 AND $d1 AND quote_ts BETWEEN $lo AND $hi""", params).fetchall()[0]
     if run.held_back:
         context.log.info(f"nothing priced: {run.held_back}")
     # A live run may write several days (midnight, a late file): each gets its own materialization event.

@@ -45,12 +45,14 @@ def compose(conn: duckdb.DuckDBPyConnection, data_dir: Path, end: datetime) -> t
         SELECT collector || ' ' || kind, sum(coalesce(count, 1))::BIGINT FROM collector_events
         WHERE ts > $start AND ts <= $end GROUP BY 1 ORDER BY 2 DESC""", {"start": start, "end": end}).fetchall())
     last_read = conn.execute("SELECT max(observed_at) FROM kalshi_settlement_observations").fetchall()[0][0]
+    # From the positions (one row per take, payouts as first read), not the whole log: the cost of a day's digest
+    # does not grow with the months of skips behind it.
     decisions = conn.execute("""
-        SELECT rule_set_version, count(*) FILTER (WHERE action = 'take' AND decided_ts > $start) AS takes,
-               count(*) FILTER (WHERE action = 'take' AND settled_ts > $start) AS settled,
-               round(coalesce(sum(realised_pnl) FILTER (WHERE settled_ts > $start), 0), 2) AS realised,
-               count(*) FILTER (WHERE action = 'take' AND outcome IS NULL) AS open
-        FROM kalshi_would_trades GROUP BY 1 ORDER BY 1""", {"start": start}).fetchall()
+        SELECT rule_set_version, count(*) FILTER (WHERE decided_ts > $start) AS takes,
+               count(*) FILTER (WHERE known_ts > $start) AS settled,
+               round(coalesce(sum(payout - cost) FILTER (WHERE known_ts > $start), 0), 2) AS realised,
+               count(*) FILTER (WHERE known_ts IS NULL) AS open
+        FROM kalshi_decision_positions GROUP BY 1 ORDER BY 1""", {"start": start}).fetchall()
     lines = [f"24 h to {end:%Y-%m-%d %H:%M} UTC", "",
              f"Failed checks and runs: {sum(failed.values())}" + (" (" + ", ".join(f"{k} x{n}" for k, n in failed.most_common(8)) + ")" if failed else ""),
              f"Alerts not delivered: {undelivered}",

@@ -60,9 +60,13 @@ def refresh_spot_vol(conn: duckdb.DuckDBPyConnection) -> int:
     wm = table_frontier(conn, "spot_ticks")
     if wm is None:
         return 0
-    last = next(iter(conn.execute("""SELECT grid_ts, price, var_per_minute,
-                                            (SELECT epoch(max(grid_ts))::BIGINT // 60 FROM spot_vol WHERE log_return IS NOT NULL)
-                                     FROM spot_vol ORDER BY grid_ts DESC LIMIT 1""").fetchall()), None)
+    last = next(iter(conn.execute("SELECT grid_ts, price, var_per_minute FROM spot_vol ORDER BY grid_ts DESC LIMIT 1").fetchall()), None)
+    if last:  # the minute of the last trade: looked for in the last day first (zone maps), all of the grid if not there
+        fresh = conn.execute("""SELECT epoch(max(grid_ts))::BIGINT // 60 FROM spot_vol WHERE log_return IS NOT NULL AND grid_ts > ?""",
+                             [last[0] - timedelta(days=1)]).fetchall()[0][0]
+        if fresh is None:
+            fresh = conn.execute("SELECT epoch(max(grid_ts))::BIGINT // 60 FROM spot_vol WHERE log_return IS NOT NULL").fetchall()[0][0]
+        last = (*last, fresh)
     if last:
         start = last[0] + timedelta(minutes=1)
         state = VolState(last[1], last[2], last[3] if last[3] is not None else int(last[0].timestamp()) // 60)
@@ -356,8 +360,8 @@ def _duplicates(conn: duckdb.DuckDBPyConnection, run: SnapshotRun) -> int:
     if run.quote_ts_range is None:
         return 0
     return conn.execute("""SELECT count(*) - count(DISTINCT snapshot_id) FROM kalshi_edge_snapshots
-                           WHERE quote_date IN (SELECT unnest(?::DATE[])) AND quote_ts BETWEEN ? AND ?""",
-                        [run.days, *run.quote_ts_range]).fetchall()[0][0]
+                           WHERE quote_date BETWEEN ? AND ? AND quote_ts BETWEEN ? AND ?""",  # constants: zone maps prune
+                        [min(run.days), max(run.days), *run.quote_ts_range]).fetchall()[0][0]
 
 
 def _capped(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, frontier: datetime) -> datetime:

@@ -44,7 +44,8 @@ ON CONFLICT (ticker) DO UPDATE SET
     last_seen_ts = greatest(kalshi_contracts.last_seen_ts, excluded.last_seen_ts)
 """
 
-# A series row may arrive after its markets: fill or refresh fees wherever they differ from the latest series row.
+# A series row may arrive after its markets: fill or refresh fees of contracts still open (or closed within the day)
+# wherever they differ from the latest series row; older contracts are not read every tick.
 REFRESH_FEES = """
 UPDATE kalshi_contracts AS c SET fee_type = s.fee_type, fee_multiplier = s.fee_multiplier
 FROM (
@@ -53,6 +54,7 @@ FROM (
     QUALIFY row_number() OVER (PARTITION BY series_ticker ORDER BY greatest(ts, coalesce(effective_ts, ts)) DESC, ts DESC, load_id DESC) = 1
 ) AS s
 WHERE c.series_ticker = s.series_ticker
+  AND (c.close_ts IS NULL OR c.close_ts > now() - INTERVAL 1 DAY)  -- a closed contract keeps the fees it closed with
   AND (c.fee_type IS DISTINCT FROM s.fee_type OR c.fee_multiplier IS DISTINCT FROM s.fee_multiplier)
 """
 
