@@ -4,6 +4,8 @@
     kalshi-shadow bench recompute [options]    section 1 only
     kalshi-shadow bench incremental [options]  section 2 only
     kalshi-shadow bench live [--minutes N]     section 3 only
+    kalshi-shadow bench history [options]      a tick and each scheduled job on 1 vs 30 days of history, storage
+                                               per day, an edited rule set's replay (see bench_history.py)
 
 1. Full-day recompute, memory and speed. A backfill reprices a whole day; it must fit a small box (peak RSS
    <= 1.5 GiB) whatever the day's size, and be fast enough (>= 500k snapshot rows/s) that recomputing history after a
@@ -499,10 +501,26 @@ def _common(ap: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str]) -> int:
-    section = argv[0] if argv and argv[0] in ("recompute", "incremental", "live", "_generate", "_recompute") else None
+    section = argv[0] if argv and argv[0] in ("recompute", "incremental", "live", "history", "_generate", "_recompute") else None
     rest = argv[1:] if section else argv
     ap = argparse.ArgumentParser(prog=f"kalshi-shadow bench{' ' + section if section else ''}", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    if section == "history":
+        from kalshi_shadow import bench_history
+
+        ap.description = bench_history.__doc__
+        ap.add_argument("--days", type=int, nargs="+", default=[1, 30], help="histories to build, in days (compared: shortest vs longest)")
+        ap.add_argument("--strikes", type=int, default=50, help="markets per hourly ladder (the default synthetic day)")
+        ap.add_argument("--quote-every", type=int, default=5, help="seconds between quotes of a market")
+        ap.add_argument("--ticks", type=int, default=3, help="5-minute live ticks timed on each history (median reported)")
+        ap.add_argument("--budget", type=float, default=8.0, help="seconds of work per replay slice (the replay job's budget)")
+        ap.add_argument("--live-minutes", type=float, default=0, help="also run up --fast-clock on the longest history this long")
+        ap.add_argument("--keep", help="build the histories under this folder (kept) instead of a temporary one")
+        args = ap.parse_args(rest)
+        machine()
+        bench_history.run(args, _figure, _note, _section)
+        _summary()
+        return 0
     if section in ("_generate", "_recompute"):
         ap.add_argument("--db", required=True)
         ap.add_argument("--strikes", type=int, default=50)
