@@ -134,7 +134,7 @@ decision_replay_job = dg.define_asset_job(
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-@dg.sensor(name="decision_replay_sensor", job=decision_replay_job, minimum_interval_seconds=30,
+@dg.sensor(name="decision_replay_sensor", job=decision_replay_job, minimum_interval_seconds=10,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Launches the next replay slice while the latest decisions materialization lists a replaying "
                        "rule set version (reads Dagster's event log only, never the warehouse).")
