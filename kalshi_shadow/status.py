@@ -169,7 +169,10 @@ def warehouse(db_path: Path, lock_timeout: float, now: datetime) -> dict[str, An
         if "kalshi_edge_snapshots" in existing:
             lag = conn.execute("""SELECT quantile_cont(epoch(created_at - quote_ts), 0.95) FROM kalshi_edge_snapshots
                                   WHERE created_at > ?""", [now - timedelta(minutes=LAG_WINDOW_MINUTES)]).fetchall()[0][0]
-        decisions = _decisions(conn, decision_state) if "kalshi_decision_state" in existing else None
+        try:
+            decisions = _decisions(conn, decision_state) if "kalshi_decision_state" in existing else None
+        except duckdb.Error as exc:  # a warehouse not yet migrated by this release
+            decisions = {"error": f"{type(exc).__name__}: {exc}"[:200], "versions": {}}
     except (duckdb.Error, OSError) as exc:
         return {"path": str(db_path), "error": f"{type(exc).__name__}: {exc}"}
     finally:
@@ -180,19 +183,14 @@ def warehouse(db_path: Path, lock_timeout: float, now: datetime) -> dict[str, An
 
 
 def _decisions(conn, decision_state) -> dict[str, Any]:
-    """Each rule set version in the warehouse: live or replaying (with progress), how far behind, and whether it is
-    in the rules file in use (an edited set leaves its old version behind, no longer deciding)."""
-    from kalshi_shadow.decisions.rulesets import RulesError, load_rule_sets
-
-    try:
-        current = {rs.version for rs in load_rule_sets()}
-    except RulesError:
-        current = None
+    """Each rule set version in the warehouse: live or replaying (with progress), how far behind, and whether the
+    platform's rules file still holds it (an edited set leaves its old version behind, no longer deciding), as the
+    decisions runs recorded it."""
     target = decision_state.target(conn)
     out = {}
     for st in decision_state.load_all(conn):
         behind = None if target is None or st.frontier is None else max(0.0, round((target - st.frontier).total_seconds(), 1))
-        out[st.version] = {"in_rules_file": current is None or st.version in current, "replaying": st.replaying,
+        out[st.version] = {"in_rules_file": st.in_rules_file, "replaying": st.replaying,
                            "replay_progress": None if not st.replaying else round(st.progress(target) or 0.0, 4),
                            "frontier": st.frontier.isoformat() if st.frontier else None, "seconds_behind": behind,
                            "cash": round(st.cash, 2), "open_exposure": round(st.exposure, 2)}

@@ -169,6 +169,16 @@ def test_an_edited_rule_set_replays_in_slices_while_the_others_stay_live_and_unc
     assert whs.log("replay", live_versions) == whs.log("control", live_versions)
     assert len(whs.log("replay", [new.version])) > 0
 
+    # Taken out of the rules file, the version is retired: it stops deciding, and the warehouse says so.
+    whs.tick()
+    monkeypatch.setenv("KALSHI_SHADOW_RULES", str(shipped))
+    whs.materialize("replay", live=True, instance=instance)
+    target, states = whs.states("replay")
+    assert not states[new.version].in_rules_file and states[new.version].frontier < target
+    assert all(states[v].in_rules_file and states[v].frontier == target for v in live_versions)
+    st = status.warehouse(whs.paths["replay"], 5.0, datetime.now(timezone.utc))
+    assert st["decisions"]["versions"][new.version]["in_rules_file"] is False
+
 
 def test_a_sliced_replay_writes_the_log_of_one_uninterrupted_replay(tmp_path: Path, rules: tuple[Path, Path],
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,7 @@ class VersionState:
     replaying: bool
     replay_from: datetime | None = None
     replay_started_at: datetime | None = None
+    in_rules_file: bool = True   # the platform's rules file holds it (else it has stopped deciding: retired)
 
     def progress(self, target: datetime | None) -> float | None:
         """Share of the replay done, 0..1 (None when not replaying or nothing to measure against)."""
@@ -44,7 +45,7 @@ class VersionState:
 
 
 COLUMNS = ("rule_set_version, rule_set, model_version, bankroll, frontier_ts, cash, open_exposure, replaying, "
-           "replay_from_ts, replay_started_at")
+           "replay_from_ts, replay_started_at, in_rules_file")
 
 
 def load(conn: duckdb.DuckDBPyConnection, version: str) -> VersionState | None:
@@ -58,9 +59,15 @@ def load_all(conn: duckdb.DuckDBPyConnection) -> list[VersionState]:
 
 def save(conn: duckdb.DuckDBPyConnection, st: VersionState) -> None:
     conn.execute(f"""INSERT OR REPLACE INTO kalshi_decision_state ({COLUMNS}, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())""",
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())""",
                  [st.version, st.rule_set, st.model, st.bankroll, st.frontier, st.cash, st.exposure, st.replaying,
-                  st.replay_from, st.replay_started_at])
+                  st.replay_from, st.replay_started_at, st.in_rules_file])
+
+
+def mark_rules_file(conn: duckdb.DuckDBPyConnection, versions: list[str]) -> None:
+    """Record which versions the rules file in use holds (every run of the decisions asset calls this)."""
+    conn.execute("UPDATE kalshi_decision_state SET in_rules_file = list_contains(?::VARCHAR[], rule_set_version) "
+                 "WHERE in_rules_file IS DISTINCT FROM list_contains(?::VARCHAR[], rule_set_version)", [versions, versions])
 
 
 def register(conn: duckdb.DuckDBPyConnection, version: str, rule_set: str, model: str, bankroll: float) -> VersionState:
@@ -86,16 +93,15 @@ def target(conn: duckdb.DuckDBPyConnection) -> datetime | None:
     return min(priced, quotes)
 
 
-def seconds_behind(conn: duckdb.DuckDBPyConnection, versions: list[str] | None = None, *,
-                   replaying: bool | None = False) -> dict[str, float]:
-    """How far each version's decisions trail the decision target, in seconds (inf: nothing decided yet). By default
-    only versions on the live path (a replaying version is behind by design); `replaying=None` means all."""
+def seconds_behind(conn: duckdb.DuckDBPyConnection, *, replaying: bool | None = False) -> dict[str, float]:
+    """How far each version of the rules file in use trails the decision target, in seconds (inf: nothing decided
+    yet). By default only versions on the live path (a replaying one is behind by design); `replaying=None`: all."""
     t = target(conn)
     if t is None:
         return {}
     out = {}
     for st in load_all(conn):
-        if (versions is not None and st.version not in versions) or (replaying is not None and st.replaying != replaying):
+        if not st.in_rules_file or (replaying is not None and st.replaying != replaying):
             continue
         out[st.version] = float("inf") if st.frontier is None else max(0.0, (t - st.frontier).total_seconds())
     return out

@@ -74,6 +74,8 @@ def kalshi_would_trades(context: dg.AssetExecutionContext, config: DecisionConfi
             start = datetime.combine(datetime.fromisoformat(config.rerun_from).date(), time(0), tzinfo=timezone.utc)
             for rs in sets:
                 context.log.info(f"{rs.version}: {rerun_from(conn, rs, start)} rows after {start.date()} removed; replaying")
+        if not config.rule_sets:  # the whole rules file: what it holds is what is deciding
+            state.mark_rules_file(conn, [rs.version for rs in sets])
         target = state.target(conn)
         for rs in sets:
             st = ensure_state(conn, rs)

@@ -20,7 +20,6 @@ import duckdb
 from collectors.health import read_health
 from kalshi_shadow.config import env_number
 from kalshi_shadow.decisions import state as decision_state
-from kalshi_shadow.decisions.rulesets import RulesError, load_rule_sets
 
 ERROR, WARN = "ERROR", "WARN"
 
@@ -111,12 +110,9 @@ def freshness(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
                 (_age(now, snaps) or 1e18) < 2 * limit or (_age(now, quotes) or 1e18) >= limit, ERROR,
                 {"newest_created_age_seconds": _age(now, snaps), "limit_seconds": 2 * limit}),
     ]
-    try:  # the versions of the rules file in use; older ones have stopped deciding on purpose
-        current = [rs.version for rs in load_rule_sets()]
-    except RulesError:
-        current = None
-    lag_s = max(decision_state.seconds_behind(conn, current).values(), default=None)
-    replaying = len(decision_state.seconds_behind(conn, current, replaying=True))
+    # The versions of the platform's rules file (recorded by the decisions runs); older ones stopped on purpose.
+    lag_s = max(decision_state.seconds_behind(conn).values(), default=None)
+    replaying = len(decision_state.seconds_behind(conn, replaying=True))
     out.append(Finding("kalshi_would_trades", "decisions_keep_up", lag_s is None or lag_s < DECISION_LAG_SECONDS, WARN,
                        {"seconds_behind_pricing": lag_s, "limit_seconds": DECISION_LAG_SECONDS,
                         "versions_replaying": replaying}))
