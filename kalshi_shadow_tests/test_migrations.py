@@ -5,6 +5,7 @@ a column existed loads with NULL in it, and the pipeline then runs on the upgrad
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -28,21 +29,15 @@ FIXTURE = Path(__file__).parent / "fixtures" / "schema_0cbdf6e"
 MANIFEST = json.loads((FIXTURE / "manifest.json").read_text())
 
 
-def canonical_sql(name: str, type_: str) -> str:
-    """One column as text, from its original type; NULL as '<null>' (as make_fixture.py computes it)."""
-    col = '"' + name.replace('"', '""') + '"'
-    if type_.upper() in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
-        text = f"CAST(epoch_us(CAST({col} AS TIMESTAMPTZ)) AS VARCHAR)"
-    else:
-        text = f"CAST(CAST({col} AS {type_}) AS VARCHAR)"
-    return f"coalesce({text}, '<null>')"
+def _load_fixture_builder():
+    """make_fixture.py (stdlib and duckdb only at import): its checksum is the one the manifest was computed with."""
+    spec = importlib.util.spec_from_file_location("make_fixture", FIXTURE / "make_fixture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def table_checksum(conn: duckdb.DuckDBPyConnection, table: str, columns: list[list[str]]) -> str:
-    row = "concat_ws('|', " + ", ".join(canonical_sql(n, t) for n, t in columns) + ")"
-    n, upper, lower = conn.execute(f"""SELECT count(*), coalesce(sum(md5_number_upper({row})), 0),
-                                              coalesce(sum(md5_number_lower({row})), 0) FROM "{table}" """).fetchall()[0]
-    return f"{n}:{upper}:{lower}"
+table_checksum = _load_fixture_builder().table_checksum
 
 
 def _schema(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
