@@ -384,7 +384,9 @@ def price_new_quotes(conn: duckdb.DuckDBPyConnection, *, lot: int, rules: Rules 
     frontier, run.inputs = pricing_frontier(conn)
     with transaction(conn):
         done_load, done_frontier, min_pending = _state(conn)
-        new_load = conn.execute("SELECT coalesce(max(load_id), 0) FROM kalshi_quotes").fetchall()[0][0]
+        # Load ids only grow as rows are appended: the newest is at or after the last one priced (zone maps skip the rest).
+        new_load = conn.execute("SELECT coalesce(max(load_id), ?) FROM kalshi_quotes WHERE load_id >= ?",
+                                [done_load, done_load]).fetchall()[0][0]
         run.frontier = frontier
         if frontier is None:
             run.held_back = "an input has no complete data yet: " + ", ".join(t for t, v in run.inputs.items() if v is None)
