@@ -57,10 +57,9 @@ def build(data_dir: Path, days: int, strikes: int, quote_every: int, end: dateti
     from kalshi_shadow.scoring.settlements import OBS_TABLE_SQL, record_observations
     from kalshi_shadow.warehouse.connection import connect
     from kalshi_shadow.warehouse.contracts import refresh_contracts
-
-    conn = connect(data_dir / "warehouse.duckdb")
     from kalshi_shadow.warehouse.ddl import ensure_schema
 
+    conn = connect(data_dir / "warehouse.duckdb")
     ensure_schema(conn)
     t_build = time.perf_counter()
     price = 95000.0

@@ -139,7 +139,6 @@ def warehouse(db_path: Path, lock_timeout: float, now: datetime) -> dict[str, An
     is held for milliseconds however old the warehouse."""
     import duckdb
 
-    from kalshi_shadow.decisions import state as decision_state
     from kalshi_shadow.warehouse.connection import WarehouseLockedError, connect
 
     if not db_path.exists():
@@ -170,7 +169,7 @@ def warehouse(db_path: Path, lock_timeout: float, now: datetime) -> dict[str, An
             lag = conn.execute("""SELECT quantile_cont(epoch(created_at - quote_ts), 0.95) FROM kalshi_edge_snapshots
                                   WHERE created_at > ?""", [now - timedelta(minutes=LAG_WINDOW_MINUTES)]).fetchall()[0][0]
         try:
-            decisions = _decisions(conn, decision_state) if "kalshi_decision_state" in existing else None
+            decisions = _decisions(conn) if "kalshi_decision_state" in existing else None
         except duckdb.Error as exc:  # a warehouse not yet migrated by this release
             decisions = {"error": f"{type(exc).__name__}: {exc}"[:200], "versions": {}}
     except (duckdb.Error, OSError) as exc:
@@ -182,10 +181,12 @@ def warehouse(db_path: Path, lock_timeout: float, now: datetime) -> dict[str, An
             "decisions": decisions}
 
 
-def _decisions(conn, decision_state) -> dict[str, Any]:
+def _decisions(conn) -> dict[str, Any]:
     """Each rule set version in the warehouse: live or replaying (with progress), how far behind, and whether the
     platform's rules file still holds it (an edited set leaves its old version behind, no longer deciding), as the
     decisions runs recorded it."""
+    from kalshi_shadow.decisions import state as decision_state
+
     target = decision_state.target(conn)
     out = {}
     for st in decision_state.load_all(conn):

@@ -97,7 +97,6 @@ def kalshi_would_trades(context: dg.AssetExecutionContext, config: DecisionConfi
                 context.log.info(f"{rs.version}: replayed {run.chunks} chunk(s) to {_iso(run.frontier)}"
                                  + (" and caught up" if run.caught_up else ""))
         meta["takes settled"] = settle(conn)
-        target = state.target(conn)
         versions = {rs.version for rs in sets}
         states = [s for s in state.load_all(conn) if s.version in versions]
         behind = sum(1 for s in states if not s.replaying and (s.frontier is None or (target and s.frontier < target)))
