@@ -326,6 +326,8 @@ def run(args: argparse.Namespace, figure, note, section) -> None:
     end = (datetime.now(timezone.utc) - timedelta(minutes=20)).replace(second=0, microsecond=0)
     results = {}
     keep = Path(args.keep) if args.keep else None
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
     for days in args.days:
         section(f"history: {days} day(s) at {args.strikes} strikes, a quote every {args.quote_every} s")
         tmp = Path(tempfile.mkdtemp(prefix=f"kalshi-shadow-bench-history-{days}d-", dir=keep))
