@@ -16,7 +16,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from kalshi_shadow.config import Settings
-from kalshi_shadow.warehouse.connection import connect
+from kalshi_shadow.warehouse.connection import close, connect
 from kalshi_shadow.warehouse.ddl import ensure_schema
 
 WAREHOUSE_POOL = "duckdb"
@@ -35,7 +35,7 @@ class Warehouse(DuckDBResource):
             ensure_schema(conn)
             yield conn
         finally:
-            conn.close()
+            close(conn, self.database)
 
     @property
     def raw_path(self) -> Path:
