@@ -16,8 +16,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from kalshi_shadow.config import Settings
-from kalshi_shadow.warehouse.connection import close, connect
-from kalshi_shadow.warehouse.ddl import ensure_schema
+from kalshi_shadow.warehouse.connection import open_warehouse
 
 WAREHOUSE_POOL = "duckdb"
 
@@ -30,12 +29,8 @@ class Warehouse(DuckDBResource):
 
     @contextlib.contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = connect(self.database, timeout_seconds=self.lock_timeout_seconds)
-        try:
-            ensure_schema(conn)
+        with open_warehouse(self.database, timeout_seconds=self.lock_timeout_seconds) as conn:
             yield conn
-        finally:
-            close(conn, self.database)
 
     @property
     def raw_path(self) -> Path:
