@@ -17,6 +17,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--kalshi-port", type=int, default=8765)
     ap.add_argument("--coinbase-port", type=int, default=8766)
+    ap.add_argument("--kraken-port", type=int, default=8767)
+    ap.add_argument("--bitstamp-port", type=int, default=8768)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--fast-clock", action="store_true", help="15-minute markets every 2 min, hourly ones every 5 min")
     ap.add_argument("--public-key", type=Path, help="PEM public key whose signatures the sim accepts")
@@ -25,7 +27,8 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sim %(levelname)s %(message)s", stream=sys.stderr)
     cfg = SimConfig(seed=args.seed, fast=args.fast_clock, host=args.host, kalshi_port=args.kalshi_port,
-                    coinbase_port=args.coinbase_port, rate_limit_per_second=args.rate_limit, api_key_id=args.api_key_id,
+                    coinbase_port=args.coinbase_port, kraken_port=args.kraken_port,
+                    bitstamp_port=args.bitstamp_port, rate_limit_per_second=args.rate_limit, api_key_id=args.api_key_id,
                     public_key_pem=args.public_key.read_bytes() if args.public_key else None)
     handle = SimHandle(cfg)
 
@@ -39,6 +42,8 @@ def main(argv: list[str]) -> int:
         if not task.done():
             print(f"kalshi REST  {handle.kalshi_base_url}", flush=True)
             print(f"coinbase WS  {handle.coinbase_ws_url}", flush=True)
+            print(f"kraken WS    {handle.kraken_ws_url}", flush=True)
+            print(f"bitstamp WS  {handle.bitstamp_ws_url}", flush=True)
         await task
 
     asyncio.run(run())

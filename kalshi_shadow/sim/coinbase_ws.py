@@ -104,7 +104,8 @@ class CoinbaseFeed:
         return n
 
     def ticker(self, product: str, now: float) -> dict:
-        px = self.x.index.at(now) * (1 + self.rng.gauss(0, 2e-5))
+        # The venue's own price (the index times Coinbase's basis, `venues.py`), any fault's error, and a little noise.
+        px = self.x.venues.price("coinbase", now) * (1 + self.faults.offset("coinbase")) * (1 + self.rng.gauss(0, 1e-5))
         spread = max(0.01, round(abs(self.rng.gauss(0, 0.5)), 2))
         with self._plan_lock:  # the plan and the trade ids move together
             n = self._matches(product)
@@ -151,7 +152,7 @@ class CoinbaseFeed:
                 await self._send_all("*", self.rng.choice(MALFORMED))
             # Trades and the book move on whether or not anyone listens (or hears it, during a silence), so a
             # client that reconnects sees a trade-id gap, as on the real feed.
-            deliver = not self.faults.silent() and bool(self.clients)
+            deliver = not self.faults.silent("coinbase") and bool(self.clients)
             now = self.x.clock.now()
             for p in self.products:
                 await self._emit_ticker(p, now, deliver)

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from kalshi_shadow.sim.clock import Clock, iso
 from kalshi_shadow.sim.index import SECONDS_PER_YEAR, IndexPath
+from kalshi_shadow.sim.venues import Venues
 
 ET = ZoneInfo("America/New_York")
 CENT = Decimal("0.01")
@@ -106,6 +107,7 @@ class Exchange:
         self.history_seconds = history_seconds
         start = int(clock.now())
         self.index = IndexPath(seed, origin=start - history_seconds - 7200)
+        self.venues = Venues(self.index, seed)  # each spot venue trades at the index times a persistent basis
         self._events: dict[str, Event] = {}
         self._markets: dict[str, Market] = {}
         self._lock = threading.RLock()

@@ -1,4 +1,5 @@
-"""Fault switches for tests: REST error bursts and slow pages, dropped/malformed/silent WebSocket feeds."""
+"""Fault switches for tests: REST error bursts and slow pages, dropped/malformed/silent WebSocket feeds, a spot venue
+silent or trading off the index."""
 
 from __future__ import annotations
 
@@ -13,14 +14,23 @@ class Faults:
     http_429: int = 0
     drop_ws: int = 0
     malformed_ws: int = 0
-    silence_until: float = 0.0
     slow_pages: int = 0              # the next N REST answers are held back after they are built (a slow network)
     slow_page_seconds: float = 0.0
+    venue_silence_until: dict[str, float] = field(default_factory=dict)  # venue -> monotonic time its feed speaks again
+    venue_offset: dict[str, float] = field(default_factory=dict)         # venue -> relative error of its prices (0.01: 1% high)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def set(self, *, http_5xx: int = 0, http_429: int = 0, drop_ws: int = 0, malformed_ws: int = 0, ws_silence_seconds: float = 0.0,
-            slow_pages: int = 0, slow_page_seconds: float = 0.0) -> None:
+            slow_pages: int = 0, slow_page_seconds: float = 0.0, venue_silence: dict[str, float] | None = None,
+            venue_offset: dict[str, float] | None = None) -> None:
+        """Add faults. `ws_silence_seconds` silences the Coinbase feed (as `venue_silence={"coinbase": s}`);
+        `venue_offset` sets a venue's price error (0 clears it)."""
         with self._lock:
+            now = time.monotonic()
+            for venue, seconds in (venue_silence or {}).items():
+                self.venue_silence_until[venue] = now + float(seconds)
+            for venue, frac in (venue_offset or {}).items():
+                self.venue_offset[venue] = float(frac)
             self.slow_pages += slow_pages
             if slow_page_seconds:
                 self.slow_page_seconds = slow_page_seconds
@@ -29,7 +39,7 @@ class Faults:
             self.drop_ws += drop_ws
             self.malformed_ws += malformed_ws
             if ws_silence_seconds:
-                self.silence_until = time.monotonic() + ws_silence_seconds
+                self.venue_silence_until["coinbase"] = now + ws_silence_seconds
 
     def take(self, name: str) -> bool:
         """Consume one pending fault of `name`, if any."""
@@ -40,5 +50,8 @@ class Faults:
                 return True
             return False
 
-    def silent(self) -> bool:
-        return time.monotonic() < self.silence_until
+    def silent(self, venue: str = "coinbase") -> bool:
+        return time.monotonic() < self.venue_silence_until.get(venue, 0.0)
+
+    def offset(self, venue: str) -> float:
+        return self.venue_offset.get(venue, 0.0)

@@ -225,7 +225,8 @@ class KalshiAPI:
     async def post_faults(self, request: Request) -> JSONResponse:
         body = await request.json()
         self.faults.set(**{k: body[k] for k in ("http_5xx", "http_429", "drop_ws", "malformed_ws", "ws_silence_seconds",
-                                                "slow_pages", "slow_page_seconds") if k in body})
+                                                "slow_pages", "slow_page_seconds", "venue_silence", "venue_offset")
+                    if k in body})
         return JSONResponse({"ok": True})
 
     async def post_fee_change(self, request: Request) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Run the simulator: both servers in one asyncio loop, in a thread (tests) or as the `sim` command."""
+"""Run the simulator: its servers (Kalshi REST, the Coinbase, Kraken and Bitstamp feeds) in one asyncio loop, in a thread (tests) or as the `sim` command."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from kalshi_shadow.sim.coinbase_ws import CoinbaseFeed
 from kalshi_shadow.sim.exchange import Exchange
 from kalshi_shadow.sim.faults import Faults
 from kalshi_shadow.sim.kalshi_api import KalshiAPI
+from kalshi_shadow.sim.venue_ws import BitstampFeed, KrakenFeed
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ class SimConfig:
     host: str = "127.0.0.1"
     kalshi_port: int = 0
     coinbase_port: int = 0
+    kraken_port: int = 0
+    bitstamp_port: int = 0
     clock: Clock | None = None
     series: tuple[str, ...] = ("KXBTC15M", "KXBTCD", "KXBTC")
     rate_limit_per_second: float = 20.0
@@ -46,8 +49,12 @@ class SimHandle:
         self.api = KalshiAPI(self.exchange, self.faults_state, rate_limit_per_second=config.rate_limit_per_second,
                              api_key_id=config.api_key_id, public_key_pem=config.public_key_pem)
         self.feed = CoinbaseFeed(self.exchange, self.faults_state, seed=config.seed, ticks_per_second=config.ticks_per_second)
+        self.kraken = KrakenFeed(self.exchange, self.faults_state, seed=config.seed)
+        self.bitstamp = BitstampFeed(self.exchange, self.faults_state, seed=config.seed)
         self.kalshi_port = 0
         self.coinbase_port = 0
+        self.kraken_port = 0
+        self.bitstamp_port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -62,8 +69,21 @@ class SimHandle:
     def coinbase_ws_url(self) -> str:
         return f"ws://{self.config.host}:{self.coinbase_port}"
 
+    @property
+    def kraken_ws_url(self) -> str:
+        return f"ws://{self.config.host}:{self.kraken_port}/v2"
+
+    @property
+    def bitstamp_ws_url(self) -> str:
+        return f"ws://{self.config.host}:{self.bitstamp_port}"
+
     def faults(self, **kw) -> None:
         self.faults_state.set(**kw)
+
+    def bitstamp_request_reconnect(self) -> None:
+        """Send `bts:request_reconnect` to every Bitstamp client, as Bitstamp does before maintenance."""
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self.bitstamp.request_reconnect(), self._loop).result(5)
 
     def set_outcome(self, ticker: str, result: str, settlement_value: str | None = None, status: str = "determined") -> None:
         self.exchange.set_outcome(ticker, result, settlement_value, status)
@@ -84,16 +104,21 @@ class SimHandle:
         server = uvicorn.Server(uvicorn.Config(self.api.app(), log_level="warning", access_log=False, lifespan="off"))
         server.install_signal_handlers = lambda: None  # the owner of the process handles signals
         http_task = asyncio.create_task(server.serve(sockets=[sock]))
-        async with self.feed.serve(self.config.host, self.config.coinbase_port) as ws_server:
+        async with (self.feed.serve(self.config.host, self.config.coinbase_port) as ws_server,
+                    self.kraken.serve(self.config.host, self.config.kraken_port) as kraken_server,
+                    self.bitstamp.serve(self.config.host, self.config.bitstamp_port) as bitstamp_server):
             self.coinbase_port = ws_server.sockets[0].getsockname()[1]
-            pump = asyncio.create_task(self.feed.pump())
+            self.kraken_port = kraken_server.sockets[0].getsockname()[1]
+            self.bitstamp_port = bitstamp_server.sockets[0].getsockname()[1]
+            pumps = [asyncio.create_task(f.pump()) for f in (self.feed, self.kraken, self.bitstamp)]
             while not server.started:
                 if http_task.done():
                     await http_task
                 await asyncio.sleep(0.01)
             self._ready.set()
             await self._stop.wait()
-            pump.cancel()
+            for pump in pumps:
+                pump.cancel()
             server.should_exit = True
             await http_task
 
