@@ -13,6 +13,8 @@ from typing import Mapping
 DEFAULT_SERIES = ("KXBTC15M", "KXBTCD", "KXBTC")
 KALSHI_PROD_URL = "https://external-api.kalshi.com/trade-api/v2"
 COINBASE_WS_URL = "wss://ws-feed.exchange.coinbase.com"
+KRAKEN_WS_URL = "wss://ws.kraken.com/v2"
+BITSTAMP_WS_URL = "wss://ws.bitstamp.net"
 
 
 class ConfigError(ValueError):
@@ -62,6 +64,8 @@ class Settings:
     kalshi_api_key_id: str | None = field(default=None, repr=False)
     kalshi_private_key_path: Path | None = field(default=None, repr=False)
     quote_interval_seconds: float = 5.0
+    kraken_ws_url: str = KRAKEN_WS_URL
+    bitstamp_ws_url: str = BITSTAMP_WS_URL
 
     @property
     def raw_dir(self) -> Path:
@@ -99,15 +103,19 @@ class Settings:
         base_url = (env.get("KALSHI_BASE_URL") or KALSHI_PROD_URL).rstrip("/")
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"KALSHI_BASE_URL={base_url!r} must start with http:// or https://")
-        ws_url = env.get("COINBASE_WS_URL") or COINBASE_WS_URL
-        if not ws_url.startswith(("ws://", "wss://")):
-            raise ConfigError(f"COINBASE_WS_URL={ws_url!r} must start with ws:// or wss://")
+        ws_urls = {}
+        for var, default in (("COINBASE_WS_URL", COINBASE_WS_URL), ("KRAKEN_WS_URL", KRAKEN_WS_URL), ("BITSTAMP_WS_URL", BITSTAMP_WS_URL)):
+            ws_urls[var] = env.get(var) or default
+            if not ws_urls[var].startswith(("ws://", "wss://")):
+                raise ConfigError(f"{var}={ws_urls[var]!r} must start with ws:// or wss://")
         return cls(
             data_dir=data_dir,
             db_path=_path(env, "DB_PATH", data_dir / "warehouse.duckdb").resolve(),
             log_path=_path(env, "LOG_PATH", data_dir / "logs").resolve(),
             kalshi_base_url=base_url,
-            coinbase_ws_url=ws_url,
+            coinbase_ws_url=ws_urls["COINBASE_WS_URL"],
+            kraken_ws_url=ws_urls["KRAKEN_WS_URL"],
+            bitstamp_ws_url=ws_urls["BITSTAMP_WS_URL"],
             series=series,
             kalshi_api_key_id=key_id,
             kalshi_private_key_path=key_path,

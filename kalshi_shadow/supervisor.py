@@ -286,14 +286,19 @@ def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
     use_sim = args.sim or not settings.has_kalshi_credentials
     if use_sim:
         env["KALSHI_BASE_URL"] = f"http://127.0.0.1:{args.kalshi_port}/trade-api/v2"
+        kraken_port, bitstamp_port = venue_ports(args)
         env["COINBASE_WS_URL"] = f"ws://127.0.0.1:{args.coinbase_port}"
+        env["KRAKEN_WS_URL"] = f"ws://127.0.0.1:{kraken_port}/v2"
+        env["BITSTAMP_WS_URL"] = f"ws://127.0.0.1:{bitstamp_port}"
         env.pop("KALSHI_API_KEY_ID", None)
         env.pop("KALSHI_PRIVATE_KEY_PATH", None)
         if args.fast_clock:
             env["KALSHI_SHADOW_FAST_CLOCK"] = "1"
-        sim_args = ["sim", "--kalshi-port", str(args.kalshi_port), "--coinbase-port", str(args.coinbase_port)]
+        sim_args = ["sim", "--kalshi-port", str(args.kalshi_port), "--coinbase-port", str(args.coinbase_port),
+                    "--kraken-port", str(kraken_port), "--bitstamp-port", str(bitstamp_port)]
         children.append(Child("sim", _cli(*sim_args, *(["--fast-clock"] if args.fast_clock else [])), env, settings.log_path / "sim.log"))
-    children.append(Child("collect-spot", _cli("collect-spot"), env, settings.log_path / "collect-spot.log"))
+    for venue in ("spot", "kraken", "bitstamp"):  # one process per spot venue: each has its own health and frontier
+        children.append(Child(f"collect-{venue}", _cli(f"collect-{venue}"), env, settings.log_path / f"collect-{venue}.log"))
     children.append(Child("collect-quotes", _cli("collect-quotes", "--status", "active"), env, settings.log_path / "collect-quotes.log"))
     if not args.no_dagster:
         workspace = REPO_ROOT / "workspace.yaml"
@@ -303,6 +308,11 @@ def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
         children.append(Child("dagster-webserver", [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(args.dagster_port), *target],
                               env, settings.log_path / "dagster-webserver.log"))
     return children
+
+
+def venue_ports(args: argparse.Namespace) -> tuple[int, int]:
+    """The simulator's Kraken and Bitstamp ports: as given, else the two after the Coinbase port."""
+    return (args.kraken_port or args.coinbase_port + 1, args.bitstamp_port or args.coinbase_port + 2)
 
 
 def migrate_warehouse(db_path: Path) -> None:
@@ -441,7 +451,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--data-dir", type=Path, help="overrides KALSHI_SHADOW_DATA_DIR")
     ap.add_argument("--dagster-port", type=int, default=3000)
     ap.add_argument("--kalshi-port", type=int, default=8765, help="simulator REST port")
-    ap.add_argument("--coinbase-port", type=int, default=8766, help="simulator WebSocket port")
+    ap.add_argument("--coinbase-port", type=int, default=8766, help="simulator Coinbase WebSocket port")
+    ap.add_argument("--kraken-port", type=int, default=0, help="simulator Kraken WebSocket port (default: Coinbase's + 1)")
+    ap.add_argument("--bitstamp-port", type=int, default=0, help="simulator Bitstamp WebSocket port (default: Coinbase's + 2)")
     ap.add_argument("--no-dagster", action="store_true", help="only the simulator and the collectors")
     ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = run until Ctrl-C)")
     args = ap.parse_args(argv)

@@ -18,7 +18,7 @@ from kalshi_shadow.supervisor import free_ports
 from kalshi_shadow_tests.waiting import wait_for
 
 REPO = Path(__file__).parents[1]
-CHILDREN = {"sim", "collect-spot", "collect-quotes"}
+CHILDREN = {"sim", "collect-spot", "collect-kraken", "collect-bitstamp", "collect-quotes"}
 
 
 def _running(pid: int) -> bool:
@@ -67,9 +67,10 @@ class Ups:
         self.n = 0
 
     def argv(self) -> list[str]:
-        kalshi_port, coinbase_port = free_ports(2)
+        kalshi, coinbase, kraken, bitstamp = free_ports(4)
         return [sys.executable, "-m", "kalshi_shadow.cli", "up", "--no-dagster", "--data-dir", str(self.data_dir),
-                "--kalshi-port", str(kalshi_port), "--coinbase-port", str(coinbase_port)]
+                "--kalshi-port", str(kalshi), "--coinbase-port", str(coinbase), "--kraken-port", str(kraken),
+                "--bitstamp-port", str(bitstamp)]
 
     def start(self) -> subprocess.Popen:
         self.n += 1

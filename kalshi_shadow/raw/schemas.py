@@ -29,6 +29,18 @@ SPOT_TICKS = {
     "side": pl.String,
 }
 
+# Public trades of the other spot venues (Kraken, Bitstamp), one row per trade, one raw table per venue so each has
+# its own writer sequence and frontier (`warehouse/frontier.py`).
+VENUE_TRADES = {
+    "ts": UTC_TS,  # the venue's time of the trade
+    "received_ts": UTC_TS,
+    "symbol": pl.String,  # as the venue names the pair: BTC/USD (Kraken), btcusd (Bitstamp)
+    "trade_id": pl.Int64,
+    "price": SPOT,
+    "size": SPOT,
+    "side": pl.String,  # buy | sell (the taker's side)
+}
+
 # Top of book as observed. An empty side ("0.0000" bid / "1.0000" ask on the wire) is null here.
 KALSHI_QUOTES = {
     "ts": UTC_TS,  # when the book was read: the page request's send time (REST), or the WS message's ts_ms
@@ -89,7 +101,7 @@ KALSHI_SERIES = {
 # What happened to a collector: reconnects, sequence gaps, malformed messages, HTTP errors.
 COLLECTOR_EVENTS = {
     "ts": UTC_TS,
-    "collector": pl.String,  # spot | quotes
+    "collector": pl.String,  # spot | kraken | bitstamp | quotes
     "kind": pl.String,  # reconnect | gap | malformed | http_error | rate_limited | out_of_order | silence
     "detail": pl.String,
     "count": pl.Int64,
@@ -97,6 +109,8 @@ COLLECTOR_EVENTS = {
 
 RAW_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "spot_ticks": SPOT_TICKS,
+    "kraken_trades": VENUE_TRADES,
+    "bitstamp_trades": VENUE_TRADES,
     "kalshi_quotes": KALSHI_QUOTES,
     "kalshi_markets": KALSHI_MARKETS,
     "kalshi_series": KALSHI_SERIES,
