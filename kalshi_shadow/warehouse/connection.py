@@ -49,7 +49,9 @@ def connect(db_path: Path | str, *, read_only: bool = False, timeout_seconds: fl
     delay = 0.05
     while True:
         try:
-            return utc(duckdb.connect(str(db_path), read_only=read_only))
+            # Never download an extension: DuckDB's built-in functions are statically linked, and replaying a WAL
+            # that altered a table with generated columns would otherwise try to "install" them (and fail offline).
+            return utc(duckdb.connect(str(db_path), read_only=read_only, config={"autoinstall_known_extensions": False}))
         except duckdb.IOException as exc:
             if not _is_lock_error(exc) or time.monotonic() >= deadline:
                 if _is_lock_error(exc):

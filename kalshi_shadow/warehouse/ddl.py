@@ -99,4 +99,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> list[Migration]:
             conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now(), ?)", [m.version, m.name, time.monotonic() - started])
         if m.version > BASELINE:
             log.info("warehouse migrated to %03d_%s in %.1f s", m.version, m.name, time.monotonic() - started)
+    # Fold the migrations into the file: a WAL holding an ALTER of a table with generated columns can only be
+    # replayed by a DuckDB that may load its built-in extensions (a plain `duckdb.connect` offline cannot).
+    conn.execute("CHECKPOINT")
     return todo
