@@ -48,7 +48,7 @@ TARGET_RSS_MIB = 1536           # 1.5 GiB peak RSS for a full-day recompute
 TARGET_ROWS_PER_S = 500_000     # full-day recompute throughput
 TARGET_CORES = 0.25             # average cores of everything but the simulator
 TARGET_LAG_P95_S = 45.0         # quote-to-snapshot lag
-LIVE_CHILDREN = ("sim", "collect-spot", "collect-quotes", "dagster-daemon", "dagster-webserver")
+LIVE_CHILDREN = ("sim", "collect-spot", "collect-kraken", "collect-bitstamp", "collect-quotes", "dagster-daemon", "dagster-webserver")
 DROP_ENV = ("KALSHI_API_KEY_ID", "KALSHI_PRIVATE_KEY_PATH", "DB_PATH", "LOG_PATH")
 
 SUMMARY: list[str] = []
@@ -152,7 +152,7 @@ def _recompute_child(db: str) -> dict:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     memory_limit, threads = conn.execute("SELECT current_setting('memory_limit'), current_setting('threads')").fetchall()[0]
     t = time.perf_counter()
-    snapshots.refresh_spot_vol(conn)
+    snapshots.refresh_spot(conn)
     t_vol = time.perf_counter() - t
     t = time.perf_counter()
     run = snapshots.recompute_day(conn, START.date(), lot=100)
@@ -213,7 +213,7 @@ def incremental(args: argparse.Namespace) -> None:
     """Price a history, then time live steps (vol grid + price_new_quotes) as 5-minute loads land after it."""
     import duckdb
 
-    from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot_vol
+    from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot
     from kalshi_shadow.pricing.synthetic import generate, publish_until
     from kalshi_shadow.warehouse.connection import utc
     from kalshi_shadow.warehouse.ddl import ensure_schema
@@ -226,7 +226,7 @@ def incremental(args: argparse.Namespace) -> None:
             generate(conn, START, 24 * days, strikes=args.strikes, quote_every=spacing)
             end = START + timedelta(days=days)
             publish_until(conn, end, load_id=1)
-            refresh_spot_vol(conn)
+            refresh_spot(conn)
             price_new_quotes(conn, lot=100)
             history = conn.execute("SELECT count(*) FROM kalshi_edge_snapshots").fetchall()[0][0]
             # The next minutes arrive at the live quote spacing, whatever the history's; one step per 5 minutes.
@@ -243,12 +243,12 @@ def incremental(args: argparse.Namespace) -> None:
 def _live_step(conn, until: datetime, load_id: int) -> tuple[float, float, int]:
     """Publish up to `until` as one load, then time what a live tick does: extend the vol grid, price new quotes.
     Returns (total seconds, vol grid seconds, rows written)."""
-    from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot_vol
+    from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot
     from kalshi_shadow.pricing.synthetic import publish_until
 
     publish_until(conn, until, load_id=load_id)
     t = time.perf_counter()
-    refresh_spot_vol(conn)
+    refresh_spot(conn)
     t_vol = time.perf_counter() - t
     run = price_new_quotes(conn, lot=100)
     return time.perf_counter() - t, t_vol, run.rows

@@ -51,7 +51,7 @@ def build(data_dir: Path, days: int, strikes: int, quote_every: int, end: dateti
     """Fill `data_dir/warehouse.duckdb` with `days` days ending at `end`; returns timings and counts."""
     from kalshi_shadow.decisions.engine import decide, settle
     from kalshi_shadow.decisions.rulesets import load_rule_sets
-    from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot_vol
+    from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot
     from kalshi_shadow.pricing.synthetic import generate, publish_until
     from kalshi_shadow.reports.synthetic_history import RECENTRE_SQL, REDRAW_MIDS_SQL, SETTLE_SQL
     from kalshi_shadow.scoring.settlements import OBS_TABLE_SQL, record_observations
@@ -73,7 +73,7 @@ def build(data_dir: Path, days: int, strikes: int, quote_every: int, end: dateti
         conn.execute(REDRAW_MIDS_SQL, {"noise": 0.06, "bias": 0.0})
         publish_until(conn, day + timedelta(days=1), load_id=k + 1)
         refresh_contracts(conn)
-        refresh_spot_vol(conn)
+        refresh_spot(conn)
         while price_new_quotes(conn, lot=100).rows:
             pass
         conn.execute(OBS_TABLE_SQL)

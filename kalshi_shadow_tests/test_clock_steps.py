@@ -15,7 +15,7 @@ import pytest
 
 from kalshi_shadow.defs import live
 from kalshi_shadow.monitoring.health import clock_steps
-from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot_vol
+from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot
 from kalshi_shadow.raw import RawWriter
 from kalshi_shadow.warehouse.connection import utc
 from kalshi_shadow.warehouse.contracts import refresh_contracts
@@ -43,6 +43,9 @@ def _rows(now: datetime) -> dict[str, list[dict]]:
     return {
         "spot_ticks": [{"ts": now - timedelta(seconds=s), "received_ts": now - timedelta(seconds=s), "product_id": "BTC-USD",
                         "trade_id": int(now.timestamp() * 10) - s, "price": Decimal("95000") + s} for s in range(5)],
+        **{table: [{"ts": now - timedelta(seconds=s), "received_ts": now - timedelta(seconds=s), "symbol": "BTC/USD",
+                    "trade_id": int(now.timestamp() * 10) - s, "price": Decimal("95001") + s, "size": Decimal("0.01"),
+                    "side": "buy"} for s in range(5)] for table in ("kraken_trades", "bitstamp_trades")},
         "kalshi_quotes": [{"ts": now - timedelta(milliseconds=200), "received_ts": now, "ticker": TICKER, "event_ticker": TICKER[:-10],
                            "series_ticker": "KXBTCD", "status": "active", "yes_bid": Decimal("0.48"), "yes_ask": Decimal("0.50"),
                            "no_bid": Decimal("0.50"), "no_ask": Decimal("0.52"), "yes_bid_size": Decimal(100),
@@ -72,7 +75,7 @@ def setup(tmp_path: Path):
         for t in writers:
             load_new_files(conn, raw, t, now=clock.t)
         refresh_contracts(conn)
-        refresh_spot_vol(conn)
+        refresh_spot(conn)
         run = price_new_quotes(conn, lot=100)
         return run.quotes, run.held_back
 
@@ -105,23 +108,23 @@ def test_a_clock_that_steps_back_is_counted_and_pricing_goes_on(setup, caplog: p
     assert held is None and priced == 3  # the quotes seen "an hour ago" are priced, not held back
     after, _ = pricing_frontier(conn)
     assert after == before  # no input's frontier went back
-    # The post-step quotes, both models, get their snapshots, with the spot and terms they saw. This warehouse has no
-    # vol grid or fee schedule for the hour the clock now says it is (a platform that ran then has them), so those
-    # rows say so in their reasons.
-    post = conn.execute("SELECT spot IS NOT NULL AND strike_type IS NOT NULL, reasons FROM kalshi_edge_snapshots WHERE seen_ts < ?",
+    # The post-step quotes, both models, get their snapshots with the terms they saw. The index grid is written once
+    # per second and never rewritten (pricing/index.py), and this warehouse has no index, vol grid or fee schedule
+    # for the hour the clock now says it is (a platform that ran then has them): those rows say so in their reasons.
+    post = conn.execute("SELECT strike_type IS NOT NULL, spot, reasons FROM kalshi_edge_snapshots WHERE seen_ts < ?",
                         [T0]).fetchall()
-    assert len(post) == 6 and all(found for found, _ in post)
-    assert {r for _, reasons in post for r in reasons} & {"no_spot", "no_market_terms", "spot_stale"} == set()
+    assert len(post) == 6 and all(found and spot is None for found, spot, _ in post)
+    assert all("no_spot" in reasons and "no_market_terms" not in reasons for _, _, reasons in post)
     steps = conn.execute("SELECT table_name, seq, round(step_seconds) FROM raw_clock_steps ORDER BY 1").fetchall()
     assert steps == [(t, 4, pytest.approx(STEP.total_seconds() - 5, abs=1)) for t in
-                     ("kalshi_markets", "kalshi_quotes", "kalshi_series", "spot_ticks")]
+                     ("bitstamp_trades", "kalshi_markets", "kalshi_quotes", "kalshi_series", "kraken_trades", "spot_ticks")]
     assert "the clock stepped back" in caplog.text
     [finding] = clock_steps(conn, datetime.now(timezone.utc))
-    assert not finding.passed and finding.severity == "WARN" and finding.metadata["steps_last_day"] == 4
+    assert not finding.passed and finding.severity == "WARN" and finding.metadata["steps_last_day"] == 6
 
     # Once the clock has passed the old frontier, files are in order again: nothing more is recorded.
     clock.t = before + timedelta(seconds=5)
     cycle()
     tick()
-    assert conn.execute("SELECT count(*) FROM raw_clock_steps").fetchall()[0][0] == 4
+    assert conn.execute("SELECT count(*) FROM raw_clock_steps").fetchall()[0][0] == 6
     assert pricing_frontier(conn)[0] > before

@@ -21,14 +21,15 @@ from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.kalshi.client import KalshiClient
 from kalshi_shadow.pricing.fees import order_fee
 from kalshi_shadow.pricing.rules import RULES
-from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot_vol
+from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot
 from kalshi_shadow.pricing.synthetic import generate, publish_until
 from kalshi_shadow.sim.server import SimHandle
 from kalshi_shadow.warehouse.connection import utc
 from kalshi_shadow.warehouse.ddl import ensure_schema
 
 START = datetime(2026, 6, 1, tzinfo=timezone.utc)
-GAP = (START + timedelta(minutes=40), START + timedelta(minutes=50))  # ten minutes without a spot tick
+GAP = (START + timedelta(minutes=40), START + timedelta(minutes=50))  # ten minutes without a trade at any venue
+VENUE_STAGING = ("syn_spot", "syn_kraken", "syn_bitstamp")
 
 
 def _priced(tmp_path: Path, hours: int = 1, *, gap: bool = False, edit_sql: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -36,21 +37,24 @@ def _priced(tmp_path: Path, hours: int = 1, *, gap: bool = False, edit_sql: str 
     ensure_schema(conn)
     generate(conn, START, hours, strikes=6, quote_every=10)
     if gap:
-        conn.execute("DELETE FROM syn_spot WHERE ts >= ? AND ts < ?", list(GAP))
+        for table in VENUE_STAGING:
+            conn.execute(f"DELETE FROM {table} WHERE ts >= ? AND ts < ?", list(GAP))
     if edit_sql:
         conn.execute(edit_sql)
     publish_until(conn, START + timedelta(hours=hours), load_id=1)
-    refresh_spot_vol(conn)
+    refresh_spot(conn)
     price_new_quotes(conn, lot=100)
     return conn
 
 
 def test_a_spot_gap_is_stale_spot_and_vol_gap_not_a_floor_vol(tmp_path: Path) -> None:
     conn = _priced(tmp_path, hours=2, gap=True)
-    # Quotes seen in the gap, once the last tick is older than the rule's bound: stale spot, never priced.
-    stale = conn.execute("""SELECT count(*), count(p_model), bool_and(list_contains(reasons, 'spot_stale'))
+    # Quotes seen in the gap, once every venue's last trade is older than the index's bound: no index, never priced.
+    from kalshi_shadow.pricing.index import VENUE_STALE_SECONDS
+
+    stale = conn.execute("""SELECT count(*), count(p_model), bool_and(list_contains(reasons, 'no_spot'))
                             FROM kalshi_edge_snapshots WHERE quote_ts > ? AND quote_ts < ?""",
-                         [GAP[0] + timedelta(seconds=RULES.max_spot_age_seconds + 1), GAP[1]]).fetchall()[0]
+                         [GAP[0] + timedelta(seconds=VENUE_STALE_SECONDS + 1), GAP[1]]).fetchall()[0]
     assert stale[0] > 0 and stale[1] == 0 and stale[2]
     # The grid holds the EWMA through the gap (no zero returns) and flags the points whose minute spans it.
     grid = conn.sql("SELECT grid_ts, gap_seconds, log_return, vol FROM spot_vol ORDER BY grid_ts").pl()
@@ -65,7 +69,7 @@ def test_a_spot_gap_is_stale_spot_and_vol_gap_not_a_floor_vol(tmp_path: Path) ->
     assert grid.filter(pl.col("grid_ts") > GAP[1] + timedelta(minutes=2))["gap_seconds"].max() < 60
     # A quote seen in a minute whose vol point spans the gap carries vol_gap and no p_model, even with fresh spot.
     flagged = conn.execute("""SELECT count(*), count(p_model) FROM kalshi_edge_snapshots
-                              WHERE list_contains(reasons, 'vol_gap') AND NOT list_contains(reasons, 'spot_stale')""").fetchall()[0]
+                              WHERE list_contains(reasons, 'vol_gap') AND NOT list_contains(reasons, 'no_spot')""").fetchall()[0]
     assert flagged[0] > 0 and flagged[1] == 0
     assert conn.execute("SELECT count(*) FROM kalshi_edge_snapshots WHERE quote_ts > ? AND list_contains(reasons, 'vol_gap')",
                         [GAP[1] + timedelta(minutes=2)]).fetchall()[0][0] == 0
@@ -78,7 +82,7 @@ def test_stale_rows_are_in_no_score_average_and_model_and_mid_share_rows(tmp_pat
                            CASE WHEN hash(ticker) % 2 = 0 THEN 1 ELSE 0 END FROM kalshi_edge_snapshots""")
     stale = conn.execute("""SELECT count(*), count(*) FILTER (WHERE x.excluded_reason = 'model_unpriced'), count(x.brier_model)
                             FROM kalshi_edge_snapshots AS s JOIN kalshi_edge_snapshot_scores AS x USING (snapshot_id)
-                            WHERE list_contains(s.reasons, 'spot_stale')""").fetchall()[0]
+                            WHERE list_contains(s.reasons, 'no_spot')""").fetchall()[0]
     assert stale[0] > 0 and stale[1] == stale[0] and stale[2] == 0
     paired, model, mid = conn.execute("""SELECT count(*), avg(brier_model), avg(brier_mid) FROM kalshi_edge_snapshot_scores
                                          WHERE p_model IS NOT NULL AND p_mid IS NOT NULL""").fetchall()[0]
@@ -112,28 +116,45 @@ def test_unpaired_averaging_would_flip_the_verdict_the_summary_does_not(tmp_path
     assert model_all == pytest.approx(unpaired_model)
 
 
+def _index_value(trades: list[list[tuple[float, float]]], t: int) -> float | None:
+    """The index proxy's rules by hand: each venue's last price received at or before t, if at most
+    VENUE_STALE_SECONDS old; the median of those within MAX_DEVIATION_BP of their median."""
+    from statistics import median
+
+    from kalshi_shadow.pricing.index import MAX_DEVIATION_BP, VENUE_STALE_SECONDS
+
+    fresh = []
+    for venue in trades:
+        last = [(rec, p) for rec, p in venue if rec <= t]
+        if last and t - last[-1][0] <= VENUE_STALE_SECONDS:
+            fresh.append(last[-1][1])
+    if not fresh:
+        return None
+    m = median(fresh)
+    return median([p for p in fresh if abs(p / m - 1) * 1e4 <= MAX_DEVIATION_BP])
+
+
 def test_window_mean_is_the_mean_of_the_one_second_grid_so_far(tmp_path: Path) -> None:
-    # Irregular ticks: a third of the seconds have none, the rest land somewhere inside their second.
-    conn = _priced(tmp_path, edit_sql="""
-        DELETE FROM syn_spot WHERE hash(trade_id) % 3 = 0;
-        UPDATE syn_spot SET ts = ts + to_milliseconds(hash(trade_id) % 997), received_ts = ts + to_milliseconds(hash(trade_id) % 997 + 50)""")
-    ticks = conn.execute("SELECT epoch(ts), epoch(received_ts), price::DOUBLE FROM spot_ticks ORDER BY ts").fetchall()
+    # Irregular trades at every venue: a third of the seconds have none, the rest land somewhere inside their second.
+    conn = _priced(tmp_path, edit_sql="".join(f"""
+        DELETE FROM {t} WHERE hash(trade_id) % 3 = 0;
+        UPDATE {t} SET ts = date_trunc('second', ts) + to_milliseconds(hash(trade_id) % 997),
+                       received_ts = date_trunc('second', ts) + to_milliseconds(hash(trade_id) % 997 + 50);""" for t in VENUE_STAGING))
+    trades = [conn.execute(f"SELECT epoch(received_ts), price::DOUBLE FROM {t} ORDER BY received_ts").fetchall()
+              for t in ("spot_ticks", "kraken_trades", "bitstamp_trades")]
     rows = conn.execute("""SELECT epoch(quote_ts), epoch(close_ts), epoch(quote_ts + to_seconds(quote_age_seconds)), window_mean
                            FROM kalshi_edge_snapshots WHERE tau_seconds > 0 AND tau_seconds < 60 AND model_version = 'avg60-v1'""").fetchall()
     assert len(rows) > 10
     for quote_ts, close_ts, seen, window_mean in rows:
-        known = [(ts, p) for ts, rec, p in ticks if rec <= seen and close_ts - 120 < ts <= quote_ts]
-        values = []
-        for t in range(int(close_ts) - 59, int(min(close_ts, math.floor(quote_ts))) + 1):
-            last = [p for ts, p in known if ts <= t]
-            if last:
-                values.append(last[-1])  # the last value at or before the second
+        # The seconds of (close - 60, close] elapsed by the quote's time and its seen time, each as known by then.
+        values = [v for t in range(int(close_ts) - 59, int(math.floor(min(close_ts, quote_ts, seen))) + 1)
+                  if (v := _index_value(trades, t)) is not None]
         assert window_mean == pytest.approx(sum(values) / len(values), rel=1e-12)
     trade_mean_differs = conn.execute("""
         SELECT count(*) FILTER (WHERE abs(window_mean - (SELECT avg(price::DOUBLE) FROM spot_ticks AS s
                                                          WHERE s.ts > e.close_ts - INTERVAL 60 SECOND AND s.ts <= e.quote_ts)) > 1e-6)
         FROM kalshi_edge_snapshots AS e WHERE window_mean IS NOT NULL""").fetchall()[0][0]
-    assert trade_mean_differs > 0  # the old definition (mean of trades) really is a different number here
+    assert trade_mean_differs > 0  # the old definition (mean of Coinbase trades) really is a different number here
 
 
 def test_a_late_quote_is_quote_stale_and_unpriced(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from kalshi_shadow.decisions.engine import cash_mismatches, decide, settle
 from kalshi_shadow.decisions.rulesets import load_rule_sets
-from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot_vol
+from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot
 from kalshi_shadow.raw import RAW_TABLES
 from kalshi_shadow.raw.store import write_batch_atomically
 from kalshi_shadow.warehouse.connection import utc
@@ -175,7 +175,7 @@ def test_the_pipeline_runs_on_the_upgraded_warehouse(upgraded) -> None:
     for table in RAW_TABLES:
         load_new_files(conn, tmp_path / "raw", table, now=datetime(2026, 6, 2, 2, tzinfo=timezone.utc))
     refresh_contracts(conn)
-    refresh_spot_vol(conn)
+    refresh_spot(conn)
     before = conn.execute("SELECT count(*) FROM kalshi_edge_snapshots").fetchall()[0][0]
     run = price_new_quotes(conn, lot=100)
     assert run.duplicates == 0

@@ -17,7 +17,7 @@ from kalshi_shadow.defs import pricing
 from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.pricing.fees import FEE_MACRO_SQL, order_fee
 from kalshi_shadow.pricing.probability import CHALLENGER, CHAMPION, SECONDS_PER_YEAR, prob_yes
-from kalshi_shadow.pricing.snapshots import price_new_quotes, recompute_day, refresh_spot_vol
+from kalshi_shadow.pricing.snapshots import price_new_quotes, recompute_day, refresh_spot
 from kalshi_shadow.warehouse.connection import utc
 from kalshi_shadow.pricing.synthetic import generate, publish_until
 from kalshi_shadow.warehouse.ddl import ensure_schema
@@ -123,14 +123,14 @@ def _rows(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
 def test_future_spot_ticks_cannot_change_a_snapshot(tmp_path: Path) -> None:
     conn = _warehouse(tmp_path)
     publish_until(conn, START + timedelta(hours=1), load_id=1)
-    refresh_spot_vol(conn)
+    refresh_spot(conn)
     price_new_quotes(conn, lot=100)
     before = _rows(conn)
     newest_quote = conn.execute("SELECT max(quote_ts) FROM kalshi_edge_snapshots").fetchall()[0][0]
     conn.execute("""INSERT INTO spot_ticks (ts, product_id, sequence, price, load_id)
                     SELECT ?::TIMESTAMPTZ + to_seconds(i + 1), 'BTC-USD', 10 ^ 7 + i, 150000, 99 FROM range(0, 600) AS r(i)""",
                  [newest_quote])
-    refresh_spot_vol(conn)
+    refresh_spot(conn)
     recompute_day(conn, START.date(), lot=100)
     after = _rows(conn)
     assert len(before) > 1000 and after == before
@@ -140,7 +140,7 @@ def test_future_spot_ticks_cannot_change_a_snapshot(tmp_path: Path) -> None:
 def test_strike_unknown_and_missing_asks_are_reasons_not_numbers(tmp_path: Path) -> None:
     conn = _warehouse(tmp_path, hours=1)
     publish_until(conn, START + timedelta(hours=1), load_id=1)
-    refresh_spot_vol(conn)
+    refresh_spot(conn)
     price_new_quotes(conn, lot=100)
     early_15m = conn.execute("""SELECT count(*), count(p_model), bool_and(list_contains(reasons, 'strike_unknown'))
                                 FROM kalshi_edge_snapshots WHERE series_ticker = 'KXBTC15M' AND floor_strike IS NULL""").fetchall()[0]
@@ -176,7 +176,7 @@ def test_backfill_of_a_day_equals_the_incremental_rows(tmp_path: Path) -> None:
         with utc(duckdb.connect(str(db))) as conn:
             generate(conn, START, 2, strikes=6, quote_every=10)  # staging tables are temporary: regenerate (seeded)
             publish_until(conn, START + timedelta(minutes=minutes), load_id=i)
-        result = dg.materialize([pricing.spot_vol, pricing.kalshi_edge_snapshots], partition_key=DAY, resources={"warehouse": wh},
+        result = dg.materialize([pricing.spot_index, pricing.spot_vol, pricing.kalshi_edge_snapshots], partition_key=DAY, resources={"warehouse": wh},
                                 tags={pricing.LIVE_TAG: "live"})
         assert result.success
         meta = result.asset_materializations_for_node("kalshi_edge_snapshots")[0].metadata
@@ -214,11 +214,11 @@ def test_vectorised_ewma_equals_scipy_lfilter() -> None:
 def test_window_mean_is_the_mean_of_spot_in_the_settlement_window_so_far(tmp_path: Path) -> None:
     conn = _warehouse(tmp_path, hours=1)
     publish_until(conn, START + timedelta(hours=1), load_id=1)
-    refresh_spot_vol(conn)
+    refresh_spot(conn)
     price_new_quotes(conn, lot=100)
     n, with_mean, worst = conn.execute("""
         SELECT count(*), count(window_mean),
-               max(abs(window_mean - (SELECT avg(price::DOUBLE) FROM spot_ticks AS s
+               max(abs(window_mean - (SELECT avg(price::DOUBLE) FROM spot_index AS s
                                       WHERE s.ts > e.close_ts - INTERVAL 60 SECOND AND s.ts <= e.quote_ts)))
         FROM kalshi_edge_snapshots AS e WHERE tau_seconds > 0 AND tau_seconds < 60""").fetchall()[0]
     assert n > 0 and with_mean == n and worst < 1e-9

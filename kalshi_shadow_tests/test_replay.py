@@ -19,7 +19,7 @@ from kalshi_shadow.decisions.rulesets import DEFAULT_RULES, load_rule_sets
 from kalshi_shadow.defs import decisions as decisions_defs
 from kalshi_shadow.defs.pricing import LIVE_TAG
 from kalshi_shadow.defs.resources import Warehouse
-from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot_vol
+from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot
 from kalshi_shadow.pricing.synthetic import generate, publish_until
 from kalshi_shadow.reports.synthetic_history import RECENTRE_SQL, REDRAW_MIDS_SQL, build_history
 from kalshi_shadow.warehouse.connection import utc
@@ -30,7 +30,7 @@ START = datetime(2026, 6, 1, tzinfo=timezone.utc)
 DAYS = 3
 END = START + timedelta(days=DAYS)
 TICK = timedelta(minutes=10)
-STAGED = ("syn_spot", "syn_markets", "syn_market_rows", "syn_quotes")
+STAGED = ("syn_spot", "syn_kraken", "syn_bitstamp", "syn_markets", "syn_market_rows", "syn_quotes")
 
 
 def _built(tmp_path: Path, names: tuple[str, ...]) -> dict[str, Path]:
@@ -74,7 +74,7 @@ class Warehouses:
                 conn.execute(f"CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM read_parquet('{self.staged / t}.parquet')")
             publish_until(conn, END + TICK * self.ticks, load_id=100 + self.ticks)
             refresh_contracts(conn)
-            refresh_spot_vol(conn)
+            refresh_spot(conn)
             price_new_quotes(conn, lot=100)
             conn.close()
 

@@ -1,7 +1,7 @@
 """The live path: one run per tick loads every new raw file, then derives everything live from it, in order.
 
 One run on the in-process executor (one process, no per-step subprocesses) does, in dependency order: the raw
-loads, `kalshi_contracts`, `spot_vol`, `kalshi_edge_snapshots`, then `kalshi_would_trades`. Pricing therefore
+loads, `kalshi_contracts`, `spot_index`, `spot_vol`, `kalshi_edge_snapshots`, then `kalshi_would_trades`. Pricing therefore
 never races loading, the snapshots step prices only quotes whose inputs are complete (see `pricing/snapshots.py`),
 and decisions follow the snapshots up to the same frontier (see `decisions/engine.py`).
 
@@ -24,13 +24,13 @@ import dagster as dg
 from kalshi_shadow.config import Settings, env_number
 from kalshi_shadow.defs.decisions import kalshi_would_trades
 from kalshi_shadow.defs.ingest import kalshi_contracts, raw_assets
-from kalshi_shadow.defs.pricing import LIVE_TAG, kalshi_edge_snapshots, spot_vol
+from kalshi_shadow.defs.pricing import LIVE_TAG, kalshi_edge_snapshots, spot_index, spot_vol
 from kalshi_shadow.raw import RAW_TABLES
 from kalshi_shadow.raw.store import RawFileName, list_raw_files
 
 live_job = dg.define_asset_job(
     "live_job",
-    selection=dg.AssetSelection.assets(*raw_assets, kalshi_contracts, spot_vol, kalshi_edge_snapshots, kalshi_would_trades),
+    selection=dg.AssetSelection.assets(*raw_assets, kalshi_contracts, spot_index, spot_vol, kalshi_edge_snapshots, kalshi_would_trades),
     executor_def=dg.in_process_executor,
     description="One live micro-batch: load new raw files, then contracts, the vol grid, snapshots and decisions; launched by live_tick_sensor.",
 )

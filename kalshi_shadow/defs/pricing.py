@@ -6,11 +6,12 @@ tables; the rows equal what the live runs wrote (created_at aside).
 """
 
 import os
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
+from kalshi_shadow.pricing.index import MAX_DEVIATION_BP, QUORUM, VENUE_STALE_SECONDS, VENUES, index_frontier, refresh_spot_index
 from kalshi_shadow.pricing.probability import MODELS
 from kalshi_shadow.pricing.rules import RULES, lot_size
 from kalshi_shadow.pricing.snapshots import price_new_quotes, recompute_day, refresh_spot_vol
@@ -21,14 +22,59 @@ daily = dg.DailyPartitionsDefinition(start_date=os.environ.get("KALSHI_SHADOW_ST
 MAX_LAG_SECONDS = float(os.environ.get("KALSHI_SHADOW_MAX_LAG_SECONDS", "45"))
 
 
+# The index's health over the last few minutes of the grid (the newest seconds written, so flat however long the
+# history): how many seconds lacked a quorum, and which venues were excluded for disagreeing.
+INDEX_HEALTH_SQL = """
+SELECT count(*) AS seconds, count(*) FILTER (WHERE n_venues < $quorum) AS below_quorum,
+       count(*) FILTER (WHERE price IS NULL) AS unpriced, list_distinct(flatten(list(excluded))) AS excluded_venues,
+       count(*) FILTER (WHERE len(excluded) > 0) AS seconds_with_exclusions, max(ts) AS newest
+FROM spot_index WHERE ts > $since
+"""
+
+
+@dg.asset(
+    group_name="ingest",
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    owners=["team:quant"],
+    deps=["spot_ticks", "kraken_trades", "bitstamp_trades"],
+    description=(f"The index proxy that pricing uses: per UTC second, the median of the venues' ({', '.join(VENUES)}) "
+                 f"latest prices received by then; a venue silent over {VENUE_STALE_SECONDS:g} s drops out, one more than "
+                 f"{MAX_DEVIATION_BP:g} bp from the median is excluded, fewer than {QUORUM} venues is index_degraded. "
+                 "Written once every live venue is complete up to the second, never changed."),
+    check_specs=[
+        dg.AssetCheckSpec("index_quorum", asset="spot_index",
+                          description=f"Every second of the last 5 minutes of the grid had {QUORUM}+ venues (WARN: priced on one venue or none)."),
+        dg.AssetCheckSpec("venues_agree", asset="spot_index",
+                          description=f"No venue was excluded for being over {MAX_DEVIATION_BP:g} bp from the others in the last 5 minutes."),
+    ],
+)
+def spot_index(warehouse: Warehouse) -> dg.MaterializeResult:
+    with warehouse.get_connection() as conn:
+        added = refresh_spot_index(conn)
+        newest = index_frontier(conn)
+        since = (newest or datetime.now(timezone.utc)) - timedelta(minutes=5)
+        seconds, below, unpriced, excluded, with_excl, _ = conn.execute(INDEX_HEALTH_SQL, {"quorum": QUORUM, "since": since}).fetchall()[0]
+    window = {"seconds": seconds, "since": since.isoformat()}
+    return dg.MaterializeResult(
+        metadata={"seconds_added": added, "newest_second": newest.isoformat() if newest else None,
+                  "seconds_below_quorum_5m": below, "seconds_unpriced_5m": unpriced},
+        check_results=[
+            dg.AssetCheckResult(check_name="index_quorum", passed=seconds > 0 and below == 0, severity=dg.AssetCheckSeverity.WARN,
+                                metadata={**window, "below_quorum": below, "unpriced": unpriced}),
+            dg.AssetCheckResult(check_name="venues_agree", passed=with_excl == 0, severity=dg.AssetCheckSeverity.WARN,
+                                metadata={**window, "seconds_with_exclusions": with_excl, "excluded_venues": ", ".join(excluded or [])}),
+        ])
+
+
 @dg.asset(
     group_name="ingest",  # runs in the ingest job, right after new spot ticks land
     pool=WAREHOUSE_POOL,
     kinds={"duckdb", "numpy"},
     owners=["team:quant"],
-    deps=["spot_ticks"],
-    description="One-minute EWMA volatility of BTC-USD (half-life 30 min, floor 20%, cap 300%), from trades received at or "
-                "before each grid point, computed only up to the spot frontier (so a grid point never changes).",
+    deps=["spot_index"],
+    description="One-minute EWMA volatility of the index proxy (half-life 30 min, floor 20%, cap 300%), from its value at "
+                "each minute, computed only up to the index's frontier (so a grid point never changes).",
 )
 def spot_vol(warehouse: Warehouse) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
@@ -49,7 +95,7 @@ LIVE_TAG = "kalshi_shadow/trigger"  # "live" on runs the live tick sensor launch
     partitions_def=daily,
     kinds={"duckdb", "numpy"},
     owners=["team:quant"],
-    deps=["kalshi_quotes", "kalshi_markets", "kalshi_series", "spot_vol", "spot_ticks", "kalshi_contracts"],
+    deps=["kalshi_quotes", "kalshi_markets", "kalshi_series", "spot_vol", "spot_index", "kalshi_contracts"],
     description=("Append-only: every quote priced by every model (" + ", ".join(MODELS) + ") with all inputs, fees, "
                  "EVs and filter reasons, once spot, terms and fees are complete up to when the quote was seen. "
                  "Partitioned by the quote's UTC day. In the live job a run prices every newly priceable quote (of "
@@ -111,4 +157,4 @@ kalshi_edges = dg.AssetSpec(
     description="View: the latest snapshot per (ticker, model_version), always current with kalshi_edge_snapshots.",
 )
 
-defs = dg.Definitions(assets=[spot_vol, kalshi_edge_snapshots, kalshi_edges])
+defs = dg.Definitions(assets=[spot_index, spot_vol, kalshi_edge_snapshots, kalshi_edges])

@@ -1,12 +1,13 @@
 """Edge snapshots: every quote priced by every model, with all its inputs, point in time.
 
-**What a quote may use.** Each quote is priced with what was known when it was *seen* (`received_ts`): the last
-spot tick received at or before then, the vol grid point of that minute, the market terms as fetched by then, and
+**What a quote may use.** Each quote is priced with what was known when it was *seen* (`received_ts`): the index
+proxy's value for that second (the venues' prices received by its start, `pricing/index.py`; `index_source` says
+which index), the vol grid point of that minute, the market terms as fetched by then, and
 the series fees in force at the quote's time. Inputs older than a fixed bound relative to the quote (`SPOT_LOOKBACK`, ...) are
 treated as missing, so a row never depends on where a run or a chunk happened to start.
 
 **When a quote may be priced.** Only once every input is complete up to the time it was seen: its seen time must
-be at or before the *pricing frontier* (`warehouse/frontier.py`: spot, terms and fees loaded without gaps). Files
+be at or before the *pricing frontier* (`warehouse/frontier.py`: the index grid, terms and fees complete). Files
 may arrive in any order; a quote whose terms are late simply waits, and is then priced as a backfill would.
 
 **Which quotes a run prices.** The state is a rectangle: every quote with `load_id <= L` and seen at or before
@@ -30,10 +31,11 @@ import pyarrow as pa
 
 from kalshi_shadow.config import env_number
 from kalshi_shadow.pricing.fees import FEE_MACRO_SQL
+from kalshi_shadow.pricing.index import index_frontier, refresh_spot_index
 from kalshi_shadow.pricing.probability import MODELS, prob_yes
 from kalshi_shadow.pricing.rules import RULES, Rules
 from kalshi_shadow.pricing.vol import GRID_SECONDS, VolState, ewma_vol, initial_state
-from kalshi_shadow.warehouse.frontier import pricing_frontier, table_frontier
+from kalshi_shadow.warehouse.frontier import pricing_frontier
 from kalshi_shadow.warehouse.connection import transaction
 
 SPOT_LOOKBACK = timedelta(hours=1)   # a spot tick older than this (vs the quote) counts as no spot at all
@@ -51,13 +53,19 @@ UNPRICEABLE = ("no_market_terms", "strike_unknown", "closed", "no_spot", "spot_s
 SEEN = "coalesce(q.received_ts, q.ts)"
 
 
-def refresh_spot_vol(conn: duckdb.DuckDBPyConnection) -> int:
-    """Extend the one-minute vol grid up to the spot frontier; returns rows added.
+def refresh_spot(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """The index grid, then the vol grid on it: what the live job's `spot_index` and `spot_vol` steps do, for code
+    that prices outside Dagster (the benches, synthetic histories, tests). Returns (seconds, minutes) added."""
+    return refresh_spot_index(conn), refresh_spot_vol(conn)
 
-    Grid point g carries the last trade *received* at or before g, and is only computed once every tick received
-    up to g is loaded, so the grid never changes after it is written. Minutes without a trade hold the EWMA
-    (`pricing/vol.py`)."""
-    wm = table_frontier(conn, "spot_ticks")
+
+def refresh_spot_vol(conn: duckdb.DuckDBPyConnection) -> int:
+    """Extend the one-minute vol grid up to the index's frontier; returns rows added.
+
+    Grid point g carries the index proxy's value at g (`pricing/index.py`: venues' prices received at or before g),
+    and is only computed once the index is final up to g, so the grid never changes after it is written. Minutes
+    without a fresh index value hold the EWMA (`pricing/vol.py`)."""
+    wm = index_frontier(conn)
     if wm is None:
         return 0
     last = next(iter(conn.execute("SELECT grid_ts, price, var_per_minute FROM spot_vol ORDER BY grid_ts DESC LIMIT 1").fetchall()), None)
@@ -71,8 +79,8 @@ def refresh_spot_vol(conn: duckdb.DuckDBPyConnection) -> int:
         start = last[0] + timedelta(minutes=1)
         state = VolState(last[1], last[2], last[3] if last[3] is not None else int(last[0].timestamp()) // 60)
     else:
-        first = conn.execute("""SELECT coalesce(received_ts, ts), price::DOUBLE FROM spot_ticks WHERE product_id = 'BTC-USD'
-                                ORDER BY coalesce(received_ts, ts) LIMIT 1""").fetchall()
+        first = conn.execute("""SELECT ts, price::DOUBLE FROM spot_index WHERE price IS NOT NULL
+                                ORDER BY ts LIMIT 1""").fetchall()
         if not first:
             return 0
         start = (first[0][0] + timedelta(minutes=1)).replace(second=0, microsecond=0)
@@ -83,8 +91,8 @@ def refresh_spot_vol(conn: duckdb.DuckDBPyConnection) -> int:
     conn.execute(GRID_SQL, {"start": start, "end": end})
     g = conn.sql("SELECT minute, price, tick_age FROM _grid ORDER BY i").fetchnumpy()
     prices, tick_age = _floats(g["price"]), _floats(g["tick_age"])
-    # The ASOF join gives each point the last tick at or before it, so only a leading run (no tick yet in its
-    # lookback) is NULL: those points carry the price the previous run ended on.
+    # The ASOF join gives each point the last index value at or before it, so only a leading run (no value yet in
+    # its lookback) is NULL: those points carry the price the previous run ended on.
     prices = np.where(np.isnan(prices), state.last_price, prices)
     rets, var, vol, _ = ewma_vol(g["minute"], prices, tick_age < GRID_SECONDS, state)  # fresh: a trade in the minute
     # The EWMA state is stored per row so the next run resumes exactly where this one ended.
@@ -101,24 +109,26 @@ def refresh_spot_vol(conn: duckdb.DuckDBPyConnection) -> int:
     return len(prices)
 
 
-# One row per minute: the last tick received at or before it, and the longest silence of the feed in the minute it
-# covers, (g - 60 s, g]: from the last tick to g, or between two ticks that ended inside the minute. A point whose
-# last tick is under a minute old had a trade in its minute ("fresh").
+# One row per minute: the index's last value at or before it, the age of the newest trade behind that value, and
+# the longest silence of the venues in the minute it covers, (g - 60 s, g]: from the newest trade behind the index to
+# g, or between two successive newest trades (the index's updates) that ended inside the minute. A point whose newest
+# trade is under a minute old had a trade in its minute ("fresh").
 GRID_SQL = """
 CREATE OR REPLACE TEMP TABLE _grid AS
-WITH grid AS (SELECT unnest(generate_series($start::TIMESTAMPTZ, $end::TIMESTAMPTZ, INTERVAL 1 MINUTE)) AS grid_ts),
-ticks AS (
-    SELECT coalesce(received_ts, ts) AS seen, price::DOUBLE AS price FROM spot_ticks
-    WHERE product_id = 'BTC-USD' AND coalesce(received_ts, ts) > $start::TIMESTAMPTZ - INTERVAL 1 DAY
-      AND coalesce(received_ts, ts) <= $end::TIMESTAMPTZ
-), silences AS (  -- each wait between two ticks, on the grid point whose minute it ended in
-    SELECT date_trunc('minute', seen - INTERVAL 1 MICROSECOND) + INTERVAL 1 MINUTE AS grid_ts, max(epoch(seen) - epoch(prev)) AS longest
-    FROM (SELECT seen, lag(seen) OVER (ORDER BY seen) AS prev FROM ticks)
-    GROUP BY 1
+WITH grid AS (SELECT generate_series AS grid_ts FROM generate_series($start::TIMESTAMPTZ, $end::TIMESTAMPTZ, INTERVAL 1 MINUTE)),
+idx AS (
+    SELECT ts, price::DOUBLE AS price, newest_seen FROM spot_index
+    WHERE price IS NOT NULL AND ts > $start::TIMESTAMPTZ - INTERVAL 1 DAY AND ts <= $end::TIMESTAMPTZ
+), silences AS (  -- each wait between two updates of the index, on the grid point whose minute it ended in
+    SELECT date_trunc('minute', newest_seen - INTERVAL 1 MICROSECOND) + INTERVAL 1 MINUTE AS grid_ts,
+           max(epoch(newest_seen) - epoch(prev)) AS longest
+    FROM (SELECT newest_seen, lag(newest_seen) OVER (ORDER BY ts) AS prev FROM idx)
+    WHERE newest_seen > prev GROUP BY 1
 )
 SELECT row_number() OVER (ORDER BY g.grid_ts) - 1 AS i, g.grid_ts, epoch(g.grid_ts)::BIGINT // 60 AS minute, t.price,
-       epoch(g.grid_ts) - epoch(t.seen) AS tick_age, greatest(coalesce(epoch(g.grid_ts) - epoch(t.seen), 'infinity'::DOUBLE), coalesce(s.longest, 0)) AS gap_seconds
-FROM grid AS g ASOF LEFT JOIN ticks AS t ON g.grid_ts >= t.seen
+       epoch(g.grid_ts) - epoch(t.newest_seen) AS tick_age,
+       greatest(coalesce(epoch(g.grid_ts) - epoch(t.newest_seen), 'infinity'::DOUBLE), coalesce(s.longest, 0)) AS gap_seconds
+FROM grid AS g ASOF LEFT JOIN idx AS t ON g.grid_ts >= t.ts
 LEFT JOIN silences AS s ON s.grid_ts = g.grid_ts
 """
 
@@ -136,10 +146,9 @@ WITH q AS (
 ), markets AS (
     SELECT ticker, ts, strike_type, floor_strike, cap_strike, open_time, close_time FROM kalshi_markets
     WHERE ts >= $seen_lo - INTERVAL 2 DAY AND ts <= $seen_hi
-), spot AS (
-    SELECT coalesce(received_ts, ts) AS seen, ts, price::DOUBLE AS price FROM spot_ticks
-    WHERE product_id = 'BTC-USD' AND ts <= $seen_hi  -- a trade happens before it is received: prunes by ts
-      AND coalesce(received_ts, ts) >= $seen_lo - INTERVAL 2 HOUR AND coalesce(received_ts, ts) <= $seen_hi
+), spot AS (  -- the index proxy's second the quote was seen in: venues' prices received by its start
+    SELECT ts, price::DOUBLE AS price, source, newest_seen FROM spot_index
+    WHERE ts >= date_trunc('second', $seen_lo::TIMESTAMPTZ) AND ts <= $seen_hi
 ), vol AS (
     SELECT grid_ts, vol, gap_seconds FROM spot_vol WHERE grid_ts >= date_trunc('minute', $seen_lo::TIMESTAMPTZ) AND grid_ts <= $seen_hi
 ), fees AS (  -- each fee schedule from when it applies to when the next one does (a range join: cheaper than ASOF)
@@ -153,22 +162,22 @@ WITH q AS (
     SELECT q.*,
            m.strike_type AS m_strike_type, m.floor_strike AS m_floor, m.cap_strike AS m_cap, m.open_time AS m_open, m.close_time AS m_close,
            m.ts AS m_ts,
-           s.seen AS s_seen, s.ts AS s_ts, s.price AS s_price, v.vol AS v_vol, v.gap_seconds AS vol_gap_seconds,
+           s.newest_seen AS s_seen, s.ts AS s_ts, s.price AS s_price, s.source AS s_source, v.vol AS v_vol, v.gap_seconds AS vol_gap_seconds,
            se.fee_type, se.fee_multiplier
     FROM q
     ASOF LEFT JOIN markets AS m ON q.ticker = m.ticker AND q.seen_ts >= m.ts  -- terms as fetched by the time the quote was seen
-    ASOF LEFT JOIN spot AS s ON q.seen_ts >= s.seen
+    LEFT JOIN spot AS s ON s.ts = date_trunc('second', q.seen_ts)  -- the grid has every second up to its frontier
     LEFT JOIN vol AS v ON v.grid_ts = date_trunc('minute', q.seen_ts)  -- the grid has every minute up to the spot frontier
     LEFT JOIN fees AS se ON q.series_ticker = se.series_ticker AND q.ts >= se.valid_from AND q.ts < se.valid_to AND se.valid_to > $lo
 ), p AS (  -- inputs older than their lookback are missing, whatever the chunk
-    SELECT * EXCLUDE (status, m_strike_type, m_floor, m_cap, m_open, m_close, m_ts, s_seen, s_ts, s_price, v_vol),
+    SELECT * EXCLUDE (status, m_strike_type, m_floor, m_cap, m_open, m_close, m_ts, s_seen, s_ts, s_price, s_source, v_vol),
            -- a source without a status field (a WebSocket feed) gets the market's lifecycle state at the quote
            coalesce(status, CASE WHEN NOT q_fresh_terms THEN NULL WHEN ts >= m_close THEN 'closed'
                                  WHEN ts >= m_open THEN 'active' ELSE 'initialized' END) AS status,
            CASE WHEN q_fresh_terms THEN m_strike_type END AS strike_type, CASE WHEN q_fresh_terms THEN m_floor END AS floor_strike,
            CASE WHEN q_fresh_terms THEN m_cap END AS cap_strike, CASE WHEN q_fresh_terms THEN m_close END AS close_time,
            CASE WHEN q_fresh_spot THEN s_ts END AS spot_ts, CASE WHEN q_fresh_spot THEN s_seen END AS spot_seen,
-           CASE WHEN q_fresh_spot THEN s_price END AS spot,
+           CASE WHEN q_fresh_spot THEN s_price END AS spot, CASE WHEN q_fresh_spot THEN s_source END AS index_source,
            v_vol AS vol
     FROM (SELECT *, seen_ts - m_ts <= INTERVAL {int(TERMS_LOOKBACK.total_seconds())} SECOND AS q_fresh_terms,
                  seen_ts - s_seen <= INTERVAL {int(SPOT_LOOKBACK.total_seconds())} SECOND AS q_fresh_spot FROM joined)
@@ -177,7 +186,7 @@ SELECT
     p.quote_key, p.seen_ts, p.ts AS quote_ts, (p.ts AT TIME ZONE 'UTC')::DATE AS quote_date, p.ticker, p.series_ticker, p.event_ticker,
     p.source AS quote_source, p.status, p.strike_type, p.floor_strike, p.cap_strike, p.close_time AS close_ts,
     epoch(p.close_time) - epoch(p.ts) AS tau_seconds,
-    p.spot, p.spot_ts, epoch(p.seen_ts) - epoch(p.spot_seen) AS spot_age_seconds, p.vol,
+    p.spot, p.spot_ts, epoch(p.seen_ts) - epoch(p.spot_seen) AS spot_age_seconds, p.index_source, p.vol,
     p.yes_bid, p.yes_ask, p.no_bid, p.no_ask, p.yes_bid_size, p.yes_ask_size,
     epoch(p.seen_ts) - epoch(p.ts) AS quote_age_seconds, NULL::DOUBLE AS window_mean,  -- see WINDOW_MEAN_SQL
     $lot::INTEGER AS lot_size, p.fee_type, p.fee_multiplier,
@@ -192,6 +201,7 @@ SELECT
         CASE WHEN p.status IS DISTINCT FROM 'active' THEN 'not_active' END,
         CASE WHEN p.close_time <= p.ts THEN 'closed' END,
         CASE WHEN p.spot IS NULL THEN 'no_spot' WHEN epoch(p.seen_ts) - epoch(p.spot_seen) > $max_spot_age THEN 'spot_stale' END,
+        CASE WHEN p.spot IS NOT NULL AND p.index_source NOT IN ('proxy', 'official') THEN 'index_degraded' END,
         CASE WHEN p.vol IS NULL THEN 'no_vol' WHEN p.vol_gap_seconds > $max_vol_gap THEN 'vol_gap' END,
         CASE WHEN epoch(p.seen_ts) - epoch(p.ts) > $max_quote_age THEN 'quote_stale' END,
         CASE WHEN p.yes_ask IS NULL THEN 'no_yes_ask' END,
@@ -205,35 +215,19 @@ FROM p
 """
 
 # The settlement average so far, for the few quotes in their contract's last 60 s. Kalshi settles on the mean of the
-# 60 one-second index values in (close - 60 s, close], each the last value at or before its second. For a quote, the
-# elapsed seconds are those at or before its time, and a value may come only from ticks received by the time the
-# quote was seen. Each tick stands for the seconds from its own time up to the next tick's, so the mean is a
-# count-weighted sum over ticks (no per-second rows), once per distinct (close, quote, seen) time. Ticks from up
-# to 60 s before the window cover its first seconds; a second with no value at all is left out, never filled.
-# Exact DECIMAL sum, so the figure is the same whatever the thread order. Done after `_base` exists, over those
-# rows only.
+# 60 one-second index values in (close - 60 s, close]; here those are the index proxy's seconds (`pricing/index.py`)
+# up to the quote's time and seen time, so each uses only what was received by then. A second with no index value
+# is left out, never filled. Exact DECIMAL sum, so the figure is the same whatever the thread order. Done after
+# `_base` exists, over those rows only, once per distinct (close, quote, seen) time.
 WINDOW_MEAN_SQL = """
 UPDATE _base AS b SET window_mean = w.window_mean
 FROM (
-    SELECT close_ts, quote_ts, seen_ts, (sum(price * n_seconds) / sum(n_seconds))::DOUBLE AS window_mean
-    FROM (
-        SELECT close_ts, quote_ts, seen_ts, price,
-               -- whole seconds t with ts <= t < next tick's ts, inside (close - 60, min(close, quote time)]
-               least(coalesce(ceil(epoch(next_ts))::BIGINT - 1, last_second), last_second)
-                 - greatest(ceil(epoch(ts))::BIGINT, first_second) + 1 AS n_seconds
-        FROM (
-            SELECT k.close_ts, k.quote_ts, k.seen_ts, s.price, s.ts,
-                   lead(s.ts) OVER (PARTITION BY k.close_ts, k.quote_ts, k.seen_ts ORDER BY s.ts, s.trade_id, s.sequence) AS next_ts,
-                   epoch(k.close_ts)::BIGINT - 59 AS first_second,
-                   least(epoch(k.close_ts)::BIGINT, floor(epoch(k.quote_ts))::BIGINT) AS last_second
-            FROM (  -- the quotes of one poll share close, quote and seen times: each distinct triple once
-                SELECT DISTINCT close_ts, quote_ts, seen_ts FROM _base WHERE close_ts - quote_ts < INTERVAL 60 SECOND
-            ) AS k JOIN spot_ticks AS s
-              ON s.ts > k.close_ts - INTERVAL 120 SECOND AND s.ts <= k.quote_ts AND coalesce(s.received_ts, s.ts) <= k.seen_ts
-            WHERE s.product_id = 'BTC-USD' AND s.ts >= $lo - INTERVAL 120 SECOND AND s.ts <= $seen_hi
-        )
-    )
-    WHERE n_seconds > 0
+    SELECT k.close_ts, k.quote_ts, k.seen_ts, (sum(i.price) / count(*))::DOUBLE AS window_mean
+    FROM (  -- the quotes of one poll share close, quote and seen times: each distinct triple once
+        SELECT DISTINCT close_ts, quote_ts, seen_ts FROM _base WHERE close_ts - quote_ts < INTERVAL 60 SECOND
+    ) AS k JOIN spot_index AS i
+      ON i.ts > k.close_ts - INTERVAL 60 SECOND AND i.ts <= least(k.close_ts, k.quote_ts, k.seen_ts)
+    WHERE i.price IS NOT NULL AND i.ts >= $lo - INTERVAL 60 SECOND AND i.ts <= $seen_hi
     GROUP BY ALL
 ) AS w
 WHERE b.close_ts = w.close_ts AND b.quote_ts = w.quote_ts AND b.seen_ts = w.seen_ts

@@ -1,6 +1,7 @@
 """Synthetic market data generated in DuckDB SQL, for the pricing tests and the benchmark.
 
-Spot: one BTC-USD trade per second on a seeded random walk. Markets: per hour, a KXBTCD "greater" ladder and a
+Spot: one BTC-USD trade per second on a seeded random walk at Coinbase, and at Kraken and Bitstamp the same walk
+with a slowly swinging basis of a few basis points, their trades 300 and 600 ms later. Markets: per hour, a KXBTCD "greater" ladder and a
 KXBTC "between" ladder of `strikes` markets each, plus four KXBTC15M markets whose strike is published 30 s after
 open. Quotes: every `quote_every` seconds per open market, a two-sided book around a noisy mid, sometimes one-sided.
 Rows go to staging tables `syn_*`; `publish_until` copies what would have been loaded by a given time.
@@ -30,6 +31,15 @@ def generate(conn: duckdb.DuckDBPyConnection, start: datetime, hours: int, *, st
                round($p0 * exp(0.6 / sqrt(31557600) * sum(z) OVER (ORDER BY i)), 2)::DECIMAL(18, 8) AS price
         FROM s
     """, {k: params[k] for k in ("start", "secs", "id0", "p0")})
+    for venue, symbol, basis, lag_ms in (("kraken", "BTC/USD", "2e-4 * sin(i / 400.0)", 300),
+                                         ("bitstamp", "btcusd", "-1.5e-4 * cos(i / 700.0)", 600)):
+        conn.execute(f"""
+            CREATE OR REPLACE TEMP TABLE syn_{venue} AS
+            SELECT ts + INTERVAL {lag_ms} MILLISECOND AS ts, ts + INTERVAL {lag_ms} MILLISECOND AS received_ts,
+                   '{symbol}' AS symbol, trade_id, round(price * (1 + {basis}), 1)::DECIMAL(18, 8) AS price,
+                   0.01::DECIMAL(18, 8) AS size, CASE WHEN trade_id % 2 = 0 THEN 'buy' ELSE 'sell' END AS side
+            FROM (SELECT *, trade_id - $id0 AS i FROM syn_spot)
+        """, {"id0": params["id0"]})
     conn.execute("""
         CREATE OR REPLACE TEMP TABLE syn_markets AS
         WITH hours AS (SELECT h, $start::TIMESTAMPTZ + to_hours(h) AS open_ts FROM range(0, $hours) AS r(h)),
@@ -89,7 +99,8 @@ def publish_until(conn: duckdb.DuckDBPyConnection, until: datetime, load_id: int
     conn.execute("INSERT INTO kalshi_series (ts, series_ticker, fee_type, fee_multiplier, load_id) "
                  "SELECT min(ts) - INTERVAL 1 SECOND, s, 'quadratic', 1.0, 0 FROM syn_spot, (VALUES ('KXBTCD'), ('KXBTC'), ('KXBTC15M')) AS v(s) "
                  "WHERE NOT EXISTS (SELECT 1 FROM kalshi_series WHERE series_ticker = s) GROUP BY s")
-    for table, staged, key in (("spot_ticks", "syn_spot", ""), ("kalshi_markets", "syn_market_rows", ""),
+    for table, staged, key in (("spot_ticks", "syn_spot", ""), ("kraken_trades", "syn_kraken", ""),
+                               ("bitstamp_trades", "syn_bitstamp", ""), ("kalshi_markets", "syn_market_rows", ""),
                                ("kalshi_quotes", "syn_quotes", f", {QUOTE_KEY_SQL.format(a='')} AS quote_key")):
         conn.execute(f"""
             INSERT INTO {table} BY NAME
@@ -100,7 +111,8 @@ def publish_until(conn: duckdb.DuckDBPyConnection, until: datetime, load_id: int
         INSERT INTO raw_writer_progress BY NAME
         SELECT t AS table_name, 'synthetic' AS writer, $n AS contiguous_seq, $until AS contiguous_flushed_at, $n AS max_seq,
                $until AS max_flushed_at, $until AS contiguous_file_flushed_at
-        FROM (VALUES ('spot_ticks'), ('kalshi_markets'), ('kalshi_series'), ('kalshi_quotes')) AS v(t)
+        FROM (VALUES ('spot_ticks'), ('kraken_trades'), ('bitstamp_trades'), ('kalshi_markets'), ('kalshi_series'),
+                     ('kalshi_quotes')) AS v(t)
         ON CONFLICT (table_name, writer) DO UPDATE SET contiguous_seq = excluded.contiguous_seq,
             contiguous_flushed_at = excluded.contiguous_flushed_at, max_seq = excluded.max_seq, max_flushed_at = excluded.max_flushed_at,
             contiguous_file_flushed_at = excluded.contiguous_file_flushed_at

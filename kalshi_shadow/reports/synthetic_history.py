@@ -15,7 +15,7 @@ import duckdb
 
 from kalshi_shadow.decisions.engine import decide, settle
 from kalshi_shadow.decisions.rulesets import load_rule_sets
-from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot_vol
+from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot
 from kalshi_shadow.pricing.synthetic import generate, publish_until
 from kalshi_shadow.scoring.settlements import OBS_TABLE_SQL, record_observations
 from kalshi_shadow.warehouse.contracts import refresh_contracts
@@ -95,7 +95,7 @@ def build_history(conn: duckdb.DuckDBPyConnection, *, start: datetime = START, d
     conn.execute(REDRAW_MIDS_SQL, {"noise": mid_noise, "bias": mid_bias})
     publish_until(conn, end, load_id=1)
     refresh_contracts(conn)
-    refresh_spot_vol(conn)
+    refresh_spot(conn)
     while True:  # a run prices at most a few chunks: go on until the frontier stops moving
         run = price_new_quotes(conn, lot=100)
         if run.rows == 0:

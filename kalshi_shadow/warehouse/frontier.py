@@ -24,8 +24,9 @@ from kalshi_shadow.config import env_number
 
 log = logging.getLogger(__name__)
 
-# The inputs a snapshot needs before its quote may be priced (spot, market terms, series fees).
-PRICING_INPUTS = ("spot_ticks", "kalshi_markets", "kalshi_series")
+# The inputs a snapshot needs before its quote may be priced: the index grid (itself written only as far as every
+# live venue's files are complete, `pricing/index.py`), market terms, series fees.
+PRICING_INPUTS = ("spot_index", "kalshi_markets", "kalshi_series")
 
 
 def gap_timeout() -> timedelta:
@@ -116,7 +117,9 @@ def table_frontier(conn: duckdb.DuckDBPyConnection, table: str) -> datetime | No
 
 
 def pricing_frontier(conn: duckdb.DuckDBPyConnection) -> tuple[datetime | None, dict[str, datetime | None]]:
-    """The time up to which every input of a snapshot is complete: the minimum over spot, terms and fees."""
-    each = {t: table_frontier(conn, t) for t in PRICING_INPUTS}
+    """The time up to which every input of a snapshot is complete: the minimum over the index, terms and fees."""
+    from kalshi_shadow.pricing.index import index_frontier  # pricing builds on this module, not the other way
+
+    each = {t: index_frontier(conn) if t == "spot_index" else table_frontier(conn, t) for t in PRICING_INPUTS}
     known = list(each.values())
     return (None if any(v is None for v in known) else min(known)), each

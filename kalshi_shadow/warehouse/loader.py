@@ -40,6 +40,8 @@ QUOTE_KEY_SQL = ("md5(concat_ws('|', {a}ticker, epoch_us({a}ts), coalesce({a}sou
                  + ", ".join(f"coalesce({{a}}{c}::VARCHAR, '-')" for c in _QUOTE_FIELDS) + "))::UUID")
 NATURAL_KEYS = {
     "spot_ticks": "{a}product_id || '|' || coalesce({a}trade_id::VARCHAR, epoch_us({a}ts) || '|' || coalesce({a}sequence::VARCHAR, '-'))",
+    "kraken_trades": "{a}symbol || '|' || coalesce({a}trade_id::VARCHAR, epoch_us({a}ts)::VARCHAR)",
+    "bitstamp_trades": "{a}symbol || '|' || coalesce({a}trade_id::VARCHAR, epoch_us({a}ts)::VARCHAR)",
     "kalshi_quotes": QUOTE_KEY_SQL,
     "kalshi_markets": "{a}ticker || '|' || epoch_us({a}ts) || '|' || md5(concat_ws('|', coalesce({a}status, '-'), "
                       "coalesce({a}strike_type, '-'), coalesce({a}floor_strike::VARCHAR, '-'), coalesce({a}cap_strike::VARCHAR, '-'), "
