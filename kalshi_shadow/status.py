@@ -37,6 +37,9 @@ JOURNAL_SPAN = timedelta(days=2)  # alerts read back this far from the newest (f
 # what is shown -> (table, the column that says how fresh it is)
 FRESHNESS = {
     "spot_ticks": ("spot_ticks", "ts"),
+    "kraken_trades": ("kraken_trades", "ts"),
+    "bitstamp_trades": ("bitstamp_trades", "ts"),
+    "spot_index": ("spot_index", "ts"),
     "kalshi_quotes": ("kalshi_quotes", "ts"),
     "kalshi_edge_snapshots": ("kalshi_edge_snapshots", "created_at"),
     "kalshi_would_trades": ("kalshi_would_trades", "decided_ts"),
@@ -169,6 +172,10 @@ def warehouse(db_path: Path, lock_timeout: float, now: datetime) -> dict[str, An
             lag = conn.execute("""SELECT quantile_cont(epoch(created_at - quote_ts), 0.95) FROM kalshi_edge_snapshots
                                   WHERE created_at > ?""", [now - timedelta(minutes=LAG_WINDOW_MINUTES)]).fetchall()[0][0]
         try:
+            index = _index(conn, since) if "spot_index" in existing else None
+        except duckdb.Error as exc:  # a warehouse not yet migrated by this release
+            index = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+        try:
             decisions = _decisions(conn) if "kalshi_decision_state" in existing else None
         except duckdb.Error as exc:  # a warehouse not yet migrated by this release
             decisions = {"error": f"{type(exc).__name__}: {exc}"[:200], "versions": {}}
@@ -178,7 +185,26 @@ def warehouse(db_path: Path, lock_timeout: float, now: datetime) -> dict[str, An
         conn.close()
     return {"path": str(db_path), "tables": tables, "live_lag_p95_seconds": None if lag is None else round(float(lag), 1),
             "live_lag_window_minutes": LAG_WINDOW_MINUTES, "freshness_window_hours": FRESHNESS_WINDOW.total_seconds() / 3600,
-            "decisions": decisions}
+            "index": index, "decisions": decisions}
+
+
+def _index(conn, since: datetime) -> dict[str, Any] | None:
+    """The index proxy's newest second: its source, and each venue's price and basis to it (bp), or why it is out."""
+    from kalshi_shadow.pricing.index import VENUES
+
+    cols = ", ".join(VENUES)
+    row = conn.execute(f"""SELECT ts, price::DOUBLE, source, n_venues, excluded, newest_seen, {cols} FROM spot_index
+                           WHERE ts > ? ORDER BY ts DESC LIMIT 1""", [since]).fetchall()
+    if not row:
+        return None
+    ts, price, source, n, excluded, newest_seen, *prices = row[0]
+    venues = {}
+    for v, p in zip(VENUES, prices):
+        p = None if p is None else float(p)
+        venues[v] = {"price": p, "basis_bp": None if p is None or not price else round((p / price - 1) * 1e4, 1),
+                     "state": "stale" if p is None else "excluded" if v in excluded else "in"}
+    return {"second": ts.isoformat(), "price": price, "source": source, "n_venues": n,
+            "newest_seen": newest_seen.isoformat() if newest_seen else None, "venues": venues}
 
 
 def _decisions(conn) -> dict[str, Any]:
@@ -337,6 +363,18 @@ def render(st: dict[str, Any]) -> str:
         lag = wh["live_lag_p95_seconds"]
         out.append(f"  live lag p95 (created_at - quote_ts, last {wh['live_lag_window_minutes']} min): "
                    + (f"{lag:.1f}s" if lag is not None else "no snapshots"))
+        ix = wh.get("index")
+        if ix and "error" in ix:
+            out.append(f"index: {ix['error']}")
+        elif ix:
+            if ix["price"] is None:
+                head = "NO PRICE: no fresh venue (quotes get no_spot)"
+            else:
+                head = f"{ix['price']:.2f} from {ix['source']} ({ix['n_venues']} venue{'s' * (ix['n_venues'] != 1)})"
+            out.append(f"index at {ix['second']}: {head}" + ("" if ix["source"] in ("proxy", "official") else "  DEGRADED"))
+            for v, d in ix["venues"].items():
+                basis = f"basis {d['basis_bp']:+.1f} bp" if d["basis_bp"] is not None else ""
+                out.append(f"  {v:10s} {d['state']:9s}" + (f" {d['price']:.2f}  {basis}" if d["price"] is not None else ""))
         dec = wh.get("decisions")
         if dec and dec["versions"]:
             out.append("decisions (rule set versions):")

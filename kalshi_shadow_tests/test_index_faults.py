@@ -8,6 +8,10 @@ the quotes. One scenario, in order: Bitstamp trades 1% high (excluded, `venues_a
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,10 +23,11 @@ import pytest
 from kalshi_shadow.defs import pricing
 from kalshi_shadow.defs.ingest import kalshi_contracts, raw_assets
 from kalshi_shadow.defs.resources import Warehouse
+from kalshi_shadow.monitoring.health import index_health
 from kalshi_shadow.pricing.index import VENUE_STALE_SECONDS
 from kalshi_shadow.sim.server import SimHandle
 from kalshi_shadow.warehouse.connection import utc
-from kalshi_shadow_tests.test_collectors import _collector, _health, _stop
+from kalshi_shadow_tests.test_collectors import REPO, _collector, _health, _stop
 from kalshi_shadow_tests.waiting import wait_for
 
 STALE = VENUE_STALE_SECONDS
@@ -92,3 +97,20 @@ def test_one_venue_wrong_one_silent_then_all_silent(sim: SimHandle, tmp_path: Pa
         assert during_one_down and all(s[0] == "proxy" and not {"no_spot", "index_degraded"} & set(s[1]) for s in during_one_down)
         during_all_down = snapshots(t3 + timedelta(seconds=STALE + 2), t3 + timedelta(seconds=STALE + 6))
         assert during_all_down and all("no_spot" in s[1] and s[2] is None for s in during_all_down), during_all_down
+
+        # The health checks that alert: no quorum (ERROR) and Bitstamp excluded (WARN) within their window.
+        newest = conn.execute("SELECT max(ts) FROM spot_index").fetchall()[0][0]
+        found = {f.check: f for f in index_health(conn, newest + timedelta(seconds=1))}
+    assert not found["index_quorum"].passed and found["index_quorum"].severity == "ERROR"
+    assert not found["venues_agree"].passed and found["venues_agree"].metadata["excluded_venues"] == "bitstamp"
+    # index_fresh alerts only past the stale setting (3 min by default); here the newest trade behind it is ~40 s old.
+    assert found["index_fresh"].metadata["newest_trade_age_seconds"] > STALE
+
+    # `status` lists every venue, and says the index has no price.
+    env = {**os.environ, "KALSHI_SHADOW_DATA_DIR": str(tmp_path), "DB_PATH": wh.database}
+    out = subprocess.run([sys.executable, "-m", "kalshi_shadow.cli", "status", "--json"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    index = json.loads(out.stdout)["warehouse"]["index"]
+    assert index["price"] is None and index["source"] is None
+    assert {v: d["state"] for v, d in index["venues"].items()} == {"coinbase": "stale", "kraken": "stale", "bitstamp": "stale"}
+    assert set(json.loads(out.stdout)["collectors"]) >= {"spot", "kraken", "bitstamp", "quotes"}

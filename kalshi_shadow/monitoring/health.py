@@ -2,9 +2,9 @@
 that runs only inside loads can never see it.
 
 Each check is a `Finding`: the asset it is about, its name, whether it passed, its severity and numbers to show.
-Severity follows one rule: ERROR when the platform is blind or wrong (no spot, no quotes, a collector dead, prices
-outside [0, 1], spot far from its median), WARN when it is degraded (gaps, poor coverage, error bursts, stuck books,
-decisions or scores lagging). Thresholds are module constants or `Rules`-like env settings, named once here.
+Severity follows one rule: ERROR when the platform is blind or wrong (no index, the index below quorum, no quotes, the
+quote poller dead, prices outside [0, 1], spot far from its median), WARN when it is degraded (one spot venue down or
+disagreeing, gaps, poor coverage, error bursts, stuck books, decisions or scores lagging). Thresholds are module constants or `Rules`-like env settings, named once here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import duckdb
 from collectors.health import read_health
 from kalshi_shadow.config import env_number
 from kalshi_shadow.decisions import state as decision_state
+from kalshi_shadow.pricing.index import COLLECTORS, MAX_DEVIATION_BP, QUORUM, VENUE_TABLES, VENUES
 
 ERROR, WARN = "ERROR", "WARN"
 
@@ -42,6 +43,7 @@ STUCK_SPOT_MOVE = 0.005            # ... while spot moved more than this (relati
 SPOT_BAND = 0.10                   # newest spot within this of the last hour's median
 ERROR_BURST = {"malformed": 10, "rate_limited": 20, "http_error": 20, "reconnect": 3, "poll_failed": 5}  # per 15 min
 DECISION_LAG_SECONDS = 600
+INDEX_WINDOW_MINUTES = 5           # quorum and agreement are judged over the index's last minutes
 
 
 def disk_warn_free_gib() -> float:
@@ -70,15 +72,17 @@ def _age(now: datetime, ts: datetime | None) -> float | None:
 
 
 def collector_liveness(data_dir: Path, now: datetime, silent_seconds: float | None = None) -> list[Finding]:
-    """Each collector alive: its health record is fresh and it heard from its exchange recently."""
+    """Each collector alive: its health record is fresh and it heard from its exchange recently. The quote poller
+    down is ERROR (blind); one spot venue down is WARN: the index proxy goes on with the others (`index_quorum`)."""
     limit = silent_seconds or collector_silent_seconds()
     records = read_health(data_dir)
     out = []
-    for collector, asset in (("spot", "spot_ticks"), ("quotes", "kalshi_quotes")):
+    watched = [(COLLECTORS[v], VENUE_TABLES[v], WARN) for v in VENUES] + [("quotes", "kalshi_quotes", ERROR)]
+    for collector, asset, severity in watched:
         rec = records.get(collector)
         if rec is None or "error" in rec:
             path = Path(data_dir) / "health" / f"{collector}.json"
-            out.append(Finding(asset, f"{collector}_collector_alive", False, ERROR, {"health_record": str(path)},
+            out.append(Finding(asset, f"{collector}_collector_alive", False, severity, {"health_record": str(path)},
                                f"no readable health record at {path}: the {collector} collector is not running"))
             continue
         updated = datetime.fromisoformat(rec["updated_at"]) if rec.get("updated_at") else None
@@ -86,7 +90,7 @@ def collector_liveness(data_dir: Path, now: datetime, silent_seconds: float | No
         record_age, message_age = _age(now, updated), _age(now, last)
         alive = (record_age is not None and record_age < limit and message_age is not None and message_age < limit
                  and rec.get("status") not in ("stopped", "stopping"))
-        out.append(Finding(asset, f"{collector}_collector_alive", alive, ERROR,
+        out.append(Finding(asset, f"{collector}_collector_alive", alive, severity,
                            {"status": rec.get("status"), "pid": rec.get("pid"), "record_age_seconds": record_age,
                             "last_message_age_seconds": message_age, "limit_seconds": limit, "reconnects": rec.get("reconnects", 0)},
                            "" if alive else f"{collector} collector silent: last message {message_age} s ago, record {record_age} s old"))
@@ -101,7 +105,8 @@ def freshness(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
     quotes = conn.execute("SELECT max(received_ts) FROM kalshi_quotes WHERE ts > ?", [day]).fetchall()[0][0]
     snaps = conn.execute("SELECT max(created_at) FROM kalshi_edge_snapshots WHERE created_at > ?", [day]).fetchall()[0][0]
     out = [
-        Finding("spot_ticks", "spot_fresh", (_age(now, spot) or 1e18) < limit, ERROR,
+        # One venue stale is degradation (the index goes on without it); the index stale is blindness (index_fresh).
+        Finding("spot_ticks", "spot_fresh", (_age(now, spot) or 1e18) < limit, WARN,
                 {"newest_received_age_seconds": _age(now, spot), "limit_seconds": limit}),
         Finding("kalshi_quotes", "quotes_fresh", (_age(now, quotes) or 1e18) < limit, ERROR,
                 {"newest_received_age_seconds": _age(now, quotes), "limit_seconds": limit}),
@@ -146,6 +151,35 @@ def gaps_and_coverage(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Fi
                 {"open_contracts": open_n, "quoted_last_5_min": quoted_n, "coverage": coverage}),
         Finding("kalshi_quotes", "books_not_stuck", stuck == 0, WARN,
                 {"books_unchanged_while_spot_moved": stuck, "minutes": STUCK_BOOK_MINUTES}),
+    ]
+
+
+def index_health(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
+    """The index proxy now (`pricing/index.py`): fresh (its newest priced second built from a recent trade), priced
+    on a quorum, and no venue excluded for disagreeing, over the last `INDEX_WINDOW_MINUTES` of wall time."""
+    limit = stale_seconds()
+    seconds, below, excluded_seconds, excluded, newest_seen, newest_ts = conn.execute(f"""
+        SELECT count(*), count(*) FILTER (WHERE n_venues < {QUORUM}), count(*) FILTER (WHERE len(excluded) > 0),
+               list_distinct(flatten(list(excluded))), max(newest_seen), max(ts)
+        FROM spot_index WHERE ts > $now - INTERVAL {INDEX_WINDOW_MINUTES} MINUTE""", {"now": now}).fetchall()[0]
+    if newest_seen is None:  # nothing in the window: the newest priced second at all, within a day
+        newest_seen = conn.execute("SELECT max(newest_seen) FROM spot_index WHERE ts > ?", [now - timedelta(days=1)]).fetchall()[0][0]
+    age = _age(now, newest_seen)
+    window = {"window_minutes": INDEX_WINDOW_MINUTES, "seconds_in_window": seconds}
+    return [
+        Finding("spot_index", "index_fresh", age is not None and age < limit, ERROR,
+                {"newest_trade_age_seconds": age, "newest_second": newest_ts.isoformat() if newest_ts else None,
+                 "limit_seconds": limit},
+                "" if age is not None and age < limit else
+                f"the index has no fresh price: newest trade behind it {age if age is None else round(age)} s old"),
+        Finding("spot_index", "index_quorum", below == 0, ERROR, {**window, "seconds_below_quorum": below, "quorum": QUORUM},
+                "" if below == 0 else f"{below} s of the last {INDEX_WINDOW_MINUTES} min priced on fewer than {QUORUM} venues "
+                                      "(index_degraded: no takes)"),
+        Finding("spot_index", "venues_agree", excluded_seconds == 0, WARN,
+                {**window, "seconds_with_exclusions": excluded_seconds, "excluded_venues": ", ".join(excluded or []),
+                 "max_deviation_bp": MAX_DEVIATION_BP},
+                "" if excluded_seconds == 0 else f"{', '.join(excluded or [])} more than {MAX_DEVIATION_BP:g} bp from the other "
+                                                 f"venues for {excluded_seconds} s: excluded from the index"),
     ]
 
 
@@ -207,7 +241,8 @@ def clock_steps(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]
 def evaluate(conn: duckdb.DuckDBPyConnection, data_dir: Path, now: datetime | None = None,
              silent_seconds: float | None = None) -> list[Finding]:
     now = now or datetime.now(timezone.utc)
-    return [*collector_liveness(data_dir, now, silent_seconds), *freshness(conn, now), *gaps_and_coverage(conn, now),
+    return [*collector_liveness(data_dir, now, silent_seconds), *freshness(conn, now), *index_health(conn, now),
+            *gaps_and_coverage(conn, now),
             *sanity(conn, now), *error_rates(conn, now), *disk_space(data_dir), *clock_steps(conn, now)]
 
 
@@ -216,11 +251,16 @@ NOT_ASSETS = ("disk", "raw_files")
 
 # (asset, check, description) of every finding `evaluate` returns, for the Dagster check specs.
 SPECS: tuple[tuple[str, str, str], ...] = (
-    ("spot_ticks", "spot_collector_alive", "The spot collector's health record is fresh and it heard from Coinbase recently."),
+    ("spot_ticks", "spot_collector_alive", "The Coinbase collector's health record is fresh and it heard from Coinbase recently (WARN)."),
+    ("kraken_trades", "kraken_collector_alive", "The Kraken collector's health record is fresh and it heard from Kraken recently (WARN)."),
+    ("bitstamp_trades", "bitstamp_collector_alive", "The Bitstamp collector's health record is fresh and it heard from Bitstamp recently (WARN)."),
     ("kalshi_quotes", "quotes_collector_alive", "The quote poller's health record is fresh and it heard from Kalshi recently."),
-    ("spot_ticks", "spot_fresh", "The newest spot tick was received recently (ERROR: blind)."),
+    ("spot_ticks", "spot_fresh", "The newest Coinbase tick was received recently (WARN: the index goes on without it)."),
     ("kalshi_quotes", "quotes_fresh", "The newest quote was received recently (ERROR: blind)."),
     ("kalshi_edge_snapshots", "snapshots_fresh", "Snapshots keep coming while quotes do."),
+    ("spot_index", "index_fresh", "The index proxy's newest price comes from a recent trade (ERROR: blind)."),
+    ("spot_index", "index_quorum", "Every second of the index's last 5 minutes had a quorum of venues (ERROR: index_degraded, no takes)."),
+    ("spot_index", "venues_agree", "No venue excluded from the index for disagreeing in the last 5 minutes (WARN)."),
     ("kalshi_would_trades", "decisions_keep_up", "Every rule set has decided close to the pricing frontier."),
     ("spot_ticks", "spot_gaps_last_hour", "Largest silence of the spot feed in the last hour."),
     ("kalshi_quotes", "quote_coverage", "Share of open contracts quoted in the last 5 minutes."),
