@@ -69,7 +69,7 @@ def _ci(text: str) -> tuple[float, float, float]:
 # ---- the full daily report -------------------------------------------------------------------------------------
 def test_a_day_of_synthetic_history_renders_every_section_with_charts(conn, tmp_path: Path) -> None:
     report = _report(conn, Period.day(DAY))
-    assert [s.status for s in report.sections] == [None] * 5
+    assert [s.status for s in report.sections] == [None] * 6
     path = write_html(report, report_dir(tmp_path, Period.day(DAY)))
     assert path == tmp_path / "reports" / "daily" / "2026-06-03" / "index.html"
     page = path.read_text()
@@ -217,12 +217,50 @@ def test_the_skill_bootstrap_resamples_events_not_rows() -> None:
     assert s.estimate == pytest.approx(1 - 50 / 60) and s.lo < 0 < s.hi
 
 
+def test_settlement_index_section_matches_numpy_on_the_index_grid(conn) -> None:
+    """Each source's cent-rounded 60-s mean before close, its result and error, recomputed from `spot_index` rows."""
+    report = _report(conn, Period.day(DAY))
+    table = _table(report, "Settled contracts with all 60 seconds")
+    t0 = datetime(2026, 6, 3, tzinfo=timezone.utc)
+    contracts = conn.execute("""SELECT ticker, strike_type, floor_strike, cap_strike, close_ts, outcome, expiration_value::DOUBLE
+                                FROM kalshi_contracts WHERE close_ts >= ? AND close_ts < ? + INTERVAL 1 DAY
+                                AND outcome IN ('yes', 'no')""", [t0, t0]).fetchall()
+    grid = conn.execute("""SELECT epoch(ts)::BIGINT, price::DOUBLE, coinbase::DOUBLE, kraken::DOUBLE, bitstamp::DOUBLE
+                           FROM spot_index WHERE ts > ? - INTERVAL 1 MINUTE AND ts < ? + INTERVAL 1 DAY""", [t0, t0]).fetchnumpy()
+    secs, *cols = grid.values()
+    by_second = {int(x): i for i, x in enumerate(secs)}
+    expected: dict[str, list[tuple[bool, float]]] = {s: [] for s in ("proxy", "coinbase", "kraken", "bitstamp")}
+    for _, kind, f, k, close, outcome, official in contracts:
+        end = int(close.timestamp())
+        rows = [by_second.get(x) for x in range(end - 59, end + 1)]
+        if None in rows:
+            continue
+        values = [np.array([c[i] for i in rows], dtype=float) for c in cols]
+        if any(np.isnan(v).any() for v in values):
+            continue
+        for source, v in zip(expected, values):
+            m = float(np.floor(v.mean() * 100 + 0.5) / 100)  # half away from zero, as DuckDB's and Kalshi's round
+            yes = {"greater": m > (f or 0), "greater_or_equal": m >= (f or 0), "less": m < (k or 0),
+                   "less_or_equal": m <= (k or 0), "between": f is not None and k is not None and f <= m <= k}[kind]
+            expected[source].append(((("yes" if yes else "no") == outcome), abs(m - official)))
+    assert len(expected["proxy"]) > 50
+    for r in table.iter_rows(named=True):
+        got = expected[r["60-s mean of"]]
+        assert r["contracts"] == len(got)
+        assert r["gave the exchange's result"] == sum(ok for ok, _ in got)
+        # A mean that falls on a half cent may round either way in floating point: a cent on a few of 200+ contracts.
+        assert r["mean |error| $"] == pytest.approx(np.mean([e for _, e in got]), abs=1e-3)
+    # The synthetic history settles on Coinbase's own trades: Coinbase beats Kraken, whose basis is the widest.
+    by = {r["60-s mean of"]: r for r in table.iter_rows(named=True)}
+    assert by["coinbase"]["mean |error| $"] < by["kraken"]["mean |error| $"]
+
+
 # ---- weekly ----------------------------------------------------------------------------------------------------
 def test_the_weekly_report_aggregates_its_seven_days(conn, tmp_path: Path) -> None:
     week = Period.week("2026-W23")
     assert week.start == START.date() and week.days == 7 and week.label == "2026-W23"
     report = _report(conn, week)
-    assert [s.status for s in report.sections] == [None] * 6
+    assert [s.status for s in report.sections] == [None] * 7
     head = _table(report, "Brier score, log loss")
     days = _table(report, "Per day: calibration")
     for model in head["model"]:

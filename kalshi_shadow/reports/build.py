@@ -278,8 +278,40 @@ def drift(d: ReportData) -> Section:
     return s
 
 
+def settlement_index(d: ReportData, headline: dict) -> Section:
+    """Which index priced the period, each venue's basis to the proxy, and whose 60-s mean gave the exchange's result."""
+    s = Section("5. Settlement index: venues, proxy and the exchange's value")
+    src, basis, settle = d.frames["index_sources"], d.frames["index_basis"], d.frames["index_settlement"]
+    if src.height == 0:
+        s.status = "no data: the index grid has no second in this period"
+        return s
+    total = src["seconds"].sum()
+    s.table("Seconds of the index grid by source (proxy: 2+ venues; a venue's name: index_degraded; none: no fresh venue)",
+            src.with_columns((pl.col("seconds") / total * 100).round(2).alias("% of seconds")))
+    s.table("Each venue against the proxy, per UTC day (basis in bp, over seconds the venue was in a quorum proxy)",
+            basis.select("day", "venue", "seconds_fresh", "seconds_excluded", pl.col("mean_bp").round(2).alias("mean basis bp"),
+                         pl.col("sd_bp").round(2).alias("sd bp"), pl.col("p95_abs_bp").round(2).alias("p95 |basis| bp")))
+    if settle.height == 0:
+        s.text("No settled contract in this period with every source's 60 seconds before close: no settlement check yet.")
+        return s
+    table = settle.select(pl.col("source").alias("60-s mean of"), "contracts",
+                          pl.col("same_result").alias("gave the exchange's result"),
+                          (pl.col("same_result") / pl.col("contracts") * 100).round(2).alias("% same result"),
+                          pl.col("mae").round(4).alias("mean |error| $"), pl.col("max_error").round(2).alias("max |error| $"))
+    headline["Settlement index"] = table
+    s.table("Settled contracts with all 60 seconds from every source (paired): the result each source's mean (rounded to "
+            "the cent) implies, and its error against the exchange's expiration value", table)
+    by = {r["source"]: r for r in settle.iter_rows(named=True)}
+    if "proxy" in by and "coinbase" in by:
+        p, c = by["proxy"], by["coinbase"]
+        better = "below" if p["mae"] < c["mae"] else "not below"
+        s.text(f"The proxy's mean error (${p['mae']:.4f}) is {better} Coinbase alone's (${c['mae']:.4f}) on the same "
+               f"{p['contracts']} contracts; it gave the exchange's result on {p['same_result']}, Coinbase on {c['same_result']}.")
+    return s
+
+
 def weekly_trend(d: ReportData, headline: dict) -> Section:
-    s = Section("5. Week: the seven days and the trend over weeks")
+    s = Section("6. Week: the seven days and the trend over weeks")
     dt, wt = d.daily_trend, d.weekly_trend
     if dt is None or dt.height == 0:
         s.status = "no data: nothing scored or decided in this week yet"
@@ -330,7 +362,7 @@ def build(d: ReportData) -> Report:
     feeds = d.frames["feeds"]
     if feeds["rows"].sum():
         headline["Coverage"] = feeds.select("feed", "rows", pl.col("hours").round(2).alias("hours of data"))
-    sections = [cov, calibration(d, headline), edge(d), decisions(d, headline), drift(d)]
+    sections = [cov, calibration(d, headline), edge(d), decisions(d, headline), drift(d), settlement_index(d, headline)]
     if d.period.kind == "weekly":
         sections.append(weekly_trend(d, headline))
     return Report(d.period, sections, headline, ["reliability.png", "pnl_bankroll.png"])

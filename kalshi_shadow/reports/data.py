@@ -14,6 +14,8 @@ from typing import Callable
 
 import polars as pl
 
+from kalshi_shadow.pricing.index import VENUES
+
 Query = Callable[[str, dict], pl.DataFrame]
 
 HORIZON = """CASE WHEN {t} < 60 THEN '0-1m' WHEN {t} < 900 THEN '1-15m' WHEN {t} < 3600 THEN '15-60m'
@@ -21,6 +23,12 @@ HORIZON = """CASE WHEN {t} < 60 THEN '0-1m' WHEN {t} < 900 THEN '1-15m' WHEN {t}
 HORIZONS = ["0-1m", "1-15m", "15-60m", "1-6h", "6h+"]
 EV_EDGES = [-0.10, -0.05, -0.02, 0.0, 0.02, 0.05, 0.10]  # predicted-EV buckets (dollars per contract)
 N_BINS = 10
+# The settlement check's sources: the proxy and each venue alone, on the index grid's seconds.
+INDEX_SOURCES = ("proxy", *VENUES)
+INDEX_SOURCES_SQL = ", ".join(f"'{x}'" for x in INDEX_SOURCES)
+INDEX_VALUES_SQL = ", ".join(["price", *VENUES])
+VENUE_NAMES_SQL = ", ".join(f"'{v}'" for v in VENUES)
+VENUE_COLS_SQL = ", ".join(VENUES)
 GAP_SECONDS = 120  # a silence of the spot or quote feed longer than this is listed as a gap
 
 
@@ -173,6 +181,53 @@ SQL: dict[str, str] = {
         FROM kalshi_edge_snapshots AS s LEFT JOIN kalshi_contracts AS c USING (ticker)
         WHERE s.quote_date >= $lo AND s.quote_date < $hi AND s.p_model IS NOT NULL AND s.p_mid IS NOT NULL
         ORDER BY abs(s.p_model - s.p_mid) DESC, s.quote_ts LIMIT 12""",
+    # ---- the settlement index (issue 16) ---------------------------------------------------------------------------
+    # Each index source's 60-s mean before each settled contract's close, from the index grid (`spot_index`: the proxy,
+    # and each venue's own latest price per second), rounded to the cent as Kalshi rounds, against the exchange's
+    # result and expiration value. Paired: only contracts where every source has all 60 seconds.
+    "index_settlement": f"""
+        WITH c AS (
+            SELECT ticker, strike_type, floor_strike AS f, cap_strike AS k, close_ts, outcome, expiration_value::DOUBLE AS official
+            FROM kalshi_contracts
+            WHERE close_ts >= $t0 AND close_ts < $t1 AND outcome IN ('yes', 'no') AND expiration_value IS NOT NULL
+        ), window_seconds AS (  -- the 60 grid seconds in (close - 60 s, close]: an equi-join, not a range join
+            SELECT *, unnest(generate_series(date_trunc('second', close_ts) - INTERVAL 59 SECOND, date_trunc('second', close_ts),
+                                             INTERVAL 1 SECOND)) AS ts
+            FROM c
+        ), v AS (
+            SELECT w.ticker, w.strike_type, w.f, w.k, w.outcome, w.official,
+                   unnest([{INDEX_SOURCES_SQL}]) AS source, unnest([{INDEX_VALUES_SQL}])::DOUBLE AS v
+            FROM window_seconds AS w JOIN spot_index AS s USING (ts)
+        ), w AS (
+            SELECT ticker, source, count(v) AS n, round(avg(v), 2) AS mean, any_value(official) AS official,
+                   any_value(outcome) AS outcome, any_value(strike_type) AS strike_type, any_value(f) AS f, any_value(k) AS k
+            FROM v GROUP BY ticker, source
+        ), paired AS (SELECT ticker FROM w GROUP BY ticker HAVING min(n) = 60 AND count(*) = {len(INDEX_SOURCES)})
+        SELECT source, count(*) AS contracts,
+               count(*) FILTER (WHERE outcome = CASE WHEN CASE strike_type
+                   WHEN 'greater' THEN mean > f WHEN 'greater_or_equal' THEN mean >= f WHEN 'less' THEN mean < k
+                   WHEN 'less_or_equal' THEN mean <= k WHEN 'between' THEN mean >= f AND mean <= k END
+                   THEN 'yes' ELSE 'no' END) AS same_result,
+               avg(abs(mean - official)) AS mae, max(abs(mean - official)) AS max_error
+        FROM w WHERE ticker IN (SELECT ticker FROM paired)
+        GROUP BY source ORDER BY array_position([{INDEX_SOURCES_SQL}], source)""",
+    # Each venue's basis to the proxy per UTC day, over the seconds the proxy had a quorum: its mean and spread, and
+    # how long it was stale or excluded for disagreeing.
+    "index_basis": f"""
+        WITH s AS (
+            SELECT (ts AT TIME ZONE 'UTC')::DATE AS day, source AS index_source, price::DOUBLE AS proxy, excluded,
+                   unnest([{VENUE_NAMES_SQL}]) AS venue, unnest([{VENUE_COLS_SQL}])::DOUBLE AS v
+            FROM spot_index WHERE ts >= $t0 AND ts < $t1
+        )
+        SELECT day, venue, count(*) AS seconds, count(v) FILTER (WHERE index_source IS NOT NULL) AS seconds_fresh,
+               count(*) FILTER (WHERE list_contains(excluded, venue)) AS seconds_excluded,
+               avg((v / proxy - 1) * 1e4) FILTER (WHERE index_source = 'proxy' AND NOT list_contains(excluded, venue)) AS mean_bp,
+               stddev_samp((v / proxy - 1) * 1e4) FILTER (WHERE index_source = 'proxy' AND NOT list_contains(excluded, venue)) AS sd_bp,
+               quantile_cont(abs(v / proxy - 1) * 1e4, 0.95) FILTER (WHERE index_source = 'proxy' AND NOT list_contains(excluded, venue)) AS p95_abs_bp
+        FROM s GROUP BY day, venue ORDER BY day, array_position([{VENUE_NAMES_SQL}], venue)""",
+    "index_sources": """
+        SELECT coalesce(source, 'none') AS source, count(*) AS seconds FROM spot_index WHERE ts >= $t0 AND ts < $t1
+        GROUP BY ALL ORDER BY seconds DESC""",
     # ---- trends: one row per UTC day (weekly report) and per ISO week up to the period's end -----------------------
     "trend": """
         WITH sc AS (
