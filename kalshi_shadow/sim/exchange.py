@@ -107,6 +107,7 @@ class Exchange:
         self.history_seconds = history_seconds
         start = int(clock.now())
         self.index = IndexPath(seed, origin=start - history_seconds - 7200)
+        self._window_means: dict[int, Decimal] = {}  # close -> settlement average (asked for on every page)
         self.venues = Venues(self.index, seed)  # each spot venue trades at the index times a persistent basis
         self._events: dict[str, Event] = {}
         self._markets: dict[str, Market] = {}
@@ -130,8 +131,7 @@ class Exchange:
         ref = self.index.value(open_ts)
         if spec.kind == "updown":
             # Strike = the previous window's 60-s average, published a little after open.
-            prev = self.index.values(open_ts - 59, open_ts)
-            floor = float(Decimal(str(prev.mean())).quantize(CENT, ROUND_HALF_UP))
+            floor = float(self.window_mean(open_ts))
             minute = datetime.fromtimestamp(close, tz=timezone.utc).astimezone(ET).minute
             delay = 10 if self.fast else 30
             ev.markets.append(Market(f"{event_ticker}-{minute:02d}", event_ticker, spec.ticker, "greater_or_equal", floor, None, open_ts, close, spec.settlement_timer, "Target price", open_ts + delay))
@@ -182,9 +182,20 @@ class Exchange:
             return "determined"
         return "finalized"
 
+    def published(self, second: int) -> Decimal:
+        """The index as published for a whole second: in cents, as CF Benchmarks' frames carry it (the index feed
+        sends this, and settlement averages it)."""
+        return Decimal(f"{self.index.value(second):.2f}")
+
+    def window_mean(self, close: int) -> Decimal:
+        """The settlement average: the mean of the 60 published values in (close - 60 s, close], to the cent."""
+        if close not in self._window_means:
+            cents = sum(Decimal(f"{v:.2f}") for v in self.index.values(close - WINDOW + 1, close))
+            self._window_means[close] = (cents / WINDOW).quantize(CENT, ROUND_HALF_UP)
+        return self._window_means[close]
+
     def expiration_value(self, m: Market) -> Decimal:
-        vals = self.index.values(m.close_ts - 59, m.close_ts)
-        return Decimal(repr(float(vals.mean()))).quantize(CENT, ROUND_HALF_UP)
+        return self.window_mean(m.close_ts)
 
     def natural_result(self, m: Market) -> str:
         x = float(self.expiration_value(m))

@@ -75,6 +75,25 @@ def _ts_param(request: Request, name: str) -> int | None:
         raise ValueError(f"{name} must be a unix timestamp in seconds") from None
 
 
+SIGNED_HEADERS = ("kalshi-access-key", "kalshi-access-signature", "kalshi-access-timestamp")
+
+
+def signature_error(public_key, api_key_id: str | None, headers, method: str, path: str) -> str | None:
+    """Why a signed request (REST, or the WebSocket handshake) is refused, None if its signature is good: the key id
+    must be the sim's, the timestamp within a minute, and the RSA-PSS signature valid over `ts + METHOD + path`."""
+    key, sig, ts = (headers.get(h) for h in SIGNED_HEADERS)
+    if not (key and sig and ts) or public_key is None or key != api_key_id:
+        return "invalid or unknown API key"
+    try:
+        if abs(int(ts) / 1000.0 - time.time()) > 60:
+            return "timestamp outside the allowed window"
+        public_key.verify(base64.b64decode(sig), (ts + method + path).encode(),
+                          padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
+    except (InvalidSignature, ValueError, binascii.Error):
+        return "signature verification failed"
+    return None
+
+
 class KalshiAPI:
     def __init__(self, exchange: Exchange, faults: Faults, *, rate_limit_per_second: float = 20.0, api_key_id: str | None = None, public_key_pem: bytes | None = None) -> None:
         self.x = exchange
@@ -88,23 +107,10 @@ class KalshiAPI:
     # ---- middleware-ish checks --------------------------------------------------------------------------
     def _auth_error(self, request: Request) -> JSONResponse | None:
         h = request.headers
-        if not any(k in h for k in ("kalshi-access-key", "kalshi-access-signature", "kalshi-access-timestamp")):
+        if not any(k in h for k in SIGNED_HEADERS):
             return None
-        key, sig, ts = h.get("kalshi-access-key"), h.get("kalshi-access-signature"), h.get("kalshi-access-timestamp")
-        if not (key and sig and ts) or self.public_key is None or key != self.api_key_id:
-            return _error(401, "authentication_error", "invalid or unknown API key")
-        try:
-            if abs(int(ts) / 1000.0 - time.time()) > 60:
-                return _error(401, "authentication_error", "timestamp outside the allowed window")
-            self.public_key.verify(
-                base64.b64decode(sig),
-                (ts + request.method + request.url.path).encode(),
-                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
-                hashes.SHA256(),
-            )
-        except (InvalidSignature, ValueError, binascii.Error):
-            return _error(401, "authentication_error", "signature verification failed")
-        return None
+        error = signature_error(self.public_key, self.api_key_id, h, request.method, request.url.path)
+        return _error(401, "authentication_error", error) if error else None
 
     async def dispatch(self, request: Request, handler) -> JSONResponse:
         self.requests += 1

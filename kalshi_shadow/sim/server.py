@@ -1,4 +1,4 @@
-"""Run the simulator: its servers (Kalshi REST, the Coinbase, Kraken and Bitstamp feeds) in one asyncio loop, in a thread (tests) or as the `sim` command."""
+"""Run the simulator: its servers (Kalshi REST and WebSocket, the Coinbase, Kraken and Bitstamp feeds) in one asyncio loop, in a thread (tests) or as the `sim` command."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from kalshi_shadow.sim.coinbase_ws import CoinbaseFeed
 from kalshi_shadow.sim.exchange import Exchange
 from kalshi_shadow.sim.faults import Faults
 from kalshi_shadow.sim.kalshi_api import KalshiAPI
+from kalshi_shadow.sim.kalshi_ws import WS_PATH, KalshiWS
 from kalshi_shadow.sim.venue_ws import BitstampFeed, KrakenFeed
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class SimConfig:
     coinbase_port: int = 0
     kraken_port: int = 0
     bitstamp_port: int = 0
+    kalshi_ws_port: int = 0
     clock: Clock | None = None
     series: tuple[str, ...] = ("KXBTC15M", "KXBTCD", "KXBTC")
     rate_limit_per_second: float = 20.0
@@ -51,10 +53,12 @@ class SimHandle:
         self.feed = CoinbaseFeed(self.exchange, self.faults_state, seed=config.seed, ticks_per_second=config.ticks_per_second)
         self.kraken = KrakenFeed(self.exchange, self.faults_state, seed=config.seed)
         self.bitstamp = BitstampFeed(self.exchange, self.faults_state, seed=config.seed)
+        self.kalshi_ws = KalshiWS(self.exchange, self.faults_state, api_key_id=config.api_key_id, public_key=self.api.public_key)
         self.kalshi_port = 0
         self.coinbase_port = 0
         self.kraken_port = 0
         self.bitstamp_port = 0
+        self.kalshi_ws_port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -64,6 +68,10 @@ class SimHandle:
     @property
     def kalshi_base_url(self) -> str:
         return f"http://{self.config.host}:{self.kalshi_port}/trade-api/v2"
+
+    @property
+    def kalshi_ws_url(self) -> str:
+        return f"ws://{self.config.host}:{self.kalshi_ws_port}{WS_PATH}"
 
     @property
     def coinbase_ws_url(self) -> str:
@@ -106,11 +114,13 @@ class SimHandle:
         http_task = asyncio.create_task(server.serve(sockets=[sock]))
         async with (self.feed.serve(self.config.host, self.config.coinbase_port) as ws_server,
                     self.kraken.serve(self.config.host, self.config.kraken_port) as kraken_server,
-                    self.bitstamp.serve(self.config.host, self.config.bitstamp_port) as bitstamp_server):
+                    self.bitstamp.serve(self.config.host, self.config.bitstamp_port) as bitstamp_server,
+                    self.kalshi_ws.serve(self.config.host, self.config.kalshi_ws_port) as kalshi_ws_server):
             self.coinbase_port = ws_server.sockets[0].getsockname()[1]
+            self.kalshi_ws_port = kalshi_ws_server.sockets[0].getsockname()[1]
             self.kraken_port = kraken_server.sockets[0].getsockname()[1]
             self.bitstamp_port = bitstamp_server.sockets[0].getsockname()[1]
-            pumps = [asyncio.create_task(f.pump()) for f in (self.feed, self.kraken, self.bitstamp)]
+            pumps = [asyncio.create_task(f.pump()) for f in (self.feed, self.kraken, self.bitstamp, self.kalshi_ws)]
             while not server.started:
                 if http_task.done():
                     await http_task
