@@ -114,6 +114,10 @@ class FeedCollector:
     async def keepalive(self, ws: ClientConnection) -> None:
         """Sent every `keepalive_seconds` on venues that need it."""
 
+    def connect_headers(self) -> dict[str, str] | None:
+        """Extra handshake headers, made anew for each connection (a venue that signs its handshake)."""
+        return None
+
     def malformed(self, exc: Exception, raw: str | bytes) -> None:
         self.health.event("malformed", str(exc)[:200])
         log.warning("%s: malformed message skipped (%s): %.160r", self.name, exc, raw)
@@ -126,7 +130,8 @@ class FeedCollector:
 
     async def _session(self) -> None:
         """Connect, subscribe and read until stopped, silent or disconnected (which raises)."""
-        async with connect(self.url, open_timeout=10, ping_interval=20, close_timeout=2, max_size=2**22) as ws:
+        async with connect(self.url, additional_headers=self.connect_headers(), open_timeout=10, ping_interval=20,
+                           close_timeout=2, max_size=2**22) as ws:
             await self.subscribe(ws)
             self.on_connected()
             self._connected_at = time.monotonic()

@@ -10,10 +10,11 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("kalshi_shadow.supervisor", "Start the simulator (without credentials), the collectors, Dagster webserver and daemon"),
-    "sim": ("kalshi_shadow.sim.cli", "Run the local exchange simulator (Kalshi REST, Coinbase, Kraken and Bitstamp WS) on 127.0.0.1"),
+    "sim": ("kalshi_shadow.sim.cli", "Run the local exchange simulator (Kalshi REST and WS, Coinbase, Kraken and Bitstamp WS) on 127.0.0.1"),
     "collect-spot": ("collectors.spot", "Coinbase WS -> raw spot_ticks"),
     "collect-kraken": ("collectors.kraken", "Kraken WS v2 -> raw kraken_trades"),
     "collect-bitstamp": ("collectors.bitstamp", "Bitstamp WS -> raw bitstamp_trades"),
+    "collect-index": ("collectors.cfbenchmarks", "Kalshi WS cfbenchmarks_value (keyed) -> raw cfb_index_values: the official BRTI"),
     "collect-quotes": ("collectors.quotes", "Kalshi REST poller -> raw kalshi_markets / kalshi_quotes"),
     "status": ("kalshi_shadow.status", "Processes, collectors, table freshness, lag, failing checks, last alert; exit 1 when down"),
     "decisions": ("kalshi_shadow.decisions.cli", "The last would-trade decisions; per rule set open positions, bankroll, realised PnL"),

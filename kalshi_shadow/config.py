@@ -13,6 +13,7 @@ from typing import Mapping
 DEFAULT_SERIES = ("KXBTC15M", "KXBTCD", "KXBTC")
 KALSHI_PROD_URL = "https://external-api.kalshi.com/trade-api/v2"
 COINBASE_WS_URL = "wss://ws-feed.exchange.coinbase.com"
+KALSHI_WS_URL = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
 KRAKEN_WS_URL = "wss://ws.kraken.com/v2"
 BITSTAMP_WS_URL = "wss://ws.bitstamp.net"
 
@@ -66,6 +67,7 @@ class Settings:
     quote_interval_seconds: float = 5.0
     kraken_ws_url: str = KRAKEN_WS_URL
     bitstamp_ws_url: str = BITSTAMP_WS_URL
+    kalshi_ws_url: str = KALSHI_WS_URL
 
     @property
     def raw_dir(self) -> Path:
@@ -104,7 +106,8 @@ class Settings:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"KALSHI_BASE_URL={base_url!r} must start with http:// or https://")
         ws_urls = {}
-        for var, default in (("COINBASE_WS_URL", COINBASE_WS_URL), ("KRAKEN_WS_URL", KRAKEN_WS_URL), ("BITSTAMP_WS_URL", BITSTAMP_WS_URL)):
+        for var, default in (("COINBASE_WS_URL", COINBASE_WS_URL), ("KRAKEN_WS_URL", KRAKEN_WS_URL), ("BITSTAMP_WS_URL", BITSTAMP_WS_URL),
+                             ("KALSHI_WS_URL", KALSHI_WS_URL)):
             ws_urls[var] = env.get(var) or default
             if not ws_urls[var].startswith(("ws://", "wss://")):
                 raise ConfigError(f"{var}={ws_urls[var]!r} must start with ws:// or wss://")
@@ -116,6 +119,7 @@ class Settings:
             coinbase_ws_url=ws_urls["COINBASE_WS_URL"],
             kraken_ws_url=ws_urls["KRAKEN_WS_URL"],
             bitstamp_ws_url=ws_urls["BITSTAMP_WS_URL"],
+            kalshi_ws_url=ws_urls["KALSHI_WS_URL"],
             series=series,
             kalshi_api_key_id=key_id,
             kalshi_private_key_path=key_path,

@@ -1,6 +1,7 @@
 """`kalshi-shadow up`: run the whole platform and keep it running.
 
-Starts the exchange simulator (when no Kalshi credentials are configured, or with --sim), both collectors, then
+Starts the exchange simulator (when no Kalshi credentials are configured, or with --sim), the collectors (the
+official index's only with credentials), then
 migrates the warehouse to this release's schema if it needs it, then the Dagster webserver (127.0.0.1) and daemon. Each child runs in its own session and logs to LOG_PATH/<name>.log; a
 child that exits is restarted with capped exponential backoff. SIGINT/SIGTERM stop every child's process group
 (SIGTERM, then SIGKILL after a grace period).
@@ -284,21 +285,25 @@ def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
     env["DAGSTER_HOME"] = str(settings.dagster_home)
     children: list[Child] = []
     use_sim = args.sim or not settings.has_kalshi_credentials
+    keyed = settings.has_kalshi_credentials
     if use_sim:
         env["KALSHI_BASE_URL"] = f"http://127.0.0.1:{args.kalshi_port}/trade-api/v2"
-        kraken_port, bitstamp_port = venue_ports(args)
+        kraken_port, bitstamp_port, kalshi_ws_port = venue_ports(args)
         env["COINBASE_WS_URL"] = f"ws://127.0.0.1:{args.coinbase_port}"
         env["KRAKEN_WS_URL"] = f"ws://127.0.0.1:{kraken_port}/v2"
         env["BITSTAMP_WS_URL"] = f"ws://127.0.0.1:{bitstamp_port}"
-        env.pop("KALSHI_API_KEY_ID", None)
-        env.pop("KALSHI_PRIVATE_KEY_PATH", None)
+        env["KALSHI_WS_URL"] = f"ws://127.0.0.1:{kalshi_ws_port}/trade-api/ws/v2"
         if args.fast_clock:
             env["KALSHI_SHADOW_FAST_CLOCK"] = "1"
         sim_args = ["sim", "--kalshi-port", str(args.kalshi_port), "--coinbase-port", str(args.coinbase_port),
-                    "--kraken-port", str(kraken_port), "--bitstamp-port", str(bitstamp_port)]
+                    "--kraken-port", str(kraken_port), "--bitstamp-port", str(bitstamp_port), "--kalshi-ws-port", str(kalshi_ws_port)]
+        if keyed:  # simulated credentials: the sim checks this key's signatures (its id comes from the environment)
+            sim_args += ["--public-key", str(sim_public_key(settings))]
         children.append(Child("sim", _cli(*sim_args, *(["--fast-clock"] if args.fast_clock else [])), env, settings.log_path / "sim.log"))
     for venue in ("spot", "kraken", "bitstamp"):  # one process per spot venue: each has its own health and frontier
         children.append(Child(f"collect-{venue}", _cli(f"collect-{venue}"), env, settings.log_path / f"collect-{venue}.log"))
+    if keyed:  # the official index: Kalshi's authenticated cfbenchmarks_value channel
+        children.append(Child("collect-index", _cli("collect-index"), env, settings.log_path / "collect-index.log"))
     children.append(Child("collect-quotes", _cli("collect-quotes", "--status", "active"), env, settings.log_path / "collect-quotes.log"))
     if not args.no_dagster:
         workspace = REPO_ROOT / "workspace.yaml"
@@ -310,9 +315,21 @@ def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
     return children
 
 
-def venue_ports(args: argparse.Namespace) -> tuple[int, int]:
-    """The simulator's Kraken and Bitstamp ports: as given, else the two after the Coinbase port."""
-    return (args.kraken_port or args.coinbase_port + 1, args.bitstamp_port or args.coinbase_port + 2)
+def venue_ports(args: argparse.Namespace) -> tuple[int, int, int]:
+    """The simulator's Kraken, Bitstamp and Kalshi WebSocket ports: as given, else the three after the Coinbase port."""
+    return (args.kraken_port or args.coinbase_port + 1, args.bitstamp_port or args.coinbase_port + 2,
+            args.kalshi_ws_port or args.coinbase_port + 3)
+
+
+def sim_public_key(settings: Settings) -> Path:
+    """The public half of the configured private key, for the simulator to verify signatures with (run/)."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(Path(settings.kalshi_private_key_path).read_bytes(), password=None)
+    path = settings.data_dir / "run" / "sim_public_key.pem"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
 
 
 def migrate_warehouse(db_path: Path) -> None:
@@ -446,7 +463,8 @@ def _stop(children: list[Child], grace: float) -> None:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="kalshi-shadow up", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sim", action="store_true", help="use the simulator even if Kalshi credentials are set")
+    ap.add_argument("--sim", action="store_true", help="use the simulator even if Kalshi credentials are set (it then checks "
+                                                       "their signatures, and the keyed streams run against it)")
     ap.add_argument("--fast-clock", action="store_true", help="simulator cadence: 15-minute markets every 2 min, hourly ones every 5 min")
     ap.add_argument("--data-dir", type=Path, help="overrides KALSHI_SHADOW_DATA_DIR")
     ap.add_argument("--dagster-port", type=int, default=3000)
@@ -454,6 +472,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--coinbase-port", type=int, default=8766, help="simulator Coinbase WebSocket port")
     ap.add_argument("--kraken-port", type=int, default=0, help="simulator Kraken WebSocket port (default: Coinbase's + 1)")
     ap.add_argument("--bitstamp-port", type=int, default=0, help="simulator Bitstamp WebSocket port (default: Coinbase's + 2)")
+    ap.add_argument("--kalshi-ws-port", type=int, default=0, help="simulator Kalshi WebSocket port (default: Coinbase's + 3)")
     ap.add_argument("--no-dagster", action="store_true", help="only the simulator and the collectors")
     ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = run until Ctrl-C)")
     args = ap.parse_args(argv)
@@ -478,6 +497,8 @@ def main(argv: list[str]) -> int:
     children = build_children(args, settings)
     source = "the local exchange simulator" if any(c.name == "sim" for c in children) else settings.kalshi_base_url
     print(f"kalshi-shadow: shadow mode (no orders). Market data from {source}.")
+    print("  keyed:     the official index (cfbenchmarks_value) is recorded and prices where fresh"
+          if settings.has_kalshi_credentials else "  unkeyed:   pricing on the index proxy of Coinbase, Kraken and Bitstamp")
     print(f"  data:      {settings.data_dir}  (warehouse {settings.db_path})")
     print(f"  logs:      {settings.log_path}")
     if not args.no_dagster:

@@ -25,6 +25,7 @@ DESCRIPTIONS = {
     "spot_ticks": "Coinbase BTC-USD ticker messages (one row per match) from the spot collector.",
     "kraken_trades": "Kraken BTC/USD public trades (WebSocket v2 `trade` channel) from the Kraken collector.",
     "bitstamp_trades": "Bitstamp BTC/USD public trades (`live_trades_btcusd`) from the Bitstamp collector.",
+    "cfb_index_values": "CF Benchmarks' BRTI as Kalshi relays it (`cfbenchmarks_value`, keyed only): value, 60-s and final-minute averages.",
     "kalshi_quotes": "Kalshi top of book per market per poll; an empty side is NULL, never 0.",
     "kalshi_markets": "Kalshi market metadata as fetched, written when it changes (or every 10 minutes).",
     "kalshi_series": "Kalshi series metadata: fee_type and fee_multiplier.",

@@ -41,6 +41,22 @@ VENUE_TRADES = {
     "side": pl.String,  # buy | sell (the taker's side)
 }
 
+# Kalshi's `cfbenchmarks_value` WebSocket channel (authenticated): CF Benchmarks' index as Kalshi relays it, about
+# once a second, with its trailing 60-s average and, in the final minute of a quarter hour, the running average that
+# the 15-minute contracts settle on. The index of record when keyed (`pricing/index.py`).
+CFB_INDEX_VALUES = {
+    "ts": UTC_TS,  # CF Benchmarks' time of the value (the raw frame's `time`)
+    "received_ts": UTC_TS,  # ours: what point-in-time joins use
+    "kalshi_received_ts": UTC_TS,  # when Kalshi received the frame (`received_at`)
+    "index_id": pl.String,  # BRTI
+    "value": SPOT,
+    "avg_60s": SPOT,  # `avg_60s_data.value`: ticks in [ts - 60 s, ts)
+    "avg_60s_ticks": pl.Int64,  # its `window_size`
+    "final_minute_avg": SPOT,  # `last_60s_windowed_average_15min.value`, only in the last minute before :00/:15/:30/:45
+    "final_minute_ticks": pl.Int64,  # its `window_size` (60 at the close tick)
+    "seq": pl.Int64,  # the subscription's message sequence, when sent
+}
+
 # Top of book as observed. An empty side ("0.0000" bid / "1.0000" ask on the wire) is null here.
 KALSHI_QUOTES = {
     "ts": UTC_TS,  # when the book was read: the page request's send time (REST), or the WS message's ts_ms
@@ -101,7 +117,7 @@ KALSHI_SERIES = {
 # What happened to a collector: reconnects, sequence gaps, malformed messages, HTTP errors.
 COLLECTOR_EVENTS = {
     "ts": UTC_TS,
-    "collector": pl.String,  # spot | kraken | bitstamp | quotes
+    "collector": pl.String,  # spot | kraken | bitstamp | index | quotes
     "kind": pl.String,  # reconnect | gap | malformed | http_error | rate_limited | out_of_order | silence
     "detail": pl.String,
     "count": pl.Int64,
@@ -111,6 +127,7 @@ RAW_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "spot_ticks": SPOT_TICKS,
     "kraken_trades": VENUE_TRADES,
     "bitstamp_trades": VENUE_TRADES,
+    "cfb_index_values": CFB_INDEX_VALUES,
     "kalshi_quotes": KALSHI_QUOTES,
     "kalshi_markets": KALSHI_MARKETS,
     "kalshi_series": KALSHI_SERIES,

@@ -42,6 +42,7 @@ NATURAL_KEYS = {
     "spot_ticks": "{a}product_id || '|' || coalesce({a}trade_id::VARCHAR, epoch_us({a}ts) || '|' || coalesce({a}sequence::VARCHAR, '-'))",
     "kraken_trades": "{a}symbol || '|' || coalesce({a}trade_id::VARCHAR, epoch_us({a}ts)::VARCHAR)",
     "bitstamp_trades": "{a}symbol || '|' || coalesce({a}trade_id::VARCHAR, epoch_us({a}ts)::VARCHAR)",
+    "cfb_index_values": "{a}index_id || '|' || epoch_us({a}ts)",  # CF Benchmarks sends one value per index and time
     "kalshi_quotes": QUOTE_KEY_SQL,
     "kalshi_markets": "{a}ticker || '|' || epoch_us({a}ts) || '|' || md5(concat_ws('|', coalesce({a}status, '-'), "
                       "coalesce({a}strike_type, '-'), coalesce({a}floor_strike::VARCHAR, '-'), coalesce({a}cap_strike::VARCHAR, '-'), "
