@@ -39,6 +39,7 @@ FRESHNESS = {
     "spot_ticks": ("spot_ticks", "ts"),
     "kraken_trades": ("kraken_trades", "ts"),
     "bitstamp_trades": ("bitstamp_trades", "ts"),
+    "cfb_index_values": ("cfb_index_values", "ts"),  # the official index (keyed only)
     "spot_index": ("spot_index", "ts"),
     "kalshi_quotes": ("kalshi_quotes", "ts"),
     "kalshi_edge_snapshots": ("kalshi_edge_snapshots", "created_at"),
@@ -189,21 +190,26 @@ def warehouse(db_path: Path, lock_timeout: float, now: datetime) -> dict[str, An
 
 
 def _index(conn, since: datetime) -> dict[str, Any] | None:
-    """The index proxy's newest second: its source, and each venue's price and basis to it (bp), or why it is out."""
+    """The index's newest second: the price and its source, the proxy and the official index (NULL unless keyed and
+    fresh), and each venue's price and basis to the proxy (bp), or why it is out."""
     from kalshi_shadow.pricing.index import VENUES
 
     cols = ", ".join(VENUES)
-    row = conn.execute(f"""SELECT ts, price::DOUBLE, source, n_venues, excluded, newest_seen, {cols} FROM spot_index
-                           WHERE ts > ? ORDER BY ts DESC LIMIT 1""", [since]).fetchall()
+    row = conn.execute(f"""SELECT ts, price::DOUBLE, source, n_venues, excluded, newest_seen, proxy::DOUBLE, official::DOUBLE, {cols}
+                           FROM spot_index WHERE ts > ? ORDER BY ts DESC LIMIT 1""", [since]).fetchall()
     if not row:
         return None
-    ts, price, source, n, excluded, newest_seen, *prices = row[0]
+    ts, price, source, n, excluded, newest_seen, proxy, official, *prices = row[0]
+
+    def bp(x: float | None, ref: float | None) -> float | None:
+        return None if x is None or not ref else round((x / ref - 1) * 1e4, 1)
+
     venues = {}
     for v, p in zip(VENUES, prices):
         p = None if p is None else float(p)
-        venues[v] = {"price": p, "basis_bp": None if p is None or not price else round((p / price - 1) * 1e4, 1),
-                     "state": "stale" if p is None else "excluded" if v in excluded else "in"}
-    return {"second": ts.isoformat(), "price": price, "source": source, "n_venues": n,
+        venues[v] = {"price": p, "basis_bp": bp(p, proxy), "state": "stale" if p is None else "excluded" if v in excluded else "in"}
+    return {"second": ts.isoformat(), "price": price, "source": source, "n_venues": n, "proxy": proxy, "official": official,
+            "proxy_basis_to_official_bp": bp(proxy, official),
             "newest_seen": newest_seen.isoformat() if newest_seen else None, "venues": venues}
 
 
@@ -368,10 +374,13 @@ def render(st: dict[str, Any]) -> str:
             out.append(f"index: {ix['error']}")
         elif ix:
             if ix["price"] is None:
-                head = "NO PRICE: no fresh venue (quotes get no_spot)"
+                head = "NO PRICE: no fresh venue or official index (quotes get no_spot)"
             else:
-                head = f"{ix['price']:.2f} from {ix['source']} ({ix['n_venues']} venue{'s' * (ix['n_venues'] != 1)})"
+                head = f"{ix['price']:.2f} from {ix['source']} ({ix['n_venues']} venue{'s' * (ix['n_venues'] != 1)} in the proxy)"
             out.append(f"index at {ix['second']}: {head}" + ("" if ix["source"] in ("proxy", "official") else "  DEGRADED"))
+            if ix.get("official") is not None:
+                b = ix["proxy_basis_to_official_bp"]
+                out.append(f"  {'official':10s} {'in':9s} {ix['official']:.2f}" + (f"  proxy {b:+.1f} bp from it" if b is not None else ""))
             for v, d in ix["venues"].items():
                 basis = f"basis {d['basis_bp']:+.1f} bp" if d["basis_bp"] is not None else ""
                 out.append(f"  {v:10s} {d['state']:9s}" + (f" {d['price']:.2f}  {basis}" if d["price"] is not None else ""))

@@ -35,7 +35,7 @@ def history(tmp_path_factory) -> Path:
     db = root / "warehouse.duckdb"
     conn = utc(duckdb.connect(str(db)))
     ensure_schema(conn)
-    build_history(conn, days=DAYS)
+    build_history(conn, days=DAYS, official=True)
     conn.close()
     (root / "raw").mkdir()
     return db
@@ -225,11 +225,11 @@ def test_settlement_index_section_matches_numpy_on_the_index_grid(conn) -> None:
     contracts = conn.execute("""SELECT ticker, strike_type, floor_strike, cap_strike, close_ts, outcome, expiration_value::DOUBLE
                                 FROM kalshi_contracts WHERE close_ts >= ? AND close_ts < ? + INTERVAL 1 DAY
                                 AND outcome IN ('yes', 'no')""", [t0, t0]).fetchall()
-    grid = conn.execute("""SELECT epoch(ts)::BIGINT, price::DOUBLE, coinbase::DOUBLE, kraken::DOUBLE, bitstamp::DOUBLE
+    grid = conn.execute("""SELECT epoch(ts)::BIGINT, official::DOUBLE, proxy::DOUBLE, coinbase::DOUBLE, kraken::DOUBLE, bitstamp::DOUBLE
                            FROM spot_index WHERE ts > ? - INTERVAL 1 MINUTE AND ts < ? + INTERVAL 1 DAY""", [t0, t0]).fetchnumpy()
     secs, *cols = grid.values()
     by_second = {int(x): i for i, x in enumerate(secs)}
-    expected: dict[str, list[tuple[bool, float]]] = {s: [] for s in ("proxy", "coinbase", "kraken", "bitstamp")}
+    expected: dict[str, list[tuple[bool, float]]] = {s: [] for s in ("official", "proxy", "coinbase", "kraken", "bitstamp")}
     for _, kind, f, k, close, outcome, official in contracts:
         end = int(close.timestamp())
         rows = [by_second.get(x) for x in range(end - 59, end + 1)]
@@ -244,12 +244,20 @@ def test_settlement_index_section_matches_numpy_on_the_index_grid(conn) -> None:
                    "less_or_equal": m <= (k or 0), "between": f is not None and k is not None and f <= m <= k}[kind]
             expected[source].append(((("yes" if yes else "no") == outcome), abs(m - official)))
     assert len(expected["proxy"]) > 50
+    assert [r["60-s mean of"] for r in table.iter_rows(named=True)] == list(expected)
     for r in table.iter_rows(named=True):
         got = expected[r["60-s mean of"]]
         assert r["contracts"] == len(got)
         assert r["gave the exchange's result"] == sum(ok for ok, _ in got)
         # A mean that falls on a half cent may round either way in floating point: a cent on a few of 200+ contracts.
         assert r["mean |error| $"] == pytest.approx(np.mean([e for _, e in got]), abs=1e-3)
+    # The proxy against the official index, that day, from the grid's own columns.
+    basis = _table(report, "The proxy against the official index").row(0, named=True)
+    official, proxy, n = conn.execute("""SELECT official::DOUBLE, proxy::DOUBLE, n_venues FROM spot_index
+                                         WHERE ts >= ? AND ts < ? + INTERVAL 1 DAY AND official IS NOT NULL""", [t0, t0]).fetchnumpy().values()
+    both = n >= 2
+    assert basis["seconds recorded"] == len(official) > 80_000 and basis["seconds paired"] == both.sum()
+    assert basis["mean basis bp"] == pytest.approx(round(float(np.mean((proxy[both] / official[both] - 1) * 1e4)), 2), abs=0.006)
     # The synthetic history settles on Coinbase's own trades: Coinbase beats Kraken, whose basis is the widest.
     by = {r["60-s mean of"]: r for r in table.iter_rows(named=True)}
     assert by["coinbase"]["mean |error| $"] < by["kraken"]["mean |error| $"]

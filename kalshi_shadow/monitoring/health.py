@@ -10,6 +10,7 @@ disagreeing, gaps, poor coverage, error bursts, stuck books, decisions or scores
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -20,7 +21,8 @@ import duckdb
 from collectors.health import read_health
 from kalshi_shadow.config import env_number
 from kalshi_shadow.decisions import state as decision_state
-from kalshi_shadow.pricing.index import COLLECTORS, MAX_DEVIATION_BP, QUORUM, VENUE_TABLES, VENUES
+from kalshi_shadow.pricing.index import (COLLECTORS, MAX_DEVIATION_BP, OFFICIAL_COLLECTOR, OFFICIAL_TABLE, QUORUM, VENUE_TABLES,
+                                         VENUES)
 
 ERROR, WARN = "ERROR", "WARN"
 
@@ -44,6 +46,7 @@ SPOT_BAND = 0.10                   # newest spot within this of the last hour's 
 ERROR_BURST = {"malformed": 10, "rate_limited": 20, "http_error": 20, "reconnect": 3, "poll_failed": 5}  # per 15 min
 DECISION_LAG_SECONDS = 600
 INDEX_WINDOW_MINUTES = 5           # quorum and agreement are judged over the index's last minutes
+OFFICIAL_FEED_STALE_SECONDS = 20   # the official index feed ticks once a second: silent this long is down
 
 
 def disk_warn_free_gib() -> float:
@@ -71,13 +74,25 @@ def _age(now: datetime, ts: datetime | None) -> float | None:
     return None if ts is None else (now - ts).total_seconds()
 
 
+def official_expected(data_dir: Path, env: dict | None = None) -> bool:
+    """The official index feed is expected when Kalshi credentials are set, or its collector has run here (a record)."""
+    env = os.environ if env is None else env
+    return bool(env.get("KALSHI_API_KEY_ID")) or (Path(data_dir) / "health" / f"{OFFICIAL_COLLECTOR}.json").exists()
+
+
 def collector_liveness(data_dir: Path, now: datetime, silent_seconds: float | None = None) -> list[Finding]:
     """Each collector alive: its health record is fresh and it heard from its exchange recently. The quote poller
-    down is ERROR (blind); one spot venue down is WARN: the index proxy goes on with the others (`index_quorum`)."""
+    down is ERROR (blind); one spot venue down is WARN: the index proxy goes on with the others (`index_quorum`);
+    the official index's collector down (when keyed) is WARN: pricing falls back to the proxy."""
     limit = silent_seconds or collector_silent_seconds()
     records = read_health(data_dir)
     out = []
     watched = [(COLLECTORS[v], VENUE_TABLES[v], WARN) for v in VENUES] + [("quotes", "kalshi_quotes", ERROR)]
+    if not official_expected(data_dir):
+        out.append(Finding(OFFICIAL_TABLE, f"{OFFICIAL_COLLECTOR}_collector_alive", True, WARN, {"keyed": False},
+                           "no Kalshi credentials: the official index is not recorded"))
+    else:
+        watched.append((OFFICIAL_COLLECTOR, OFFICIAL_TABLE, WARN))
     for collector, asset, severity in watched:
         rec = records.get(collector)
         if rec is None or "error" in rec:
@@ -154,12 +169,14 @@ def gaps_and_coverage(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Fi
     ]
 
 
-def index_health(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
-    """The index proxy now (`pricing/index.py`): fresh (its newest priced second built from a recent trade), priced
-    on a quorum, and no venue excluded for disagreeing, over the last `INDEX_WINDOW_MINUTES` of wall time."""
+def index_health(conn: duckdb.DuckDBPyConnection, now: datetime, official: bool = False) -> list[Finding]:
+    """The index now (`pricing/index.py`): fresh (its newest priced second built from a recent value), priced on the
+    official index or a quorum of venues, no venue excluded for disagreeing, over the last `INDEX_WINDOW_MINUTES`
+    of wall time; and, when `official` is expected, its feed fresh."""
     limit = stale_seconds()
-    seconds, below, excluded_seconds, excluded, newest_seen, newest_ts = conn.execute(f"""
-        SELECT count(*), count(*) FILTER (WHERE n_venues < {QUORUM}), count(*) FILTER (WHERE len(excluded) > 0),
+    seconds, below, proxy_below, excluded_seconds, excluded, newest_seen, newest_ts = conn.execute(f"""
+        SELECT count(*), count(*) FILTER (WHERE source IS NULL OR source NOT IN ('proxy', 'official')),
+               count(*) FILTER (WHERE n_venues < {QUORUM}), count(*) FILTER (WHERE len(excluded) > 0),
                list_distinct(flatten(list(excluded))), max(newest_seen), max(ts)
         FROM spot_index WHERE ts > $now - INTERVAL {INDEX_WINDOW_MINUTES} MINUTE""", {"now": now}).fetchall()[0]
     if newest_seen is None:  # nothing in the window: the newest priced second at all, within a day
@@ -172,15 +189,33 @@ def index_health(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding
                  "limit_seconds": limit},
                 "" if age is not None and age < limit else
                 f"the index has no fresh price: newest trade behind it {age if age is None else round(age)} s old"),
-        Finding("spot_index", "index_quorum", below == 0, ERROR, {**window, "seconds_below_quorum": below, "quorum": QUORUM},
+        Finding("spot_index", "index_quorum", below == 0, ERROR,
+                {**window, "seconds_below_quorum": below, "seconds_proxy_below_quorum": proxy_below, "quorum": QUORUM},
                 "" if below == 0 else f"{below} s of the last {INDEX_WINDOW_MINUTES} min priced on fewer than {QUORUM} venues "
-                                      "(index_degraded: no takes)"),
+                                      "and no official index (index_degraded: no takes)"),
         Finding("spot_index", "venues_agree", excluded_seconds == 0, WARN,
                 {**window, "seconds_with_exclusions": excluded_seconds, "excluded_venues": ", ".join(excluded or []),
                  "max_deviation_bp": MAX_DEVIATION_BP},
                 "" if excluded_seconds == 0 else f"{', '.join(excluded or [])} more than {MAX_DEVIATION_BP:g} bp from the other "
                                                  f"venues for {excluded_seconds} s: excluded from the index"),
+        official_index_fresh(conn, now, official),
     ]
+
+
+def official_index_fresh(conn: duckdb.DuckDBPyConnection, now: datetime, expected: bool) -> Finding:
+    """Kalshi's `cfbenchmarks_value` feed (when keyed): its newest value received recently. WARN: pricing falls back
+    to the proxy, which settles on the wrong number by its basis."""
+    if not expected:
+        return Finding(OFFICIAL_TABLE, "official_index_fresh", True, WARN, {"keyed": False},
+                       "no Kalshi credentials: the official index is not recorded")
+    newest = conn.execute(f"SELECT max(received_ts) FROM {OFFICIAL_TABLE} WHERE ts > ? AND received_ts <= ?",
+                          [now - timedelta(days=1), now]).fetchall()[0][0]
+    age = _age(now, newest)
+    ok = age is not None and age < OFFICIAL_FEED_STALE_SECONDS
+    return Finding(OFFICIAL_TABLE, "official_index_fresh", ok, WARN,
+                   {"newest_received_age_seconds": age, "limit_seconds": OFFICIAL_FEED_STALE_SECONDS},
+                   "" if ok else f"the official index feed is stale (newest value {age if age is None else round(age)} s old): "
+                                 "pricing falls back to the proxy")
 
 
 def sanity(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
@@ -241,7 +276,8 @@ def clock_steps(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]
 def evaluate(conn: duckdb.DuckDBPyConnection, data_dir: Path, now: datetime | None = None,
              silent_seconds: float | None = None) -> list[Finding]:
     now = now or datetime.now(timezone.utc)
-    return [*collector_liveness(data_dir, now, silent_seconds), *freshness(conn, now), *index_health(conn, now),
+    return [*collector_liveness(data_dir, now, silent_seconds), *freshness(conn, now),
+            *index_health(conn, now, official_expected(data_dir)),
             *gaps_and_coverage(conn, now),
             *sanity(conn, now), *error_rates(conn, now), *disk_space(data_dir), *clock_steps(conn, now)]
 
@@ -254,12 +290,14 @@ SPECS: tuple[tuple[str, str, str], ...] = (
     ("spot_ticks", "spot_collector_alive", "The Coinbase collector's health record is fresh and it heard from Coinbase recently (WARN)."),
     ("kraken_trades", "kraken_collector_alive", "The Kraken collector's health record is fresh and it heard from Kraken recently (WARN)."),
     ("bitstamp_trades", "bitstamp_collector_alive", "The Bitstamp collector's health record is fresh and it heard from Bitstamp recently (WARN)."),
+    ("cfb_index_values", "index_collector_alive", "With Kalshi credentials: the official index's collector is alive and heard from Kalshi recently (WARN)."),
     ("kalshi_quotes", "quotes_collector_alive", "The quote poller's health record is fresh and it heard from Kalshi recently."),
     ("spot_ticks", "spot_fresh", "The newest Coinbase tick was received recently (WARN: the index goes on without it)."),
     ("kalshi_quotes", "quotes_fresh", "The newest quote was received recently (ERROR: blind)."),
     ("kalshi_edge_snapshots", "snapshots_fresh", "Snapshots keep coming while quotes do."),
-    ("spot_index", "index_fresh", "The index proxy's newest price comes from a recent trade (ERROR: blind)."),
-    ("spot_index", "index_quorum", "Every second of the index's last 5 minutes had a quorum of venues (ERROR: index_degraded, no takes)."),
+    ("spot_index", "index_fresh", "The index's newest price comes from a recent value (ERROR: blind)."),
+    ("spot_index", "index_quorum", "Every second of the index's last 5 minutes priced on the official index or a quorum of venues (ERROR: index_degraded, no takes)."),
+    ("cfb_index_values", "official_index_fresh", "With Kalshi credentials: the official index (cfbenchmarks_value) arrived in the last 20 s (WARN: the proxy prices)."),
     ("spot_index", "venues_agree", "No venue excluded from the index for disagreeing in the last 5 minutes (WARN)."),
     ("kalshi_would_trades", "decisions_keep_up", "Every rule set has decided close to the pricing frontier."),
     ("spot_ticks", "spot_gaps_last_hour", "Largest silence of the spot feed in the last hour."),

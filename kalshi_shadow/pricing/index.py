@@ -7,8 +7,12 @@ t (point in time), with these rules, all here:
 - a venue silent longer than `VENUE_STALE_SECONDS` drops out (its column is NULL);
 - a fresh venue more than `MAX_DEVIATION_BP` from the median of the fresh venues is excluded (listed in `excluded`,
   counted by a check): with three venues one bad price cannot move the median, so it is found;
-- the price is the median of the rest; `source` is 'proxy' with two or more, the venue's name with one (the snapshot
-  then carries `index_degraded`), NULL with none (`no_spot`).
+- the median of the rest is the `proxy`; its source is 'proxy' with two or more venues, the venue's name with one
+  (the snapshot then carries `index_degraded`), NULL with none (`no_spot`);
+- **the official index when keyed**: the newest BRTI value from Kalshi's `cfbenchmarks_value` feed received at or
+  before t (`cfb_index_values`), if under `OFFICIAL_STALE_SECONDS` old, is `official`, and then it is the `price`
+  (source 'official'): the contracts settle on it. Otherwise the price is the proxy. Both are kept on every second,
+  so the proxy's basis to the index of record can be measured.
 
 **Complete, then fixed.** A second is written only once every live venue's raw files are complete up to it (their
 frontiers, `warehouse/frontier.py`), and never rewritten, so snapshots and their backfills read the same rows. A
@@ -33,12 +37,17 @@ VENUE_STALE_SECONDS = 30.0   # a venue's last trade older than this is no price
 MAX_DEVIATION_BP = 50.0      # a venue further than this from the fresh venues' median is excluded
 QUORUM = 2                   # venues needed for a 'proxy' price; fewer is index_degraded
 VENUE_DOWN_SECONDS = 120.0   # a venue whose files lag the newest venue's by more than this no longer holds the grid
+OFFICIAL = "official"        # the official index's source name and column
+OFFICIAL_TABLE = "cfb_index_values"
+OFFICIAL_COLLECTOR = "index"  # its collector's health record name
+OFFICIAL_INDEX_ID = "BRTI"
+OFFICIAL_STALE_SECONDS = 5.0  # the feed ticks once a second; an older value is not the index now
 SLICE = timedelta(hours=6)
 STATE = "spot_index.frontier_us"  # the last second written (asset_watermarks)
 
 _LATEST = """
 {v} AS (
-    SELECT coalesce(received_ts, ts) AS seen, price FROM {table}
+    SELECT coalesce(received_ts, ts) AS seen, {price} AS price FROM {table}
     WHERE {pred} coalesce(received_ts, ts) > $start::TIMESTAMPTZ - INTERVAL {stale} SECOND
       AND coalesce(received_ts, ts) <= $end::TIMESTAMPTZ AND ts <= $end::TIMESTAMPTZ  -- traded before received: prunes by ts
 )"""
@@ -51,7 +60,9 @@ WITH grid AS (SELECT generate_series AS ts FROM generate_series($start::TIMESTAM
 {latest},
 fresh AS (  -- each venue's latest price received at or before the second, if fresh
     SELECT g.ts,
-           {fresh}
+           {fresh},
+           CASE WHEN epoch(g.ts) - epoch(t_off.seen) <= {official_stale} THEN t_off.price END AS official,
+           t_off.seen AS official_seen
     FROM grid AS g
     {asof}
 ), judged AS (
@@ -64,27 +75,32 @@ fresh AS (  -- each venue's latest price received at or before the second, if fr
 SELECT ts, {cols},
        list_filter([{excluded}], lambda x: x IS NOT NULL) AS excluded,
        len(list_filter([{used}], lambda x: x IS NOT NULL))::INTEGER AS n_venues,
-       CASE len(list_filter([{used}], lambda x: x IS NOT NULL)) WHEN 0 THEN NULL WHEN 1 THEN coalesce({single})
-            ELSE 'proxy' END AS source,
-       list_median([{used}])::DECIMAL(18, 8) AS price,
-       list_max([{used_seen}]) AS newest_seen
+       CASE WHEN official IS NOT NULL THEN 'official'
+            ELSE CASE len(list_filter([{used}], lambda x: x IS NOT NULL)) WHEN 0 THEN NULL WHEN 1 THEN coalesce({single})
+                      ELSE 'proxy' END END AS source,
+       list_median([{used}])::DECIMAL(18, 8) AS proxy,
+       official::DECIMAL(18, 8) AS official,
+       coalesce(official, list_median([{used}]))::DECIMAL(18, 8) AS price,
+       CASE WHEN official IS NOT NULL THEN official_seen ELSE list_max([{used_seen}]) END AS newest_seen
 FROM kept
 """
 
 
 def _index_sql() -> str:
-    latest = ",".join(_LATEST.format(v=f"t_{v}", table=VENUE_TABLES[v], stale=int(VENUE_STALE_SECONDS),
-                                     pred="product_id = 'BTC-USD' AND" if v == "coinbase" else "")
-                      for v in VENUES)
+    latest = ",".join([*(_LATEST.format(v=f"t_{v}", table=VENUE_TABLES[v], stale=int(VENUE_STALE_SECONDS), price="price",
+                                        pred="product_id = 'BTC-USD' AND" if v == "coinbase" else "")
+                         for v in VENUES),
+                       _LATEST.format(v="t_off", table=OFFICIAL_TABLE, stale=int(OFFICIAL_STALE_SECONDS), price="value",
+                                      pred=f"index_id = '{OFFICIAL_INDEX_ID}' AND")])
     fresh = ",\n           ".join(
         f"CASE WHEN epoch(g.ts) - epoch(t_{v}.seen) <= {VENUE_STALE_SECONDS} THEN t_{v}.price END AS {v}, "
         f"CASE WHEN epoch(g.ts) - epoch(t_{v}.seen) <= {VENUE_STALE_SECONDS} THEN t_{v}.seen END AS {v}_seen"
         for v in VENUES)
-    asof = "\n    ".join(f"ASOF LEFT JOIN t_{v} ON g.ts >= t_{v}.seen" for v in VENUES)
+    asof = "\n    ".join(f"ASOF LEFT JOIN t_{v} ON g.ts >= t_{v}.seen" for v in (*VENUES, "off"))
     off = "abs({v} / med - 1) * 10000 > $max_dev"
     kept = ",\n           ".join(f"CASE WHEN NOT ({off.format(v=v)}) THEN {v} END AS u_{v}" for v in VENUES)
     return INDEX_SQL.format(
-        latest=latest, fresh=fresh, asof=asof, kept=kept, cols=", ".join(VENUES),
+        latest=latest, fresh=fresh, asof=asof, official_stale=OFFICIAL_STALE_SECONDS, kept=kept, cols=", ".join(VENUES),
         excluded=", ".join(f"CASE WHEN {off.format(v=v)} THEN '{v}' END" for v in VENUES),
         used=", ".join(f"u_{v}" for v in VENUES),
         single=", ".join(f"CASE WHEN u_{v} IS NOT NULL THEN '{v}' END" for v in VENUES),
@@ -95,15 +111,18 @@ _SQL = _index_sql()
 
 
 def venue_frontiers(conn: duckdb.DuckDBPyConnection) -> dict[str, datetime | None]:
-    return {v: table_frontier(conn, VENUE_TABLES[v]) for v in VENUES}
+    """How far each source's raw files are complete: every venue, and the official feed (None until it was keyed)."""
+    return {**{v: table_frontier(conn, VENUE_TABLES[v]) for v in VENUES}, OFFICIAL: table_frontier(conn, OFFICIAL_TABLE)}
 
 
 def index_source_frontier(conn: duckdb.DuckDBPyConnection) -> datetime | None:
-    """Up to when the grid may be written: the oldest frontier among the live venues (those within
-    VENUE_DOWN_SECONDS of the newest); None before any venue has complete data."""
-    known = [f for f in venue_frontiers(conn).values() if f is not None]
-    if not known:
+    """Up to when the grid may be written: the oldest frontier among the live sources (those within
+    VENUE_DOWN_SECONDS of the newest); None before any venue has complete data. The official feed's collector
+    down does not hold the grid back once it lags that far: pricing falls back to the proxy."""
+    frontiers = venue_frontiers(conn)
+    if all(frontiers[v] is None for v in VENUES):
         return None
+    known = [f for f in frontiers.values() if f is not None]
     newest = max(known)
     return min(f for f in known if (newest - f).total_seconds() <= VENUE_DOWN_SECONDS)
 

@@ -1,7 +1,8 @@
 """Synthetic market data generated in DuckDB SQL, for the pricing tests and the benchmark.
 
 Spot: one BTC-USD trade per second on a seeded random walk at Coinbase, and at Kraken and Bitstamp the same walk
-with a slowly swinging basis of a few basis points, their trades 300 and 600 ms later. Markets: per hour, a KXBTCD "greater" ladder and a
+with a slowly swinging basis of a few basis points, their trades 300 and 600 ms later; with `official`, the official
+index (Kalshi's `cfbenchmarks_value`) once a second, received 150 ms late, a basis of its own away from the walk. Markets: per hour, a KXBTCD "greater" ladder and a
 KXBTC "between" ladder of `strikes` markets each, plus four KXBTC15M markets whose strike is published 30 s after
 open. Quotes: every `quote_every` seconds per open market, a two-sided book around a noisy mid, sometimes one-sided.
 Rows go to staging tables `syn_*`; `publish_until` copies what would have been loaded by a given time.
@@ -16,7 +17,7 @@ import duckdb
 
 def generate(conn: duckdb.DuckDBPyConnection, start: datetime, hours: int, *, strikes: int = 20,
              quote_every: int = 5, seed: float = 0.42, hour_offset: int = 0, first_trade_id: int = 0,
-             start_price: float = 95000.0) -> None:
+             start_price: float = 95000.0, official: bool = False) -> None:
     """`hour_offset`, `first_trade_id` and `start_price` let consecutive calls continue one history: distinct
     tickers, distinct trade ids, and a spot path that goes on from where the previous call ended."""
     conn.execute(f"SELECT setseed({seed})")
@@ -40,6 +41,15 @@ def generate(conn: duckdb.DuckDBPyConnection, start: datetime, hours: int, *, st
                    0.01::DECIMAL(18, 8) AS size, CASE WHEN trade_id % 2 = 0 THEN 'buy' ELSE 'sell' END AS side
             FROM (SELECT *, trade_id - $id0 AS i FROM syn_spot)
         """, {"id0": params["id0"]})
+    if official:
+        conn.execute("""
+            CREATE OR REPLACE TEMP TABLE syn_official AS
+            SELECT ts, ts + INTERVAL 150 MILLISECOND AS received_ts, ts + INTERVAL 20 MILLISECOND AS kalshi_received_ts,
+                   'BRTI' AS index_id, round(price * (1 + 1e-4 * sin((trade_id - $id0) / 300.0)), 2)::DECIMAL(18, 8) AS value
+            FROM syn_spot
+        """, {"id0": params["id0"]})
+    else:
+        conn.execute("DROP TABLE IF EXISTS syn_official")
     conn.execute("""
         CREATE OR REPLACE TEMP TABLE syn_markets AS
         WITH hours AS (SELECT h, $start::TIMESTAMPTZ + to_hours(h) AS open_ts FROM range(0, $hours) AS r(h)),
@@ -99,9 +109,12 @@ def publish_until(conn: duckdb.DuckDBPyConnection, until: datetime, load_id: int
     conn.execute("INSERT INTO kalshi_series (ts, series_ticker, fee_type, fee_multiplier, load_id) "
                  "SELECT min(ts) - INTERVAL 1 SECOND, s, 'quadratic', 1.0, 0 FROM syn_spot, (VALUES ('KXBTCD'), ('KXBTC'), ('KXBTC15M')) AS v(s) "
                  "WHERE NOT EXISTS (SELECT 1 FROM kalshi_series WHERE series_ticker = s) GROUP BY s")
-    for table, staged, key in (("spot_ticks", "syn_spot", ""), ("kraken_trades", "syn_kraken", ""),
-                               ("bitstamp_trades", "syn_bitstamp", ""), ("kalshi_markets", "syn_market_rows", ""),
-                               ("kalshi_quotes", "syn_quotes", f", {QUOTE_KEY_SQL.format(a='')} AS quote_key")):
+    staged_tables = [("spot_ticks", "syn_spot", ""), ("kraken_trades", "syn_kraken", ""),
+                     ("bitstamp_trades", "syn_bitstamp", ""), ("kalshi_markets", "syn_market_rows", ""),
+                     ("kalshi_quotes", "syn_quotes", f", {QUOTE_KEY_SQL.format(a='')} AS quote_key")]
+    if conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'syn_official'").fetchall()[0][0]:
+        staged_tables.append(("cfb_index_values", "syn_official", ""))
+    for table, staged, key in staged_tables:
         conn.execute(f"""
             INSERT INTO {table} BY NAME
             SELECT *{key}, {int(load_id)} AS load_id FROM {staged}
@@ -111,9 +124,8 @@ def publish_until(conn: duckdb.DuckDBPyConnection, until: datetime, load_id: int
         INSERT INTO raw_writer_progress BY NAME
         SELECT t AS table_name, 'synthetic' AS writer, $n AS contiguous_seq, $until AS contiguous_flushed_at, $n AS max_seq,
                $until AS max_flushed_at, $until AS contiguous_file_flushed_at
-        FROM (VALUES ('spot_ticks'), ('kraken_trades'), ('bitstamp_trades'), ('kalshi_markets'), ('kalshi_series'),
-                     ('kalshi_quotes')) AS v(t)
+        FROM (SELECT unnest($tables::VARCHAR[]) AS t)
         ON CONFLICT (table_name, writer) DO UPDATE SET contiguous_seq = excluded.contiguous_seq,
             contiguous_flushed_at = excluded.contiguous_flushed_at, max_seq = excluded.max_seq, max_flushed_at = excluded.max_flushed_at,
             contiguous_file_flushed_at = excluded.contiguous_file_flushed_at
-    """, {"n": int(load_id), "until": until - timedelta(microseconds=1)})
+    """, {"n": int(load_id), "until": until - timedelta(microseconds=1), "tables": [t for t, _, _ in staged_tables] + ["kalshi_series"]})

@@ -279,18 +279,31 @@ def drift(d: ReportData) -> Section:
 
 
 def settlement_index(d: ReportData, headline: dict) -> Section:
-    """Which index priced the period, each venue's basis to the proxy, and whose 60-s mean gave the exchange's result."""
-    s = Section("5. Settlement index: venues, proxy and the exchange's value")
+    """Which index priced the period, each venue's basis to the proxy, the proxy's to the official index (when keyed),
+    and whose 60-s mean gave the exchange's result."""
+    s = Section("5. Settlement index: venues, proxy, the official index and the exchange's value")
     src, basis, settle = d.frames["index_sources"], d.frames["index_basis"], d.frames["index_settlement"]
+    official = d.frames["index_official_basis"]
     if src.height == 0:
         s.status = "no data: the index grid has no second in this period"
         return s
     total = src["seconds"].sum()
-    s.table("Seconds of the index grid by source (proxy: 2+ venues; a venue's name: index_degraded; none: no fresh venue)",
+    s.table("Seconds of the index grid by source (official: Kalshi's cfbenchmarks_value feed, fresh; proxy: 2+ venues; "
+            "a venue's name: index_degraded; none: no fresh source)",
             src.with_columns((pl.col("seconds") / total * 100).round(2).alias("% of seconds")))
     s.table("Each venue against the proxy, per UTC day (basis in bp, over seconds the venue was in a quorum proxy)",
             basis.select("day", "venue", "seconds_fresh", "seconds_excluded", pl.col("mean_bp").round(2).alias("mean basis bp"),
                          pl.col("sd_bp").round(2).alias("sd bp"), pl.col("p95_abs_bp").round(2).alias("p95 |basis| bp")))
+    if official.height == 0:
+        s.text("The official index was not recorded in this period (it needs Kalshi credentials: `cfbenchmarks_value`); "
+               "the proxy priced every second it could.")
+    else:
+        s.table("The proxy against the official index, per UTC day (basis in bp = proxy / official − 1, over seconds with "
+                "both and a quorum proxy)",
+                official.select("day", pl.col("seconds_official").alias("seconds recorded"), pl.col("seconds_both").alias("seconds paired"),
+                                pl.col("mean_bp").round(2).alias("mean basis bp"), pl.col("sd_bp").round(2).alias("sd bp"),
+                                pl.col("p95_abs_bp").round(2).alias("p95 |basis| bp"),
+                                pl.col("mean_abs_usd").round(2).alias("mean |proxy − official| $")))
     if settle.height == 0:
         s.text("No settled contract in this period with every source's 60 seconds before close: no settlement check yet.")
         return s
@@ -307,6 +320,11 @@ def settlement_index(d: ReportData, headline: dict) -> Section:
         better = "below" if p["mae"] < c["mae"] else "not below"
         s.text(f"The proxy's mean error (${p['mae']:.4f}) is {better} Coinbase alone's (${c['mae']:.4f}) on the same "
                f"{p['contracts']} contracts; it gave the exchange's result on {p['same_result']}, Coinbase on {c['same_result']}.")
+    if "official" in by and "proxy" in by:
+        o, p = by["official"], by["proxy"]
+        s.text(f"On the {o['contracts']} contracts with the official index recorded throughout, its 60-s mean gave the "
+               f"exchange's result on {o['same_result']} (mean error ${o['mae']:.4f}); the proxy's would have on "
+               f"{p['same_result']} (${p['mae']:.4f}).")
     return s
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 import polars as pl
 
-from kalshi_shadow.pricing.index import VENUES
+from kalshi_shadow.pricing.index import QUORUM, VENUES
 
 Query = Callable[[str, dict], pl.DataFrame]
 
@@ -23,10 +23,11 @@ HORIZON = """CASE WHEN {t} < 60 THEN '0-1m' WHEN {t} < 900 THEN '1-15m' WHEN {t}
 HORIZONS = ["0-1m", "1-15m", "15-60m", "1-6h", "6h+"]
 EV_EDGES = [-0.10, -0.05, -0.02, 0.0, 0.02, 0.05, 0.10]  # predicted-EV buckets (dollars per contract)
 N_BINS = 10
-# The settlement check's sources: the proxy and each venue alone, on the index grid's seconds.
-INDEX_SOURCES = ("proxy", *VENUES)
+# The settlement check's sources, on the index grid's seconds: the official index (when keyed), the proxy, and each
+# venue alone. Each is a column of `spot_index`.
+INDEX_SOURCES = ("official", "proxy", *VENUES)
 INDEX_SOURCES_SQL = ", ".join(f"'{x}'" for x in INDEX_SOURCES)
-INDEX_VALUES_SQL = ", ".join(["price", *VENUES])
+INDEX_VALUES_SQL = ", ".join(f"s.{x}" for x in INDEX_SOURCES)
 VENUE_NAMES_SQL = ", ".join(f"'{v}'" for v in VENUES)
 VENUE_COLS_SQL = ", ".join(VENUES)
 GAP_SECONDS = 120  # a silence of the spot or quote feed longer than this is listed as a gap
@@ -182,12 +183,13 @@ SQL: dict[str, str] = {
         WHERE s.quote_date >= $lo AND s.quote_date < $hi AND s.p_model IS NOT NULL AND s.p_mid IS NOT NULL
         ORDER BY abs(s.p_model - s.p_mid) DESC, s.quote_ts LIMIT 12""",
     # ---- the settlement index (issue 16) ---------------------------------------------------------------------------
-    # Each index source's 60-s mean before each settled contract's close, from the index grid (`spot_index`: the proxy,
-    # and each venue's own latest price per second), rounded to the cent as Kalshi rounds, against the exchange's
-    # result and expiration value. Paired: only contracts where every source has all 60 seconds.
+    # Each index source's 60-s mean before each settled contract's close, from the index grid (`spot_index`: the
+    # official index where recorded, the proxy, and each venue's own latest price per second), rounded to the cent as
+    # Kalshi rounds, against the exchange's result and expiration value. Paired: only contracts where every source
+    # recorded in the period (the official index only when keyed) has all 60 seconds.
     "index_settlement": f"""
         WITH c AS (
-            SELECT ticker, strike_type, floor_strike AS f, cap_strike AS k, close_ts, outcome, expiration_value::DOUBLE AS official
+            SELECT ticker, strike_type, floor_strike AS f, cap_strike AS k, close_ts, outcome, expiration_value::DOUBLE AS expiration
             FROM kalshi_contracts
             WHERE close_ts >= $t0 AND close_ts < $t1 AND outcome IN ('yes', 'no') AND expiration_value IS NOT NULL
         ), window_seconds AS (  -- the 60 grid seconds in (close - 60 s, close]: an equi-join, not a range join
@@ -195,36 +197,51 @@ SQL: dict[str, str] = {
                                              INTERVAL 1 SECOND)) AS ts
             FROM c
         ), v AS (
-            SELECT w.ticker, w.strike_type, w.f, w.k, w.outcome, w.official,
+            SELECT w.ticker, w.strike_type, w.f, w.k, w.outcome, w.expiration,
                    unnest([{INDEX_SOURCES_SQL}]) AS source, unnest([{INDEX_VALUES_SQL}])::DOUBLE AS v
             FROM window_seconds AS w JOIN spot_index AS s USING (ts)
         ), w AS (
-            SELECT ticker, source, count(v) AS n, round(avg(v), 2) AS mean, any_value(official) AS official,
+            SELECT ticker, source, count(v) AS n, round(avg(v), 2) AS mean, any_value(expiration) AS expiration,
                    any_value(outcome) AS outcome, any_value(strike_type) AS strike_type, any_value(f) AS f, any_value(k) AS k
             FROM v GROUP BY ticker, source
-        ), paired AS (SELECT ticker FROM w GROUP BY ticker HAVING min(n) = 60 AND count(*) = {len(INDEX_SOURCES)})
+        ), recorded AS (SELECT source FROM w GROUP BY source HAVING max(n) > 0),
+        paired AS (
+            SELECT ticker FROM w WHERE source IN (SELECT source FROM recorded)
+            GROUP BY ticker HAVING min(n) = 60 AND count(*) = (SELECT count(*) FROM recorded)
+        )
         SELECT source, count(*) AS contracts,
                count(*) FILTER (WHERE outcome = CASE WHEN CASE strike_type
                    WHEN 'greater' THEN mean > f WHEN 'greater_or_equal' THEN mean >= f WHEN 'less' THEN mean < k
                    WHEN 'less_or_equal' THEN mean <= k WHEN 'between' THEN mean >= f AND mean <= k END
                    THEN 'yes' ELSE 'no' END) AS same_result,
-               avg(abs(mean - official)) AS mae, max(abs(mean - official)) AS max_error
-        FROM w WHERE ticker IN (SELECT ticker FROM paired)
+               avg(abs(mean - expiration)) AS mae, max(abs(mean - expiration)) AS max_error
+        FROM w WHERE ticker IN (SELECT ticker FROM paired) AND source IN (SELECT source FROM recorded)
         GROUP BY source ORDER BY array_position([{INDEX_SOURCES_SQL}], source)""",
     # Each venue's basis to the proxy per UTC day, over the seconds the proxy had a quorum: its mean and spread, and
     # how long it was stale or excluded for disagreeing.
     "index_basis": f"""
         WITH s AS (
-            SELECT (ts AT TIME ZONE 'UTC')::DATE AS day, source AS index_source, price::DOUBLE AS proxy, excluded,
+            SELECT (ts AT TIME ZONE 'UTC')::DATE AS day, n_venues, proxy::DOUBLE AS proxy, excluded,
                    unnest([{VENUE_NAMES_SQL}]) AS venue, unnest([{VENUE_COLS_SQL}])::DOUBLE AS v
             FROM spot_index WHERE ts >= $t0 AND ts < $t1
         )
-        SELECT day, venue, count(*) AS seconds, count(v) FILTER (WHERE index_source IS NOT NULL) AS seconds_fresh,
+        SELECT day, venue, count(*) AS seconds, count(v) FILTER (WHERE proxy IS NOT NULL) AS seconds_fresh,
                count(*) FILTER (WHERE list_contains(excluded, venue)) AS seconds_excluded,
-               avg((v / proxy - 1) * 1e4) FILTER (WHERE index_source = 'proxy' AND NOT list_contains(excluded, venue)) AS mean_bp,
-               stddev_samp((v / proxy - 1) * 1e4) FILTER (WHERE index_source = 'proxy' AND NOT list_contains(excluded, venue)) AS sd_bp,
-               quantile_cont(abs(v / proxy - 1) * 1e4, 0.95) FILTER (WHERE index_source = 'proxy' AND NOT list_contains(excluded, venue)) AS p95_abs_bp
+               avg((v / proxy - 1) * 1e4) FILTER (WHERE n_venues >= {QUORUM} AND NOT list_contains(excluded, venue)) AS mean_bp,
+               stddev_samp((v / proxy - 1) * 1e4) FILTER (WHERE n_venues >= {QUORUM} AND NOT list_contains(excluded, venue)) AS sd_bp,
+               quantile_cont(abs(v / proxy - 1) * 1e4, 0.95) FILTER (WHERE n_venues >= {QUORUM} AND NOT list_contains(excluded, venue)) AS p95_abs_bp
         FROM s GROUP BY day, venue ORDER BY day, array_position([{VENUE_NAMES_SQL}], venue)""",
+    # The proxy against the official index per UTC day, over the seconds both had a value (the official index only
+    # when keyed): how far pricing on the proxy alone would have been from the index of record.
+    "index_official_basis": f"""
+        SELECT (ts AT TIME ZONE 'UTC')::DATE AS day, count(official) AS seconds_official,
+               count(*) FILTER (WHERE official IS NOT NULL AND proxy IS NOT NULL AND n_venues >= {QUORUM}) AS seconds_both,
+               avg((proxy / official - 1) * 1e4) FILTER (WHERE n_venues >= {QUORUM}) AS mean_bp,
+               stddev_samp((proxy / official - 1) * 1e4) FILTER (WHERE n_venues >= {QUORUM}) AS sd_bp,
+               quantile_cont(abs(proxy / official - 1) * 1e4, 0.95) FILTER (WHERE n_venues >= {QUORUM}) AS p95_abs_bp,
+               avg(abs(proxy - official)) FILTER (WHERE n_venues >= {QUORUM}) AS mean_abs_usd
+        FROM spot_index WHERE ts >= $t0 AND ts < $t1 AND official IS NOT NULL
+        GROUP BY ALL ORDER BY day""",
     "index_sources": """
         SELECT coalesce(source, 'none') AS source, count(*) AS seconds FROM spot_index WHERE ts >= $t0 AND ts < $t1
         GROUP BY ALL ORDER BY seconds DESC""",

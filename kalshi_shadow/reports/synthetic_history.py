@@ -83,13 +83,14 @@ FROM (
 
 def build_history(conn: duckdb.DuckDBPyConnection, *, start: datetime = START, days: int = 8, strikes: int = 3,
                   quote_every: int = 60, pending_hours: int = 3, mid_noise: float = 0.06, mid_bias: float = 0.0,
-                  seed: float = 0.42) -> dict[str, int]:
-    """Fill an empty warehouse (schema ensured) with `days` days of priced, settled, scored and decided history.
+                  seed: float = 0.42, official: bool = False) -> dict[str, int]:
+    """Fill an empty warehouse (schema ensured) with `days` days of priced, settled, scored and decided history
+    (with `official`, the official index recorded too, as when keyed).
 
     About 1 s per day with the defaults. Returns row counts of the main tables."""
     hours = 24 * days
     end = start + timedelta(hours=hours)
-    generate(conn, start, hours, strikes=strikes, quote_every=quote_every, seed=seed)
+    generate(conn, start, hours, strikes=strikes, quote_every=quote_every, seed=seed, official=official)
     for q in RECENTRE_SQL:
         conn.execute(q)
     conn.execute(REDRAW_MIDS_SQL, {"noise": mid_noise, "bias": mid_bias})
