@@ -46,7 +46,7 @@ SPOT_BAND = 0.10                   # newest spot within this of the last hour's 
 ERROR_BURST = {"malformed": 10, "rate_limited": 20, "http_error": 20, "reconnect": 3, "poll_failed": 5}  # per 15 min
 DECISION_LAG_SECONDS = 600
 INDEX_WINDOW_MINUTES = 5           # quorum and agreement are judged over the index's last minutes
-OFFICIAL_FEED_STALE_SECONDS = 20   # the official index feed ticks once a second: silent this long is down
+OFFICIAL_GAP_SECONDS = 15         # seconds of the index window priced without the official index (when keyed): its feed is down
 
 
 def disk_warn_free_gib() -> float:
@@ -174,11 +174,11 @@ def index_health(conn: duckdb.DuckDBPyConnection, now: datetime, official: bool 
     official index or a quorum of venues, no venue excluded for disagreeing, over the last `INDEX_WINDOW_MINUTES`
     of wall time; and, when `official` is expected, its feed fresh."""
     limit = stale_seconds()
-    seconds, below, proxy_below, excluded_seconds, excluded, newest_seen, newest_ts = conn.execute(f"""
+    seconds, below, proxy_below, no_official, excluded_seconds, excluded, newest_seen, newest_ts = conn.execute(f"""
         SELECT count(*), count(*) FILTER (WHERE source IS NULL OR source NOT IN ('proxy', 'official')),
-               count(*) FILTER (WHERE n_venues < {QUORUM}), count(*) FILTER (WHERE len(excluded) > 0),
-               list_distinct(flatten(list(excluded))), max(newest_seen), max(ts)
-        FROM spot_index WHERE ts > $now - INTERVAL {INDEX_WINDOW_MINUTES} MINUTE""", {"now": now}).fetchall()[0]
+               count(*) FILTER (WHERE n_venues < {QUORUM}), count(*) FILTER (WHERE official IS NULL),
+               count(*) FILTER (WHERE len(excluded) > 0), list_distinct(flatten(list(excluded))), max(newest_seen), max(ts)
+        FROM spot_index WHERE ts > $now - INTERVAL {INDEX_WINDOW_MINUTES} MINUTE AND ts <= $now""", {"now": now}).fetchall()[0]
     if newest_seen is None:  # nothing in the window: the newest priced second at all, within a day
         newest_seen = conn.execute("SELECT max(newest_seen) FROM spot_index WHERE ts > ?", [now - timedelta(days=1)]).fetchall()[0][0]
     age = _age(now, newest_seen)
@@ -198,24 +198,26 @@ def index_health(conn: duckdb.DuckDBPyConnection, now: datetime, official: bool 
                  "max_deviation_bp": MAX_DEVIATION_BP},
                 "" if excluded_seconds == 0 else f"{', '.join(excluded or [])} more than {MAX_DEVIATION_BP:g} bp from the other "
                                                  f"venues for {excluded_seconds} s: excluded from the index"),
-        official_index_fresh(conn, now, official),
+        official_index_fresh(conn, now, official, {**window, "seconds_without_official": no_official}),
     ]
 
 
-def official_index_fresh(conn: duckdb.DuckDBPyConnection, now: datetime, expected: bool) -> Finding:
-    """Kalshi's `cfbenchmarks_value` feed (when keyed): its newest value received recently. WARN: pricing falls back
-    to the proxy, which settles on the wrong number by its basis."""
+def official_index_fresh(conn: duckdb.DuckDBPyConnection, now: datetime, expected: bool, window: dict) -> Finding:
+    """Kalshi's `cfbenchmarks_value` feed (when keyed): the index grid of the last minutes priced on it, all but
+    `OFFICIAL_GAP_SECONDS`, and (with nothing in the window) its newest value not older than the stale setting.
+    WARN: pricing falls back to the proxy, which settles on the wrong number by its basis."""
     if not expected:
         return Finding(OFFICIAL_TABLE, "official_index_fresh", True, WARN, {"keyed": False},
                        "no Kalshi credentials: the official index is not recorded")
     newest = conn.execute(f"SELECT max(received_ts) FROM {OFFICIAL_TABLE} WHERE ts > ? AND received_ts <= ?",
                           [now - timedelta(days=1), now]).fetchall()[0][0]
-    age = _age(now, newest)
-    ok = age is not None and age < OFFICIAL_FEED_STALE_SECONDS
+    age, missing = _age(now, newest), window["seconds_without_official"]
+    ok = missing <= OFFICIAL_GAP_SECONDS if window["seconds_in_window"] else age is not None and age < stale_seconds()
     return Finding(OFFICIAL_TABLE, "official_index_fresh", ok, WARN,
-                   {"newest_received_age_seconds": age, "limit_seconds": OFFICIAL_FEED_STALE_SECONDS},
-                   "" if ok else f"the official index feed is stale (newest value {age if age is None else round(age)} s old): "
-                                 "pricing falls back to the proxy")
+                   {**window, "limit_seconds": OFFICIAL_GAP_SECONDS, "newest_received_age_seconds": age},
+                   "" if ok else f"the official index priced {window['seconds_in_window'] - missing} of the last "
+                                 f"{window['seconds_in_window']} s (newest value {age if age is None else round(age)} s old): "
+                                 "pricing fell back to the proxy")
 
 
 def sanity(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
@@ -297,7 +299,7 @@ SPECS: tuple[tuple[str, str, str], ...] = (
     ("kalshi_edge_snapshots", "snapshots_fresh", "Snapshots keep coming while quotes do."),
     ("spot_index", "index_fresh", "The index's newest price comes from a recent value (ERROR: blind)."),
     ("spot_index", "index_quorum", "Every second of the index's last 5 minutes priced on the official index or a quorum of venues (ERROR: index_degraded, no takes)."),
-    ("cfb_index_values", "official_index_fresh", "With Kalshi credentials: the official index (cfbenchmarks_value) arrived in the last 20 s (WARN: the proxy prices)."),
+    ("cfb_index_values", "official_index_fresh", "With Kalshi credentials: the index of the last 5 minutes priced on the official index, all but 15 s (WARN: the proxy prices)."),
     ("spot_index", "venues_agree", "No venue excluded from the index for disagreeing in the last 5 minutes (WARN)."),
     ("kalshi_would_trades", "decisions_keep_up", "Every rule set has decided close to the pricing frontier."),
     ("spot_ticks", "spot_gaps_last_hour", "Largest silence of the spot feed in the last hour."),
