@@ -9,6 +9,7 @@ import sys
 import time
 
 from kalshi_shadow import bench
+from kalshi_shadow.models import model_names
 
 
 def test_busy_day_scales_quotes_by_the_factor():
@@ -64,6 +65,6 @@ def test_recompute_children_reprice_the_whole_generated_day(tmp_path):
     res = bench._child(["_recompute", "--db", db])
     assert gen["quotes"] > 0
     assert res["quotes"] == gen["quotes"]
-    assert res["rows"] == 2 * gen["quotes"]
+    assert res["rows"] == len(model_names()) * gen["quotes"]
     assert res["duplicates"] == 0
     assert res["peak_rss_mib"] >= res["rss_before_mib"] > 0

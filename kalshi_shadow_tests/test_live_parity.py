@@ -26,6 +26,7 @@ from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.raw.schemas import RAW_SCHEMAS
 from kalshi_shadow.raw.store import write_batch_atomically
 from kalshi_shadow.warehouse.connection import connect
+from kalshi_shadow.models import model_names
 
 START = datetime(2026, 7, 1, 23, 50, tzinfo=timezone.utc)
 CYCLES = 240  # 5 s each: 20 minutes, ten of them after midnight
@@ -182,7 +183,7 @@ def test_backfill_equals_live_whatever_order_the_files_arrive_in(tmp_path: Path,
         days = [d.isoformat() for (d,) in conn.execute("SELECT DISTINCT quote_date FROM kalshi_edge_snapshots ORDER BY 1").fetchall()]
         no_terms = conn.execute("SELECT count(*) FROM kalshi_edge_snapshots WHERE list_contains(reasons, 'no_market_terms')").fetchall()[0][0]
         priced = conn.execute("SELECT count(p_model) FROM kalshi_edge_snapshots").fetchall()[0][0]
-    assert dups > 0 and len(live) == 2 * quotes  # the re-sent rows loaded once; every quote priced by both models
+    assert dups > 0 and len(live) == len(model_names()) * quotes  # the re-sent rows loaded once; every quote priced by every model
     assert days == ["2026-07-01", "2026-07-02"]
     assert no_terms == 0 and priced > len(live) // 2  # terms that arrived late were waited for, not reported missing
 

@@ -16,6 +16,7 @@ from scipy.stats import norm
 from kalshi_shadow.defs import pricing
 from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.pricing.fees import FEE_MACRO_SQL, order_fee
+from kalshi_shadow.models import model_names
 from kalshi_shadow.pricing.probability import CHALLENGER, CHAMPION, SECONDS_PER_YEAR, prob_yes
 from kalshi_shadow.pricing.snapshots import price_new_quotes, recompute_day, refresh_spot
 from kalshi_shadow.warehouse.connection import utc
@@ -152,7 +153,7 @@ def test_strike_unknown_and_missing_asks_are_reasons_not_numbers(tmp_path: Path)
                              FROM kalshi_edge_snapshots WHERE yes_ask IS NULL""").fetchall()[0]
     assert no_ask[0] > 0 and no_ask[1] == 0 and no_ask[2]
     both = conn.execute("SELECT count(DISTINCT model_version) FROM kalshi_edge_snapshots GROUP BY ticker, quote_ts").fetchall()
-    assert {n for (n,) in both} == {2}  # champion and challenger on every quote
+    assert {n for (n,) in both} == {len(model_names())}  # every registered model on every quote
     tradable = conn.execute("""SELECT count(*) FROM kalshi_edge_snapshots
                                WHERE len(reasons) = 0 AND (ev_yes IS NULL OR ev_no IS NULL OR p_model IS NULL)""").fetchall()[0][0]
     assert tradable == 0
@@ -192,7 +193,7 @@ def test_backfill_of_a_day_equals_the_incremental_rows(tmp_path: Path) -> None:
     with duckdb.connect(str(db)) as conn:
         backfilled = _rows(conn)
         quotes = conn.execute("SELECT count(*) FROM kalshi_quotes").fetchall()[0][0]
-    assert len(live) == 2 * quotes > 2000
+    assert len(live) == len(model_names()) * quotes > 4000
     assert backfilled == live
 
 

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from kalshi_shadow.pricing.probability import MODELS
+from kalshi_shadow.models import model_names
 
 DEFAULT_RULES = Path(__file__).with_name("rules.toml")
 SERIES = ("KXBTC15M", "KXBTCD", "KXBTC")
@@ -85,8 +85,9 @@ def _rule_set(name: str, raw: object, where: str) -> RuleSet:
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             raise RulesError(f"{where}: rule_sets.{name}.{key} = {v!r} is outside [{lo}, {hi if hi is not None else 'inf'}]")
         values[key] = kind(v)
-    if raw["model"] not in MODELS:
-        raise RulesError(f"{where}: rule_sets.{name}.model must be one of {list(MODELS)}, got {raw['model']!r}")
+    if raw["model"] not in model_names():
+        raise RulesError(f"{where}: rule_sets.{name}.model must be a registered model, one of {list(model_names())}, "
+                         f"got {raw['model']!r}")
     values["model"] = raw["model"]
     series = raw["series"]
     if not isinstance(series, list) or not series or any(s not in SERIES for s in series):

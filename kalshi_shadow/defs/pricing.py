@@ -12,7 +12,7 @@ import dagster as dg
 
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
 from kalshi_shadow.pricing.index import MAX_DEVIATION_BP, QUORUM, VENUE_STALE_SECONDS, VENUES, index_frontier, refresh_spot_index
-from kalshi_shadow.pricing.probability import MODELS
+from kalshi_shadow.models import model_names
 from kalshi_shadow.pricing.rules import RULES, lot_size
 from kalshi_shadow.pricing.snapshots import price_new_quotes, recompute_day, refresh_spot_vol
 
@@ -96,7 +96,7 @@ LIVE_TAG = "kalshi_shadow/trigger"  # "live" on runs the live tick sensor launch
     kinds={"duckdb", "numpy"},
     owners=["team:quant"],
     deps=["kalshi_quotes", "kalshi_markets", "kalshi_series", "spot_vol", "spot_index", "kalshi_contracts"],
-    description=("Append-only: every quote priced by every model (" + ", ".join(MODELS) + ") with all inputs, fees, "
+    description=("Append-only: every quote priced by every registered model (" + ", ".join(model_names()) + ") with all inputs, fees, "
                  "EVs and filter reasons, once spot, terms and fees are complete up to when the quote was seen. "
                  "Partitioned by the quote's UTC day. In the live job a run prices every newly priceable quote (of "
                  "any day); materializing a partition from the UI (a backfill) recomputes that day and gives the same rows."),

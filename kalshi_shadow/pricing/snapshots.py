@@ -17,7 +17,8 @@ earlier day is priced when it lands. A backfill of a day deletes the day and rep
 rectangle, so it equals the live rows (created_at aside).
 
 **How.** In chunks of at most `chunk_quotes()` quotes, so memory does not grow with the size of a day: DuckDB joins
-the inputs and builds reasons, numpy computes both models' probabilities, DuckDB writes the rows. No per-row Python.
+the inputs and builds reasons, every registered model (`kalshi_shadow/models`) computes its probabilities on numpy
+arrays, DuckDB writes the rows. No per-row Python.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pyarrow as pa
 from kalshi_shadow.config import env_number
 from kalshi_shadow.pricing.fees import FEE_MACRO_SQL
 from kalshi_shadow.pricing.index import index_frontier, refresh_spot_index
-from kalshi_shadow.pricing.probability import MODELS, prob_yes
+from kalshi_shadow.models import ModelInputs, registered_models
 from kalshi_shadow.pricing.rules import RULES, Rules
 from kalshi_shadow.pricing.vol import GRID_SECONDS, VolState, ewma_vol, initial_state
 from kalshi_shadow.warehouse.frontier import pricing_frontier
@@ -40,6 +41,7 @@ from kalshi_shadow.warehouse.connection import transaction
 
 SPOT_LOOKBACK = timedelta(hours=1)   # a spot tick older than this (vs the quote) counts as no spot at all
 TERMS_LOOKBACK = timedelta(days=1)   # and market terms (the poller re-writes them at least every 10 minutes)
+BOOK_LOOKBACK = timedelta(minutes=15)  # a book's last change is looked for this far back; older counts as this old
 
 STATE_LOAD_ID = "kalshi_edge_snapshots.load_id"
 STATE_FRONTIER = "kalshi_edge_snapshots.frontier_us"
@@ -138,17 +140,33 @@ def _floats(col) -> np.ndarray:
     return np.ma.filled(np.ma.asarray(col).astype(float), np.nan)
 
 
+_BOOK = int(BOOK_LOOKBACK.total_seconds())
+
 BASE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _base AS
 WITH q AS (
     SELECT q.*, {SEEN} AS seen_ts FROM kalshi_quotes AS q
     WHERE ({{pred}}) AND q.ts >= $lo AND q.ts < $hi
+), book_hist AS (  -- the same markets' quotes since 2 x BOOK_LOOKBACK before the chunk: enough to judge each change
+    SELECT h.ticker, h.ts, {SEEN.replace('q.', 'h.')} AS seen_ts, h.yes_bid, h.yes_ask FROM kalshi_quotes AS h
+    WHERE h.ts >= $lo - INTERVAL {2 * _BOOK} SECOND AND h.ts < $hi AND h.ticker IN (SELECT DISTINCT ticker FROM q)
+), book_changes AS (  -- a quote changed the book if its top differs from the one before (or none within the lookback)
+    SELECT *, lag(ts) OVER w IS NULL OR ts - lag(ts) OVER w > INTERVAL {_BOOK} SECOND
+              OR yes_bid IS DISTINCT FROM lag(yes_bid) OVER w OR yes_ask IS DISTINCT FROM lag(yes_ask) OVER w AS changed
+    FROM book_hist WINDOW w AS (PARTITION BY ticker ORDER BY ts, seen_ts)
+), book AS (  -- per quote: when (seen) its book last changed, within BOOK_LOOKBACK before it and not after it
+    SELECT DISTINCT ticker, ts, seen_ts,
+           greatest(least(max(seen_ts) FILTER (WHERE changed) OVER (
+                              PARTITION BY ticker ORDER BY ts RANGE BETWEEN INTERVAL {_BOOK} SECOND PRECEDING AND CURRENT ROW),
+                          seen_ts),
+                    seen_ts - INTERVAL {_BOOK} SECOND) AS book_since
+    FROM book_changes QUALIFY ts >= $lo
 ), markets AS (
     SELECT ticker, ts, strike_type, floor_strike, cap_strike, open_time, close_time FROM kalshi_markets
     WHERE ts >= $seen_lo - INTERVAL 2 DAY AND ts <= $seen_hi
-), spot AS (  -- the index proxy's second the quote was seen in: venues' prices received by its start
+), spot AS (  -- the index's second the quote was seen in (and its book last changed in): what was received by its start
     SELECT ts, price::DOUBLE AS price, source, newest_seen FROM spot_index
-    WHERE ts >= date_trunc('second', $seen_lo::TIMESTAMPTZ) AND ts <= $seen_hi
+    WHERE ts >= date_trunc('second', $seen_lo::TIMESTAMPTZ) - INTERVAL {_BOOK} SECOND AND ts <= $seen_hi
 ), vol AS (
     SELECT grid_ts, vol, gap_seconds FROM spot_vol WHERE grid_ts >= date_trunc('minute', $seen_lo::TIMESTAMPTZ) AND grid_ts <= $seen_hi
 ), fees AS (  -- each fee schedule from when it applies to when the next one does (a range join: cheaper than ASOF)
@@ -163,14 +181,17 @@ WITH q AS (
            m.strike_type AS m_strike_type, m.floor_strike AS m_floor, m.cap_strike AS m_cap, m.open_time AS m_open, m.close_time AS m_close,
            m.ts AS m_ts,
            s.newest_seen AS s_seen, s.ts AS s_ts, s.price AS s_price, s.source AS s_source, v.vol AS v_vol, v.gap_seconds AS vol_gap_seconds,
-           se.fee_type, se.fee_multiplier
+           se.fee_type, se.fee_multiplier, bk.book_since, sb.price AS s_book_price
     FROM q
     ASOF LEFT JOIN markets AS m ON q.ticker = m.ticker AND q.seen_ts >= m.ts  -- terms as fetched by the time the quote was seen
     LEFT JOIN spot AS s ON s.ts = date_trunc('second', q.seen_ts)  -- the grid has every second up to its frontier
     LEFT JOIN vol AS v ON v.grid_ts = date_trunc('minute', q.seen_ts)  -- the grid has every minute up to the spot frontier
     LEFT JOIN fees AS se ON q.series_ticker = se.series_ticker AND q.ts >= se.valid_from AND q.ts < se.valid_to AND se.valid_to > $lo
+    LEFT JOIN book AS bk ON bk.ticker = q.ticker AND bk.ts = q.ts AND bk.seen_ts = q.seen_ts
+    LEFT JOIN spot AS sb ON sb.ts = date_trunc('second', bk.book_since)  -- the index when the book last changed
 ), p AS (  -- inputs older than their lookback are missing, whatever the chunk
-    SELECT * EXCLUDE (status, m_strike_type, m_floor, m_cap, m_open, m_close, m_ts, s_seen, s_ts, s_price, s_source, v_vol),
+    SELECT * EXCLUDE (status, m_strike_type, m_floor, m_cap, m_open, m_close, m_ts, s_seen, s_ts, s_price, s_source, v_vol,
+                      book_since, s_book_price),
            -- a source without a status field (a WebSocket feed) gets the market's lifecycle state at the quote
            coalesce(status, CASE WHEN NOT q_fresh_terms THEN NULL WHEN ts >= m_close THEN 'closed'
                                  WHEN ts >= m_open THEN 'active' ELSE 'initialized' END) AS status,
@@ -178,7 +199,8 @@ WITH q AS (
            CASE WHEN q_fresh_terms THEN m_cap END AS cap_strike, CASE WHEN q_fresh_terms THEN m_close END AS close_time,
            CASE WHEN q_fresh_spot THEN s_ts END AS spot_ts, CASE WHEN q_fresh_spot THEN s_seen END AS spot_seen,
            CASE WHEN q_fresh_spot THEN s_price END AS spot, CASE WHEN q_fresh_spot THEN s_source END AS index_source,
-           v_vol AS vol
+           v_vol AS vol, epoch(seen_ts) - epoch(book_since) AS book_age_seconds,
+           CASE WHEN q_fresh_spot THEN ln(s_price / s_book_price) END AS index_move
     FROM (SELECT *, seen_ts - m_ts <= INTERVAL {int(TERMS_LOOKBACK.total_seconds())} SECOND AS q_fresh_terms,
                  seen_ts - s_seen <= INTERVAL {int(SPOT_LOOKBACK.total_seconds())} SECOND AS q_fresh_spot FROM joined)
 )
@@ -187,6 +209,7 @@ SELECT
     p.source AS quote_source, p.status, p.strike_type, p.floor_strike, p.cap_strike, p.close_time AS close_ts,
     epoch(p.close_time) - epoch(p.ts) AS tau_seconds,
     p.spot, p.spot_ts, epoch(p.seen_ts) - epoch(p.spot_seen) AS spot_age_seconds, p.index_source, p.vol,
+    p.book_age_seconds, p.index_move,
     p.yes_bid, p.yes_ask, p.no_bid, p.no_ask, p.yes_bid_size, p.yes_ask_size,
     epoch(p.seen_ts) - epoch(p.ts) AS quote_age_seconds, NULL::DOUBLE AS window_mean,  -- see WINDOW_MEAN_SQL
     $lot::INTEGER AS lot_size, p.fee_type, p.fee_multiplier,
@@ -233,21 +256,22 @@ FROM (
 WHERE b.close_ts = w.close_ts AND b.quote_ts = w.quote_ts AND b.seen_ts = w.seen_ts
 """
 
-# Both models' rows from one scan of the chunk: unnest in the select list turns each quote into one row per model.
+# Every model's rows from one scan of the chunk: unnest in the select list turns each quote into one row per model.
 PER_MODEL_SQL = (
     "SELECT * EXCLUDE (p), CASE WHEN list_has_any(base_reasons, $unpriceable) THEN NULL ELSE p END AS p_model FROM ("
-    "SELECT b.*, unnest(" + repr(list(MODELS)) + ") AS model_version, "
-    "unnest([" + ", ".join(f"_p.p{i}" for i in range(len(MODELS))) + "]) AS p "
+    "SELECT b.*, unnest({names}) AS model_version, unnest([{columns}]) AS p "
     "FROM _base AS b JOIN _p ON b.rowid = _p.rid)")
 
-INSERT_SQL = f"""
+INSERT_SQL = """
 INSERT INTO kalshi_edge_snapshots BY NAME
-WITH per_model AS ({PER_MODEL_SQL}
+WITH per_model AS ({per_model}
 ), ev AS (
     SELECT *, p_model - yes_ask::DOUBLE - fee_yes AS ev_yes, (1 - p_model) - no_ask::DOUBLE - fee_no AS ev_no FROM per_model
 )
 SELECT * EXCLUDE (base_reasons, ev_yes, ev_no),  -- snapshot_id, the EVs, model_minus_mid: virtual columns
        list_concat(base_reasons,
+                   CASE WHEN p_model IS NULL AND NOT list_has_any(base_reasons, $unpriceable) THEN ['model_unpriced']
+                        ELSE []::VARCHAR[] END,  -- the model itself could not price it (e.g. no fit yet)
                    CASE WHEN p_model < $min_p THEN ['deep_out_of_money'] WHEN p_model > 1 - $min_p THEN ['deep_in_money']
                         ELSE []::VARCHAR[] END,
                    CASE WHEN p_model IS NOT NULL AND greatest(coalesce(ev_yes, -1), coalesce(ev_no, -1)) < $min_ev
@@ -255,6 +279,11 @@ SELECT * EXCLUDE (base_reasons, ev_yes, ev_no),  -- snapshot_id, the EVs, model_
        $rules_version AS rules_version, now() AS created_at
 FROM ev
 """
+
+
+def _insert_sql(names: list[str]) -> str:
+    per_model = PER_MODEL_SQL.format(names=repr(names), columns=", ".join(f"_p.p{i}" for i in range(len(names))))
+    return INSERT_SQL.format(per_model=per_model)
 
 
 @dataclass
@@ -292,17 +321,21 @@ def chunk_quotes() -> int:
 
 
 def _chunks(conn: duckdb.DuckDBPyConnection, pred: str, params: dict) -> list[tuple[datetime, datetime]]:
-    """Quote-time windows holding at most chunk_quotes() quotes each (whole minutes, so a minute never splits).
-    Any split gives the same rows (inputs are bounded relative to each quote); windows on `ts` prune by zone maps."""
+    """Quote-time windows holding at most chunk_quotes() quotes each (whole minutes, so a minute never splits), split
+    too at every refit boundary of a registered model (`Model.refit_seconds`). Any split gives the same rows (inputs
+    are bounded relative to each quote); windows on `ts` prune by zone maps."""
     limit = chunk_quotes()
+    steps = [int(s) for m in registered_models() if (s := getattr(m, "refit_seconds", None))]
     buckets = conn.execute(f"""SELECT time_bucket(INTERVAL 1 MINUTE, q.ts) AS b, count(*) FROM kalshi_quotes AS q
                                WHERE {pred} GROUP BY 1 ORDER BY 1""", params).fetchall()
-    out, lo, n = [], None, 0
+    out, lo, n, block = [], None, 0, None
     for b, c in buckets:
-        if lo is not None and n + c > limit:
+        here = tuple(int(b.timestamp()) // s for s in steps)
+        if lo is not None and (n + c > limit or here != block):
             out.append((lo, b))
             lo, n = None, 0
-        lo = lo if lo is not None else b
+        if lo is None:
+            lo, block = b, here
         n += c
     if lo is not None:
         out.append((lo, buckets[-1][0] + timedelta(minutes=1)))
@@ -316,25 +349,40 @@ def _price(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, *, lot: int
 
 
 def _price_chunk(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, lo: datetime, hi: datetime, *, lot: int,
-                 rules: Rules, run: SnapshotRun) -> None:
-    """Price the quotes matching `pred` with quote time in [lo, hi)."""
+                 rules: Rules, run: SnapshotRun, before_insert=None) -> None:
+    """Price the quotes matching `pred` with quote time in [lo, hi). `before_insert` runs once the models have
+    prepared and priced (a backfill deletes the chunk's old rows there, so a model's fit never misses them)."""
     seen_lo, seen_hi = conn.execute(f"SELECT min({SEEN}), max({SEEN}) FROM kalshi_quotes AS q WHERE ({pred}) AND q.ts >= $lo AND q.ts < $hi",
                                     {**params, "lo": lo, "hi": hi}).fetchall()[0]
     conn.execute(BASE_SQL.format(pred=pred), {
         **params, "lo": lo, "hi": hi, "seen_lo": seen_lo, "seen_hi": seen_hi, "lot": lot, "max_spot_age": rules.max_spot_age_seconds,
         "max_quote_age": rules.max_quote_age_seconds, "max_vol_gap": rules.max_vol_gap_seconds, "max_spread": rules.max_spread, "max_tau": rules.max_tau_seconds})
     conn.execute(WINDOW_MEAN_SQL, {"lo": lo, "seen_hi": seen_hi})
-    b = conn.sql("SELECT rowid AS rid, strike_type, floor_strike, cap_strike, spot, vol, tau_seconds, window_mean FROM _base").fetchnumpy()
+    b = conn.sql("""SELECT rowid AS rid, strike_type, floor_strike, cap_strike, spot, vol, tau_seconds, window_mean, yes_bid, yes_ask,
+                           yes_bid_size, yes_ask_size, p_mid, book_age_seconds, index_move, epoch(seen_ts) AS seen, series_ticker
+                    FROM _base""").fetchnumpy()
     n = len(b["spot"])
     if n:
-        cols = {k: _floats(b[k]) for k in ("floor_strike", "cap_strike", "spot", "vol", "tau_seconds", "window_mean")}
-        probs = [prob_yes(np.ma.filled(np.ma.asarray(b["strike_type"], dtype=object), None), cols["floor_strike"], cols["cap_strike"], cols["spot"],
-                          cols["vol"], cols["tau_seconds"], model=m, window_mean=cols["window_mean"]) for m in MODELS]
+        f = {k: _floats(b[k]) for k in ("floor_strike", "cap_strike", "spot", "vol", "tau_seconds", "window_mean", "yes_bid", "yes_ask",
+                                        "yes_bid_size", "yes_ask_size", "p_mid", "book_age_seconds", "index_move", "seen")}
+        x = ModelInputs(strike_type=np.ma.filled(np.ma.asarray(b["strike_type"], dtype=object), None), floor=f["floor_strike"],
+                        cap=f["cap_strike"], spot=f["spot"], vol=f["vol"], tau=f["tau_seconds"], window_mean=f["window_mean"],
+                        yes_bid=f["yes_bid"], yes_ask=f["yes_ask"], yes_bid_size=f["yes_bid_size"], yes_ask_size=f["yes_ask_size"],
+                        p_mid=f["p_mid"], book_age=f["book_age_seconds"], index_move=f["index_move"], seen_ts=f["seen"],
+                        series=np.ma.filled(np.ma.asarray(b["series_ticker"], dtype=object), None))
+        models = registered_models()
+        probs = []
+        for m in models:
+            if hasattr(m, "prepare"):  # optional for a duck-typed model
+                m.prepare(conn, x)
+            probs.append(np.clip(np.asarray(m.prob_yes(x), dtype=float), 0.0, 1.0))
+        if before_insert is not None:
+            before_insert()
         conn.register("_p", pa.table({"rid": np.asarray(b["rid"], dtype=np.int64),
                                       **{f"p{i}": pa.array(p, mask=np.isnan(p)) for i, p in enumerate(probs)}}))
         try:
-            conn.execute(INSERT_SQL, {"unpriceable": list(UNPRICEABLE), "min_p": rules.min_p,
-                                      "min_ev": rules.min_ev, "rules_version": rules.version})
+            conn.execute(_insert_sql([m.name for m in models]), {"unpriceable": list(UNPRICEABLE), "min_p": rules.min_p,
+                                                                  "min_ev": rules.min_ev, "rules_version": rules.version})
         finally:
             conn.unregister("_p")
         run.days = sorted(set(run.days) | {d for (d,) in conn.execute("SELECT DISTINCT quote_date FROM _base").fetchall()})
@@ -343,7 +391,7 @@ def _price_chunk(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, lo: d
             lo_ts, hi_ts = min(lo_ts, run.quote_ts_range[0]), max(hi_ts, run.quote_ts_range[1])
         run.quote_ts_range = (lo_ts, hi_ts)
         run.quotes += n
-        run.rows += n * len(MODELS)
+        run.rows += n * len(models)
     run.chunks += 1
     conn.execute("DROP TABLE _base")
 
@@ -417,10 +465,12 @@ def recompute_day(conn: duckdb.DuckDBPyConnection, day: date, *, lot: int, rules
     pred = f"q.ts >= $day_start AND q.ts < $day_end AND q.load_id <= $done_load AND {SEEN} <= $done_frontier"
     params = {"day_start": start, "day_end": start + timedelta(days=1), "done_load": done_load, "done_frontier": done_frontier}
     for lo, hi in _chunks(conn, pred, params):
-        with transaction(conn):
+        def delete_old(lo=lo, hi=hi) -> None:
             run.deleted += conn.execute("DELETE FROM kalshi_edge_snapshots WHERE quote_date = ? AND quote_ts >= ? AND quote_ts < ?",
                                         [day, lo, hi]).fetchall()[0][0]
-            _price_chunk(conn, pred, params, lo, hi, lot=lot, rules=rules, run=run)
+
+        with transaction(conn):
+            _price_chunk(conn, pred, params, lo, hi, lot=lot, rules=rules, run=run, before_insert=delete_old)
     with transaction(conn):  # rows of the day that no chunk rewrote (their quotes are outside the live rectangle)
         run.deleted += conn.execute("DELETE FROM kalshi_edge_snapshots WHERE quote_date = ? AND created_at < ?",
                                     [day, started]).fetchall()[0][0]

@@ -1,0 +1,127 @@
+"""`avg60-recal-v1`: the champion, recalibrated walk-forward on outcomes known before each quote was seen.
+
+Platt scaling per series: P = sigmoid(a + b * logit(p_champion)), with (a, b) fitted by logistic regression. A
+recalibration that sees the future looks skilful and is worthless (a published study of Kalshi crypto contracts
+found exactly that), so every fit is point in time:
+
+- fits happen at refit boundaries H, every `refit_interval()` (hourly; 5 minutes on the simulator's fast clock);
+  pricing splits its chunks there, so the rows before H are stored when the fit at H is made;
+- the fit at H uses the champion's priced snapshots of settled contracts whose outcome was *known* (read from the
+  exchange) before H, seen within `window_days()` before H;
+- a quote seen at t uses the fit of the latest boundary at or before t; before a series has a fit (fewer than
+  `MIN_EVENTS` events or one outcome only), it is not priced (NaN).
+
+A fit is stored once in `kalshi_model_fits` and never recomputed, like the index grid: a backfill reads the fit the
+live run made, so it reproduces the live rows, and outcomes that become known later change no earlier probability.
+The regression runs on the training rows binned by logit (a few hundred weighted points, in DuckDB), so a fit costs
+the same on a day of history as on months.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+import duckdb
+import numpy as np
+from scipy.special import expit, logit
+
+from kalshi_shadow.config import env_number
+from kalshi_shadow.models.base import Model, ModelInputs
+from kalshi_shadow.models.lognormal import Avg60
+from kalshi_shadow.pricing.probability import CHAMPION
+
+MIN_EVENTS = 10           # settled events a fit needs (and both outcomes)
+LOGIT_BIN = 0.05          # training rows are binned on logit(p) this finely
+EPS = 1e-6
+
+
+def refit_interval() -> int:
+    """Seconds between refits (`KALSHI_SHADOW_RECAL_REFIT_MINUTES`: 60, or 5 with the simulator's fast clock)."""
+    import os
+
+    default = 5 if os.environ.get("KALSHI_SHADOW_FAST_CLOCK") else 60
+    return int(env_number("KALSHI_SHADOW_RECAL_REFIT_MINUTES", default, minimum=1, integer=True)) * 60
+
+
+def window_days() -> float:
+    """How far back a fit looks (`KALSHI_SHADOW_RECAL_WINDOW_DAYS`, 14): recent enough to follow the market."""
+    return env_number("KALSHI_SHADOW_RECAL_WINDOW_DAYS", 14, minimum=0.01)
+
+
+# Training rows for one series and boundary, binned on logit(p): the champion's priced snapshots of contracts settled
+# yes/no whose outcome was known before the boundary, seen within the window before it.
+TRAIN_SQL = f"""
+WITH t AS (
+    SELECT greatest(least(s.p_model, 1 - {EPS}), {EPS}) AS p, (c.outcome = 'yes')::INTEGER AS y, c.event_ticker
+    FROM kalshi_edge_snapshots AS s JOIN kalshi_contracts AS c USING (ticker)
+    WHERE s.model_version = $champion AND s.series_ticker = $series AND s.p_model IS NOT NULL
+      AND s.seen_ts < $boundary AND s.seen_ts >= $boundary - to_seconds($window)
+      AND s.quote_date >= ($boundary - to_seconds($window))::DATE  -- prunes by zone maps
+      AND c.outcome IN ('yes', 'no') AND c.outcome_known_ts < $boundary
+)
+SELECT round(ln(p / (1 - p)) / {LOGIT_BIN}) * {LOGIT_BIN} AS x, count(*) AS n, sum(y) AS k,
+       (SELECT count(DISTINCT event_ticker) FROM t) AS events
+FROM t GROUP BY 1 ORDER BY 1  -- a fixed order: the same sums, to the last bit, on every run
+"""
+
+
+def fit_platt(x: np.ndarray, n: np.ndarray, k: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """Weighted logistic regression of k successes in n trials on x: (a, b) by Newton's method, slightly ridged so a
+    separable set still gives finite numbers."""
+    a, b = 0.0, 1.0
+    for _ in range(iterations):
+        p = expit(a + b * x)
+        w = n * p * (1 - p)
+        g = np.array([np.sum(k - n * p), np.sum((k - n * p) * x)]) - 1e-6 * np.array([a, b - 1.0])
+        h = np.array([[np.sum(w), np.sum(w * x)], [np.sum(w * x), np.sum(w * x * x)]]) + 1e-6 * np.eye(2)
+        step = np.linalg.solve(h, g)
+        a, b = a + step[0], b + step[1]
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return float(a), float(b)
+
+
+class Recalibrated(Model):
+    name = "avg60-recal-v1"
+    description = "The champion through a per-series Platt fit, refitted on a schedule on outcomes known before the quote was seen."
+
+    def __init__(self) -> None:
+        self._a = self._b = None  # per row of the chunk `prepare` was given; `prob_yes` prices that chunk
+
+    @property
+    def refit_seconds(self) -> int:  # type: ignore[override]
+        return refit_interval()
+
+    def _fit(self, conn: duckdb.DuckDBPyConnection, series: str, boundary: float) -> tuple[float | None, float | None]:
+        """Fit (series, boundary) on what was known before it, store it, return (a, b) or (None, None)."""
+        at = datetime.fromtimestamp(boundary, tz=timezone.utc)
+        rows = conn.execute(TRAIN_SQL, {"champion": CHAMPION, "series": series, "boundary": at,
+                                        "window": window_days() * 86400}).fetchnumpy()
+        x, n, k = (np.asarray(rows[c], dtype=float) for c in ("x", "n", "k"))
+        events = int(rows["events"][0]) if len(x) else 0
+        ok = events >= MIN_EVENTS and 0 < k.sum() < n.sum()
+        a, b = fit_platt(x, n, k) if ok else (None, None)
+        conn.execute("""INSERT INTO kalshi_model_fits VALUES ($m, $s, $at, $a, $b, $n, $e, now()) ON CONFLICT DO NOTHING""",
+                     {"m": self.name, "s": series, "at": at, "a": a, "b": b, "n": int(n.sum()), "e": int(events)})
+        return a, b
+
+    def prepare(self, conn: duckdb.DuckDBPyConnection, x: ModelInputs) -> None:
+        step = self.refit_seconds
+        boundary = np.floor(x.seen_ts / step) * step
+        self._a, self._b = np.full(len(x), np.nan), np.full(len(x), np.nan)
+        keys = {(s, float(h)) for s, h in zip(x.series, boundary) if s is not None and not math.isnan(h)}
+        stored = {}
+        if keys:
+            stored = {(s, h.timestamp()): (a, b) for s, h, a, b in conn.execute(
+                "SELECT series_ticker, refit_ts, a, b FROM kalshi_model_fits WHERE model_version = ? AND refit_ts >= to_timestamp(?) AND refit_ts <= to_timestamp(?)",
+                [self.name, min(h for _, h in keys), max(h for _, h in keys)]).fetchall()}
+        for key in sorted(keys):
+            a, b = stored[key] if key in stored else self._fit(conn, *key)
+            if a is not None:
+                m = (x.series == key[0]) & (boundary == key[1])
+                self._a[m], self._b[m] = a, b
+
+    def prob_yes(self, x: ModelInputs) -> np.ndarray:
+        p = np.clip(Avg60().prob_yes(x), EPS, 1 - EPS)
+        return expit(self._a + self._b * logit(p))
