@@ -336,3 +336,13 @@ def test_the_cli_prints_the_headline_and_the_path(history: Path, tmp_path: Path,
     assert out.strip().endswith(str(tmp_path / "reports" / "daily" / "2026-06-04" / "index.html"))
     assert report_main(["--week", "2026-W23"]) == 0 and "2026-W23" in capsys.readouterr().out
     assert report_main(["--week", "nonsense"]) == 2
+
+
+def test_a_model_beats_the_mid_only_where_its_interval_is_above_zero() -> None:
+    from kalshi_shadow.reports.build import verdict
+    from kalshi_shadow.reports.stats import Interval
+
+    assert verdict(Interval(0.05, 0.01, 0.09)) == "beats the mid"
+    assert verdict(Interval(0.05, -0.01, 0.09)) == "no detectable difference"
+    assert verdict(Interval(-0.05, -0.09, -0.01)) == "worse than the mid"
+    assert verdict(Interval(0.05, float("nan"), float("nan"))) == "too few events"

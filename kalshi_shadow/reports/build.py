@@ -66,6 +66,13 @@ def _ci(i: stats.Interval, digits: int = 4) -> str:
     return f"{i.estimate:.{digits}f} [{i.lo:.{digits}f}, {i.hi:.{digits}f}]"
 
 
+def verdict(i: stats.Interval) -> str:
+    """Whether a model beats the mid, in words: only where the event-clustered interval of its skill excludes zero."""
+    if i is None or not (math.isfinite(i.lo) and math.isfinite(i.hi)):
+        return "too few events"
+    return "beats the mid" if i.lo > 0 else "worse than the mid" if i.hi < 0 else "no detectable difference"
+
+
 def _events(frame: pl.DataFrame, keys: list[str], values: list[str]) -> pl.DataFrame:
     return frame.group_by(keys + ["event"]).agg([pl.col(v).sum() for v in values])
 
@@ -141,17 +148,24 @@ def calibration(d: ReportData, headline: dict) -> Section:
             bss = stats.skill_score(g["brier_model"].to_numpy(), g["brier_mid"].to_numpy())
             rows.append({**dict(zip(keys, key)), "paired rows": int(n), "events": g.height,
                          "Brier model": g["brier_model"].sum() / n, "Brier mid": g["brier_mid"].sum() / n,
-                         "BSS vs mid [95% CI, events]": _ci(bss), "log loss model": g["logloss_model"].sum() / n,
-                         "log loss mid": g["logloss_mid"].sum() / n})
+                         "BSS vs mid [95% CI, events]": _ci(bss), "verdict": verdict(bss), "_bss": bss.estimate,
+                         "log loss model": g["logloss_model"].sum() / n, "log loss mid": g["logloss_mid"].sum() / n})
         return pl.DataFrame(rows).sort(keys)
 
-    head = table(["model"])
+    head = table(["model"]).sort("_bss", descending=True, nulls_last=True).drop("_bss")  # ranked: best skill first
     headline["Calibration on paired rows"] = head
-    s.table("Brier score, log loss and Brier skill score against the mid, per model (CI: bootstrap over whole events)", head)
-    by = table(["model", "series", "horizon"]).with_columns(
+    s.table("Brier score, log loss and Brier skill score against the mid, per model, ranked (CI: bootstrap over whole "
+            "events; a model beats the mid only where the interval is above zero)", head)
+    s.text(" ".join(f"{r['model']}: {r['verdict']} ({r['paired rows']} paired rows, {r['events']} events)."
+                    for r in head.iter_rows(named=True)))
+    by = table(["model", "series", "horizon"]).drop("_bss").with_columns(
         pl.col("horizon").replace_strict({h: i for i, h in enumerate(HORIZONS)}, return_dtype=pl.Int32).alias("_h")
     ).sort(["model", "series", "_h"]).drop("_h")
     s.table("Per series and time to close", by)
+    wins = by.filter(pl.col("verdict") == "beats the mid")
+    s.text("Where a model beats the mid (interval above zero): " + ("; ".join(
+        f"{r['model']} on {r['series']} {r['horizon']}" for r in wins.iter_rows(named=True)) if wins.height else
+        "nowhere in this period."))
 
     curves, rel_rows, dec_rows = {}, [], []
     for (name,), g in rel.group_by(["forecaster"], maintain_order=True):
@@ -343,7 +357,7 @@ def weekly_trend(d: ReportData, headline: dict) -> Section:
 
     def takes(frame: pl.DataFrame, label: str) -> pl.DataFrame:
         return frame.filter(pl.col("kind") == "takes").select(
-            pl.col("period").alias(label), pl.col("name").alias("rule set"), pl.col("n").alias("takes"),
+            pl.col("period").alias(label), pl.col("name").alias("rule set version"), pl.col("n").alias("takes"),
             pl.col("d").cast(pl.Int64).alias("settled"), pl.col("a").round(2).alias("realised PnL $"))
 
     days = pivot(dt, "day")
@@ -362,7 +376,7 @@ def weekly_trend(d: ReportData, headline: dict) -> Section:
             charts.trend(series, "Brier score per day, paired rows", "Brier"))
     tk = takes(dt, "day")
     if tk.height:
-        pnl = {rs: {"t": g["day"].to_list(), "y": g["realised PnL $"].to_numpy()} for (rs,), g in tk.group_by(["rule set"], maintain_order=True)}
+        pnl = {rs: {"t": g["day"].to_list(), "y": g["realised PnL $"].to_numpy()} for (rs,), g in tk.group_by(["rule set version"], maintain_order=True)}
         s.chart("Realised PnL per day of decision", "trend_daily_pnl.png",
                 charts.trend(pnl, "Realised PnL of takes, per day decided", "$", zero_line=True))
     if weeks["week"].n_unique() > 1:

@@ -253,15 +253,15 @@ SQL: dict[str, str] = {
                    avg(logloss_model) AS logloss_model, avg(logloss_mid) AS logloss_mid
             FROM kalshi_edge_snapshot_scores
             WHERE excluded_reason IS NULL AND quote_date < $hi AND quote_date >= $trend_lo GROUP BY ALL
-        ), tk AS (
-            SELECT date_trunc($unit, decision_date)::DATE AS period, rule_set, count(*) AS takes, sum(realised_pnl) AS realised_pnl,
-                   count(realised_pnl) AS settled_takes
+        ), tk AS (  -- per rule set *version*: an edited set's replayed log is another version, never summed with the old
+            SELECT date_trunc($unit, decision_date)::DATE AS period, rule_set_version, count(*) AS takes,
+                   sum(realised_pnl) AS realised_pnl, count(realised_pnl) AS settled_takes
             FROM kalshi_would_trades WHERE action = 'take' AND decision_date < $hi AND decision_date >= $trend_lo GROUP BY ALL
         )
         SELECT 'score' AS kind, period, model AS name, n_paired AS n, brier_model AS a, brier_mid AS b,
                1 - brier_model / nullif(brier_mid, 0) AS c, NULL::DOUBLE AS d FROM sc
         UNION ALL
-        SELECT 'takes', period, rule_set, takes, realised_pnl, NULL, NULL, settled_takes FROM tk
+        SELECT 'takes', period, rule_set_version, takes, realised_pnl, NULL, NULL, settled_takes FROM tk
         ORDER BY kind, name, period""",
 }
 
