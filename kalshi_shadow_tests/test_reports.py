@@ -225,8 +225,9 @@ def test_settlement_index_section_matches_numpy_on_the_index_grid(conn) -> None:
     contracts = conn.execute("""SELECT ticker, strike_type, floor_strike, cap_strike, close_ts, outcome, expiration_value::DOUBLE
                                 FROM kalshi_contracts WHERE close_ts >= ? AND close_ts < ? + INTERVAL 1 DAY
                                 AND outcome IN ('yes', 'no')""", [t0, t0]).fetchall()
-    grid = conn.execute("""SELECT epoch(ts)::BIGINT, official::DOUBLE, proxy::DOUBLE, coinbase::DOUBLE, kraken::DOUBLE, bitstamp::DOUBLE
-                           FROM spot_index WHERE ts > ? - INTERVAL 1 MINUTE AND ts < ? + INTERVAL 1 DAY""", [t0, t0]).fetchnumpy()
+    grid = conn.execute("""SELECT epoch(s.ts)::BIGINT, o.value::DOUBLE, proxy::DOUBLE, coinbase::DOUBLE, kraken::DOUBLE, bitstamp::DOUBLE
+                           FROM spot_index AS s LEFT JOIN cfb_index_values AS o ON o.ts = s.ts  -- the official value by its own time
+                           WHERE s.ts > ? - INTERVAL 1 MINUTE AND s.ts < ? + INTERVAL 1 DAY ORDER BY s.ts""", [t0, t0]).fetchnumpy()
     secs, *cols = grid.values()
     by_second = {int(x): i for i, x in enumerate(secs)}
     expected: dict[str, list[tuple[bool, float]]] = {s: [] for s in ("official", "proxy", "coinbase", "kraken", "bitstamp")}

@@ -23,11 +23,11 @@ HORIZON = """CASE WHEN {t} < 60 THEN '0-1m' WHEN {t} < 900 THEN '1-15m' WHEN {t}
 HORIZONS = ["0-1m", "1-15m", "15-60m", "1-6h", "6h+"]
 EV_EDGES = [-0.10, -0.05, -0.02, 0.0, 0.02, 0.05, 0.10]  # predicted-EV buckets (dollars per contract)
 N_BINS = 10
-# The settlement check's sources, on the index grid's seconds: the official index (when keyed), the proxy, and each
-# venue alone. Each is a column of `spot_index`.
+# The settlement check's sources: the official index (when keyed) by its own timestamps, as settlement averages it;
+# the proxy and each venue alone on the index grid's seconds (what was received by each second: a real-time estimate).
 INDEX_SOURCES = ("official", "proxy", *VENUES)
 INDEX_SOURCES_SQL = ", ".join(f"'{x}'" for x in INDEX_SOURCES)
-INDEX_VALUES_SQL = ", ".join(f"s.{x}" for x in INDEX_SOURCES)
+INDEX_VALUES_SQL = ", ".join("o.value" if x == "official" else f"s.{x}" for x in INDEX_SOURCES)
 VENUE_NAMES_SQL = ", ".join(f"'{v}'" for v in VENUES)
 VENUE_COLS_SQL = ", ".join(VENUES)
 GAP_SECONDS = 120  # a silence of the spot or quote feed longer than this is listed as a gap
@@ -196,10 +196,13 @@ SQL: dict[str, str] = {
             SELECT *, unnest(generate_series(date_trunc('second', close_ts) - INTERVAL 59 SECOND, date_trunc('second', close_ts),
                                              INTERVAL 1 SECOND)) AS ts
             FROM c
+        ), official AS (  -- per second, the official value stamped in it (CF Benchmarks' time, not when received)
+            SELECT date_trunc('second', ts) AS ts, arg_max(value, ts) AS value FROM cfb_index_values
+            WHERE index_id = 'BRTI' AND ts > $t0 - INTERVAL 61 SECOND AND ts < $t1 + INTERVAL 1 SECOND GROUP BY 1
         ), v AS (
             SELECT w.ticker, w.strike_type, w.f, w.k, w.outcome, w.expiration,
                    unnest([{INDEX_SOURCES_SQL}]) AS source, unnest([{INDEX_VALUES_SQL}])::DOUBLE AS v
-            FROM window_seconds AS w JOIN spot_index AS s USING (ts)
+            FROM window_seconds AS w JOIN spot_index AS s USING (ts) LEFT JOIN official AS o USING (ts)
         ), w AS (
             SELECT ticker, source, count(v) AS n, round(avg(v), 2) AS mean, any_value(expiration) AS expiration,
                    any_value(outcome) AS outcome, any_value(strike_type) AS strike_type, any_value(f) AS f, any_value(k) AS k
