@@ -15,9 +15,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from collectors.feed import (FeedCollector, Malformed, Reconnect, feed_args, int_field, positive_price,
-                             run_collector)
-from kalshi_shadow.config import ConfigError, Settings
+from collectors.feed import FeedCollector, Malformed, Reconnect, feed_main, int_field, positive_price
 
 log = logging.getLogger("collectors.bitstamp")
 CHANNEL = "live_trades_btcusd"
@@ -86,16 +84,8 @@ class BitstampCollector(FeedCollector):
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    args = feed_args("kalshi-shadow collect-bitstamp", __doc__, settings.bitstamp_ws_url, settings.data_dir).parse_args(argv)
-    c = BitstampCollector(args.url, args.data_dir, flush_seconds=args.flush_seconds, silence_seconds=args.silence_seconds)
-    return run_collector(c, args.seconds)
-
+    return feed_main(argv, "kalshi-shadow collect-bitstamp", __doc__, lambda s: s.bitstamp_ws_url,
+                     lambda a, s: BitstampCollector(a.url, a.data_dir, flush_seconds=a.flush_seconds, silence_seconds=a.silence_seconds))
 
 if __name__ == "__main__":
     import sys

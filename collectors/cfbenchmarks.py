@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection
 
-from collectors.feed import FeedCollector, Malformed, decimal_field, feed_args, int_field, run_collector
+from collectors.feed import FeedCollector, Malformed, decimal_field, feed_main, int_field
 from kalshi_shadow.config import ConfigError, Settings
 from kalshi_shadow.kalshi.auth import KalshiSigner
 
@@ -132,25 +132,18 @@ class IndexCollector(FeedCollector):
             self.malformed(exc, raw)
 
 
-def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    args = feed_args("kalshi-shadow collect-index", __doc__, settings.kalshi_ws_url, settings.data_dir).parse_args(argv)
+def _make(args, settings: Settings) -> IndexCollector:
     if not settings.has_kalshi_credentials:
-        log.error("collect-index needs Kalshi credentials: set KALSHI_API_KEY_ID and KALSHI_PRIVATE_KEY_PATH")
-        return 2
+        raise ConfigError("collect-index needs Kalshi credentials: set KALSHI_API_KEY_ID and KALSHI_PRIVATE_KEY_PATH")
     try:
         signer = KalshiSigner.from_key_file(settings.kalshi_api_key_id, settings.kalshi_private_key_path)
     except (OSError, ValueError, TypeError) as exc:
-        log.error("cannot load the Kalshi private key: %s: %s", type(exc).__name__, exc)
-        return 2
-    c = IndexCollector(args.url, args.data_dir, signer, flush_seconds=args.flush_seconds, silence_seconds=args.silence_seconds)
-    return run_collector(c, args.seconds)
+        raise ConfigError(f"cannot load the Kalshi private key: {type(exc).__name__}: {exc}") from None
+    return IndexCollector(args.url, args.data_dir, signer, flush_seconds=args.flush_seconds, silence_seconds=args.silence_seconds)
 
+
+def main(argv: list[str]) -> int:
+    return feed_main(argv, "kalshi-shadow collect-index", __doc__, lambda s: s.kalshi_ws_url, _make)
 
 if __name__ == "__main__":
     import sys

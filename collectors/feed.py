@@ -21,12 +21,13 @@ import time
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidURI
 
 from collectors.health import Health
+from kalshi_shadow.config import ConfigError, Settings
 from kalshi_shadow.raw import RawWriter
 
 log = logging.getLogger("collectors.feed")
@@ -212,6 +213,25 @@ def feed_args(prog: str, doc: str, default_url: str, data_dir: Path) -> argparse
     ap.add_argument("--silence-seconds", type=float, default=10.0, help="reconnect after this long without any message")
     ap.add_argument("--data-dir", type=Path, default=data_dir)
     return ap
+
+
+def feed_main(argv: list[str], prog: str, doc: str, default_url: Callable[[Settings], str],
+              make: Callable[[argparse.Namespace, Settings], FeedCollector],
+              extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    """A feed collector's command: settings from the environment, the shared options (`feed_args`), then run the
+    collector `make` builds; 2 with a logged message on a configuration error (`make` may raise ConfigError)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = Settings.from_env()
+        ap = feed_args(prog, doc, default_url(settings), settings.data_dir)
+        if extra_args is not None:
+            extra_args(ap)
+        args = ap.parse_args(argv)
+        collector = make(args, settings)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    return run_collector(collector, args.seconds)
 
 
 def run_collector(collector: FeedCollector, seconds: float) -> int:

@@ -18,8 +18,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from collectors.feed import FeedCollector, Malformed, feed_args, int_field, loads_exact, positive_price, run_collector
-from kalshi_shadow.config import ConfigError, Settings
+from collectors.feed import FeedCollector, Malformed, feed_main, int_field, loads_exact, positive_price
 
 log = logging.getLogger("collectors.kraken")
 SYMBOL = "BTC/USD"
@@ -115,16 +114,8 @@ class KrakenCollector(FeedCollector):
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    args = feed_args("kalshi-shadow collect-kraken", __doc__, settings.kraken_ws_url, settings.data_dir).parse_args(argv)
-    c = KrakenCollector(args.url, args.data_dir, flush_seconds=args.flush_seconds, silence_seconds=args.silence_seconds)
-    return run_collector(c, args.seconds)
-
+    return feed_main(argv, "kalshi-shadow collect-kraken", __doc__, lambda s: s.kraken_ws_url,
+                     lambda a, s: KrakenCollector(a.url, a.data_dir, flush_seconds=a.flush_seconds, silence_seconds=a.silence_seconds))
 
 if __name__ == "__main__":
     import sys

@@ -25,8 +25,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from collectors.feed import FeedCollector, Malformed, decimal_field, feed_args, int_field, run_collector
-from kalshi_shadow.config import ConfigError, Settings
+from collectors.feed import FeedCollector, Malformed, decimal_field, feed_main, int_field
 
 log = logging.getLogger("collectors.spot")
 
@@ -170,19 +169,10 @@ class SpotCollector(FeedCollector):
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    ap = feed_args("kalshi-shadow collect-spot", __doc__, settings.coinbase_ws_url, settings.data_dir)
-    ap.add_argument("--product", action="append", help="product id (repeatable); default BTC-USD")
-    args = ap.parse_args(argv)
-    c = SpotCollector(args.url, args.product or ["BTC-USD"], args.data_dir, flush_seconds=args.flush_seconds,
-                      silence_seconds=args.silence_seconds)
-    return run_collector(c, args.seconds)
-
+    return feed_main(argv, "kalshi-shadow collect-spot", __doc__, lambda s: s.coinbase_ws_url,
+                     lambda a, s: SpotCollector(a.url, a.product or ["BTC-USD"], a.data_dir, flush_seconds=a.flush_seconds,
+                                                silence_seconds=a.silence_seconds),
+                     lambda ap: ap.add_argument("--product", action="append", help="product id (repeatable); default BTC-USD"))
 
 if __name__ == "__main__":
     import sys

@@ -158,3 +158,14 @@ def test_keyed_the_official_index_prices_and_the_proxy_takes_over_when_it_stops(
     assert basis["seconds recorded"] >= 10 and basis["seconds paired"] >= 10 and abs(basis["mean basis bp"]) < 20
     sources = dict(tables["Seconds of the index grid by source"].select("source", "seconds").iter_rows())
     assert sources["official"] >= 10 and sources["proxy"] >= 8
+
+
+def test_without_credentials_the_index_collector_refuses_clearly(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("KALSHI_API_KEY_ID", "KALSHI_PRIVATE_KEY_PATH")}
+    out = subprocess.run([sys.executable, "-m", "collectors.cfbenchmarks", "--data-dir", str(tmp_path), "--seconds", "1"],
+                         cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "needs Kalshi credentials" in out.stderr
