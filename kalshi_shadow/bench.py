@@ -162,7 +162,8 @@ def _recompute_child(db: str) -> dict:
     return {"quotes": run.quotes, "rows": run.rows, "chunks": run.chunks, "duplicates": run.duplicates,
             "vol_seconds": t_vol, "seconds": t_day, "rss_before_mib": rss_before / 1024,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "memory_limit": memory_limit, "threads": threads, "chunk_quotes": chunk}
+            "memory_limit": memory_limit, "threads": threads, "chunk_quotes": chunk,
+            "model_seconds": getattr(run, "model_seconds", {})}
 
 
 def recompute_scenario(day: Day, tmp: Path, gen_timeout: float, default_quotes: int | None) -> int | None:
@@ -191,6 +192,10 @@ def recompute_scenario(day: Day, tmp: Path, gen_timeout: float, default_quotes: 
     _figure(f"{key} snapshot rows", f"{res['rows']:,} in {res['chunks']} chunks")
     _figure(f"{key} seconds", f"{res['seconds']:.1f}")
     _figure(f"{key} rows/s", f"{rate:,.0f}", f">= {TARGET_ROWS_PER_S:,}")
+    models = res.get("model_seconds") or {}
+    if models:  # each model's share: the rest (joins, reasons, writes) is shared by every model's rows
+        _figure(f"{key} models", f"{len(models)}: {res['rows'] / len(models) / res['seconds']:,.0f} quotes/s priced by every model; "
+                + ", ".join(f"{m} {t:.2f} s" for m, t in models.items()) + " in the models themselves")
     _figure(f"{key} peak RSS", f"{res['peak_rss_mib']:,.0f} MiB", f"<= {TARGET_RSS_MIB} MiB")
     return gen["quotes"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import dagster as dg

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
+from time import perf_counter
 
 import duckdb
 import numpy as np
@@ -298,6 +299,7 @@ class SnapshotRun:
     frontier: datetime | None = None
     inputs: dict[str, datetime | None] = field(default_factory=dict)
     held_back: str | None = None  # why nothing was priced, if so
+    model_seconds: dict[str, float] = field(default_factory=dict)  # time in each model (prepare + prob_yes)
 
 
 def _state(conn: duckdb.DuckDBPyConnection) -> tuple[int, datetime, int]:
@@ -373,9 +375,11 @@ def _price_chunk(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, lo: d
         models = registered_models()
         probs = []
         for m in models:
+            started = perf_counter()
             if hasattr(m, "prepare"):  # optional for a duck-typed model
                 m.prepare(conn, x)
             probs.append(np.clip(np.asarray(m.prob_yes(x), dtype=float), 0.0, 1.0))
+            run.model_seconds[m.name] = run.model_seconds.get(m.name, 0.0) + perf_counter() - started
         if before_insert is not None:
             before_insert()
         conn.register("_p", pa.table({"rid": np.asarray(b["rid"], dtype=np.int64),
