@@ -22,6 +22,7 @@ from kalshi_shadow.warehouse.contracts import refresh_contracts
 from kalshi_shadow.warehouse.ddl import ensure_schema
 from kalshi_shadow.warehouse.frontier import pricing_frontier
 from kalshi_shadow.warehouse.loader import load_new_files
+from kalshi_shadow.models import model_names
 
 T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=30)
 STEP = timedelta(hours=1)
@@ -108,12 +109,12 @@ def test_a_clock_that_steps_back_is_counted_and_pricing_goes_on(setup, caplog: p
     assert held is None and priced == 3  # the quotes seen "an hour ago" are priced, not held back
     after, _ = pricing_frontier(conn)
     assert after == before  # no input's frontier went back
-    # The post-step quotes, both models, get their snapshots with the terms they saw. The index grid is written once
+    # The post-step quotes, every model's rows, get their snapshots with the terms they saw. The index grid is written once
     # per second and never rewritten (pricing/index.py), and this warehouse has no index, vol grid or fee schedule
     # for the hour the clock now says it is (a platform that ran then has them): those rows say so in their reasons.
     post = conn.execute("SELECT strike_type IS NOT NULL, spot, reasons FROM kalshi_edge_snapshots WHERE seen_ts < ?",
                         [T0]).fetchall()
-    assert len(post) == 6 and all(found and spot is None for found, spot, _ in post)
+    assert len(post) == 3 * len(model_names()) and all(found and spot is None for found, spot, _ in post)
     assert all("no_spot" in reasons and "no_market_terms" not in reasons for _, _, reasons in post)
     steps = conn.execute("SELECT table_name, seq, round(step_seconds) FROM raw_clock_steps ORDER BY 1").fetchall()
     assert steps == [(t, 4, pytest.approx(STEP.total_seconds() - 5, abs=1)) for t in
