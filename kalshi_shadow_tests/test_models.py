@@ -191,10 +191,10 @@ def test_the_recalibrated_model_is_walk_forward_and_leak_free(tmp_path: Path) ->
     base = tmp_path / "base.duckdb"
     conn = utc(duckdb.connect(str(base)))
     ensure_schema(conn)
-    build_history(conn, days=3, strikes=2, pending_hours=2)  # priced before any outcome was known: no fit yet
+    build_history(conn, days=2, strikes=2, pending_hours=2)  # priced before any outcome was known: no fit yet
     assert conn.execute("SELECT count(p_model) FROM kalshi_edge_snapshots WHERE model_version = ?", [Recalibrated.name]).fetchall() == [(0,)]
     conn.close()
-    cut = START + timedelta(days=1, hours=12)
+    cut = START + timedelta(days=1)
     for name in ("a", "b"):
         shutil.copy(base, tmp_path / f"{name}.duckdb")
     conns = {n: utc(duckdb.connect(str(tmp_path / f"{n}.duckdb"))) for n in ("a", "b")}
@@ -204,7 +204,7 @@ def test_the_recalibrated_model_is_walk_forward_and_leak_free(tmp_path: Path) ->
     assert flipped > 20
     for c in conns.values():  # re-price each day in order, as a backfill after the fact: the fits are made walk-forward
         c.execute("DELETE FROM kalshi_model_fits")  # the empty fits stored while nothing was known, rebuilt
-        for d in range(3):
+        for d in range(2):
             recompute_day(c, (START + timedelta(days=d)).date(), lot=100)
     a, b = _recal(conns["a"]), _recal(conns["b"])
     assert a.keys() == b.keys()
@@ -217,7 +217,7 @@ def test_the_recalibrated_model_is_walk_forward_and_leak_free(tmp_path: Path) ->
     assert fits[1] > 10 and fits[2] >= START.replace(tzinfo=timezone.utc)
     # A second backfill reads the stored fits: the same rows.
     again = conns["a"]
-    recompute_day(again, (START + timedelta(days=2)).date(), lot=100)
+    recompute_day(again, (START + timedelta(days=1)).date(), lot=100)
     assert _recal(again) == a
     for c in conns.values():
         c.close()
