@@ -24,13 +24,12 @@ from kalshi_shadow.defs import pricing
 from kalshi_shadow.defs.ingest import kalshi_contracts, raw_assets
 from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.monitoring.health import index_health
-from kalshi_shadow.pricing.index import VENUE_STALE_SECONDS
 from kalshi_shadow.sim.server import SimHandle
 from kalshi_shadow.warehouse.connection import utc
 from kalshi_shadow_tests.test_collectors import REPO, _collector, _health, _stop
 from kalshi_shadow_tests.waiting import wait_for
 
-STALE = VENUE_STALE_SECONDS
+STALE = 10  # KALSHI_SHADOW_VENUE_STALE_SECONDS for this test (30 by default): the same rules, a shorter run
 
 
 def _now() -> datetime:
@@ -42,7 +41,8 @@ def _sleep_until(t: datetime) -> None:
 
 
 @pytest.mark.slow
-def test_one_venue_wrong_one_silent_then_all_silent(sim: SimHandle, tmp_path: Path) -> None:
+def test_one_venue_wrong_one_silent_then_all_silent(sim: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KALSHI_SHADOW_VENUE_STALE_SECONDS", str(STALE))
     procs = [
         _collector("collectors.spot", tmp_path, "--url", sim.coinbase_ws_url, "--flush-seconds", "0.5", "--silence-seconds", "5"),
         _collector("collectors.kraken", tmp_path, "--url", sim.kraken_ws_url, "--flush-seconds", "0.5", "--silence-seconds", "5"),
@@ -53,12 +53,12 @@ def test_one_venue_wrong_one_silent_then_all_silent(sim: SimHandle, tmp_path: Pa
         for name in ("spot", "kraken", "bitstamp", "quotes"):
             wait_for(lambda: _health(tmp_path, name).get("rows_acknowledged", 0) > 3, timeout=30, what=f"{name} rows")
         t1 = _now()
-        sim.faults(venue_offset={"bitstamp": 0.01}, venue_silence={"kraken": 80})
+        sim.faults(venue_offset={"bitstamp": 0.01}, venue_silence={"kraken": 2 * STALE + 30})
         _sleep_until(t1 + timedelta(seconds=8))
         sim.faults(venue_offset={"bitstamp": 0.0})
-        t3 = t1 + timedelta(seconds=35)
+        t3 = t1 + timedelta(seconds=STALE + 15)
         _sleep_until(t3)
-        sim.faults(venue_silence={"coinbase": 45, "bitstamp": 45})
+        sim.faults(venue_silence={"coinbase": STALE + 15, "bitstamp": STALE + 15})
         _sleep_until(t3 + timedelta(seconds=STALE + 9))
     finally:
         codes = [_stop(p) for p in procs]
@@ -84,7 +84,7 @@ def test_one_venue_wrong_one_silent_then_all_silent(sim: SimHandle, tmp_path: Pa
         assert len(wrong) >= 4 and all(r[1] == "proxy" and r[2] == 2 and r[3] == ["bitstamp"] for r in wrong), wrong
         # Kraken silent past the stale limit: dropped, and the proxy goes on with Coinbase and Bitstamp.
         one_down = grid(t1 + timedelta(seconds=STALE + 2), t3 + timedelta(seconds=STALE - 2))
-        assert len(one_down) > 25 and all(r[1] == "proxy" and r[2] == 2 and r[3] == [] and r[4] for r in one_down), one_down
+        assert len(one_down) > 15 and all(r[1] == "proxy" and r[2] == 2 and r[3] == [] and r[4] for r in one_down), one_down
         # Every venue silent past the limit: no price at all.
         all_down = grid(t3 + timedelta(seconds=STALE + 2), t3 + timedelta(seconds=STALE + 6))
         assert len(all_down) >= 4 and all(r[1] is None and r[2] == 0 and r[5] for r in all_down), all_down

@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
-from kalshi_shadow.pricing.index import MAX_DEVIATION_BP, QUORUM, VENUE_STALE_SECONDS, VENUES, index_frontier, refresh_spot_index
+from kalshi_shadow.pricing.index import MAX_DEVIATION_BP, QUORUM, VENUES, index_frontier, refresh_spot_index, venue_stale_seconds
 from kalshi_shadow.models import model_names
 from kalshi_shadow.pricing.rules import RULES, lot_size
 from kalshi_shadow.pricing.snapshots import price_new_quotes, recompute_day, refresh_spot_vol
@@ -39,7 +39,7 @@ FROM spot_index WHERE ts > $since
     owners=["team:quant"],
     deps=["spot_ticks", "kraken_trades", "bitstamp_trades"],
     description=(f"The index proxy that pricing uses: per UTC second, the median of the venues' ({', '.join(VENUES)}) "
-                 f"latest prices received by then; a venue silent over {VENUE_STALE_SECONDS:g} s drops out, one more than "
+                 f"latest prices received by then; a venue silent over {venue_stale_seconds():g} s drops out, one more than "
                  f"{MAX_DEVIATION_BP:g} bp from the median is excluded, fewer than {QUORUM} venues is index_degraded. "
                  "Written once every live venue is complete up to the second, never changed."),
     check_specs=[

@@ -4,7 +4,7 @@ The contracts settle on CF Benchmarks' BRTI, computed from several venues' books
 that persists for minutes. So pricing uses, per UTC second t, the venues' latest trade prices *received* at or before
 t (point in time), with these rules, all here:
 
-- a venue silent longer than `VENUE_STALE_SECONDS` drops out (its column is NULL);
+- a venue silent longer than `venue_stale_seconds()` drops out (its column is NULL);
 - a fresh venue more than `MAX_DEVIATION_BP` from the median of the fresh venues is excluded (listed in `excluded`,
   counted by a check): with three venues one bad price cannot move the median, so it is found;
 - the median of the rest is the `proxy`; its source is 'proxy' with two or more venues, the venue's name with one
@@ -23,17 +23,20 @@ downtime (or the first run on a warehouse of Coinbase history) never holds more 
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 import duckdb
 
+from kalshi_shadow.config import env_number
 from kalshi_shadow.warehouse.connection import transaction
 from kalshi_shadow.warehouse.frontier import table_frontier
 
 VENUES = ("coinbase", "kraken", "bitstamp")
 VENUE_TABLES = {"coinbase": "spot_ticks", "kraken": "kraken_trades", "bitstamp": "bitstamp_trades"}
 COLLECTORS = {"coinbase": "spot", "kraken": "kraken", "bitstamp": "bitstamp"}  # each venue's collector (health record name)
-VENUE_STALE_SECONDS = 30.0   # a venue's last trade older than this is no price
+VENUE_STALE_SECONDS = 30.0   # default: a venue's last trade older than this is no price
 MAX_DEVIATION_BP = 50.0      # a venue further than this from the fresh venues' median is excluded
 QUORUM = 2                   # venues needed for a 'proxy' price; fewer is index_degraded
 VENUE_DOWN_SECONDS = 120.0   # a venue whose files lag the newest venue's by more than this no longer holds the grid
@@ -86,15 +89,22 @@ FROM kept
 """
 
 
-def _index_sql() -> str:
-    latest = ",".join([*(_LATEST.format(v=f"t_{v}", table=VENUE_TABLES[v], stale=int(VENUE_STALE_SECONDS), price="price",
+def venue_stale_seconds() -> float:
+    """A venue whose newest trade is older than this has no price (`KALSHI_SHADOW_VENUE_STALE_SECONDS`, 30). Changing
+    it changes only the seconds written from then on: the grid is never rewritten."""
+    return env_number("KALSHI_SHADOW_VENUE_STALE_SECONDS", VENUE_STALE_SECONDS, minimum=1)
+
+
+@lru_cache(maxsize=4)
+def _index_sql(stale: float) -> str:
+    latest = ",".join([*(_LATEST.format(v=f"t_{v}", table=VENUE_TABLES[v], stale=int(math.ceil(stale)), price="price",
                                         pred="product_id = 'BTC-USD' AND" if v == "coinbase" else "")
                          for v in VENUES),
                        _LATEST.format(v="t_off", table=OFFICIAL_TABLE, stale=int(OFFICIAL_STALE_SECONDS), price="value",
                                       pred=f"index_id = '{OFFICIAL_INDEX_ID}' AND")])
     fresh = ",\n           ".join(
-        f"CASE WHEN epoch(g.ts) - epoch(t_{v}.seen) <= {VENUE_STALE_SECONDS} THEN t_{v}.price END AS {v}, "
-        f"CASE WHEN epoch(g.ts) - epoch(t_{v}.seen) <= {VENUE_STALE_SECONDS} THEN t_{v}.seen END AS {v}_seen"
+        f"CASE WHEN epoch(g.ts) - epoch(t_{v}.seen) <= {stale} THEN t_{v}.price END AS {v}, "
+        f"CASE WHEN epoch(g.ts) - epoch(t_{v}.seen) <= {stale} THEN t_{v}.seen END AS {v}_seen"
         for v in VENUES)
     asof = "\n    ".join(f"ASOF LEFT JOIN t_{v} ON g.ts >= t_{v}.seen" for v in (*VENUES, "off"))
     off = "abs({v} / med - 1) * 10000 > $max_dev"
@@ -105,9 +115,6 @@ def _index_sql() -> str:
         used=", ".join(f"u_{v}" for v in VENUES),
         single=", ".join(f"CASE WHEN u_{v} IS NOT NULL THEN '{v}' END" for v in VENUES),
         used_seen=", ".join(f"CASE WHEN u_{v} IS NOT NULL THEN {v}_seen END" for v in VENUES))
-
-
-_SQL = _index_sql()
 
 
 def venue_frontiers(conn: duckdb.DuckDBPyConnection) -> dict[str, datetime | None]:
@@ -152,7 +159,7 @@ def refresh_spot_index(conn: duckdb.DuckDBPyConnection) -> int:
     while start <= end:
         stop = min(end, start + SLICE - timedelta(seconds=1))
         with transaction(conn):
-            conn.execute(_SQL, {"start": start, "end": stop, "max_dev": MAX_DEVIATION_BP})
+            conn.execute(_index_sql(venue_stale_seconds()), {"start": start, "end": stop, "max_dev": MAX_DEVIATION_BP})
             conn.execute("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
                          [STATE, int(stop.timestamp() * 1e6)])
         written += int((stop - start).total_seconds()) + 1
