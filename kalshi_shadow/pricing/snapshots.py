@@ -322,12 +322,14 @@ def chunk_quotes() -> int:
     return env_number("KALSHI_SHADOW_CHUNK_QUOTES", 400_000, minimum=1, integer=True)
 
 
-def _chunks(conn: duckdb.DuckDBPyConnection, pred: str, params: dict) -> list[tuple[datetime, datetime]]:
-    """Quote-time windows holding at most chunk_quotes() quotes each (whole minutes, so a minute never splits), split
-    too at every refit boundary of a registered model (`Model.refit_seconds`). Any split gives the same rows (inputs
-    are bounded relative to each quote); windows on `ts` prune by zone maps."""
+def _chunks(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, *, at_refits: bool = False) -> list[tuple[datetime, datetime]]:
+    """Quote-time windows holding at most chunk_quotes() quotes each (whole minutes, so a minute never splits), and
+    with `at_refits` split at every refit boundary of a registered model (`Model.refit_seconds`): pricing quotes for
+    the first time, the rows before a boundary must be stored before a fit at it reads them (a backfill has them
+    already: its old rows go only after the models have prepared). Any split gives the same rows (inputs are
+    bounded relative to each quote); windows on `ts` prune by zone maps."""
     limit = chunk_quotes()
-    steps = [int(s) for m in registered_models() if (s := getattr(m, "refit_seconds", None))]
+    steps = [int(s) for m in registered_models() if (s := getattr(m, "refit_seconds", None))] if at_refits else []
     buckets = conn.execute(f"""SELECT time_bucket(INTERVAL 1 MINUTE, q.ts) AS b, count(*) FROM kalshi_quotes AS q
                                WHERE {pred} GROUP BY 1 ORDER BY 1""", params).fetchall()
     out, lo, n, block = [], None, 0, None
@@ -345,8 +347,8 @@ def _chunks(conn: duckdb.DuckDBPyConnection, pred: str, params: dict) -> list[tu
 
 
 def _price(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, *, lot: int, rules: Rules, run: SnapshotRun) -> None:
-    """Price every quote matching `pred`, chunk by chunk (in the caller's transaction)."""
-    for lo, hi in _chunks(conn, pred, params):
+    """Price every quote matching `pred` for the first time, chunk by chunk (in the caller's transaction)."""
+    for lo, hi in _chunks(conn, pred, params, at_refits=True):
         _price_chunk(conn, pred, params, lo, hi, lot=lot, rules=rules, run=run)
 
 
