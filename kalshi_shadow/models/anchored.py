@@ -13,7 +13,6 @@ the book changed, the two law terms are equal and p is the mid (to rounding). A 
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit, logit
 
 from kalshi_shadow.models.base import Model, ModelInputs
 from kalshi_shadow.pricing.probability import CHAMPION, prob_yes
@@ -26,6 +25,8 @@ class MarketAnchored(Model):
     description = "The book's mid, moved in logit space by the champion law's response to the index move since the book last changed."
 
     def prob_yes(self, x: ModelInputs) -> np.ndarray:
+        from scipy.special import expit, logit  # here: the Dagster processes that never price skip the import
+
         move = x.index_move  # NaN (the index then unknown): NaN, never a guess
         now = prob_yes(x.strike_type, x.floor, x.cap, x.spot, x.vol, x.tau, model=CHAMPION, window_mean=x.window_mean)
         then = prob_yes(x.strike_type, x.floor, x.cap, x.spot * np.exp(-move), x.vol, x.tau, model=CHAMPION,

@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 
 import duckdb
 import numpy as np
-from scipy.special import expit, logit
 
 from kalshi_shadow.config import env_number
 from kalshi_shadow.models.base import Model, ModelInputs
@@ -69,6 +68,8 @@ FROM t GROUP BY 1 ORDER BY 1  -- a fixed order: the same sums, to the last bit, 
 def fit_platt(x: np.ndarray, n: np.ndarray, k: np.ndarray, iterations: int = 50) -> tuple[float, float]:
     """Weighted logistic regression of k successes in n trials on x: (a, b) by Newton's method, slightly ridged so a
     separable set still gives finite numbers."""
+    from scipy.special import expit  # here: the Dagster processes that never price skip the import
+
     a, b = 0.0, 1.0
     for _ in range(iterations):
         p = expit(a + b * x)
@@ -123,5 +124,7 @@ class Recalibrated(Model):
                 self._a[m], self._b[m] = a, b
 
     def prob_yes(self, x: ModelInputs) -> np.ndarray:
+        from scipy.special import expit, logit
+
         p = np.clip(Avg60().prob_yes(x), EPS, 1 - EPS)
         return expit(self._a + self._b * logit(p))

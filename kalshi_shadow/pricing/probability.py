@@ -1,7 +1,8 @@
 """P(YES) for Kalshi's BTC strike types under a lognormal law, vectorised over quotes.
 
 The BTC series settle on the mean A of the 60 one-second index values in (close - 60 s, close], rounded to the
-cent. Two models share one interface so their scores can be compared (champion / challenger):
+cent. Two laws live here; the models that use them are registered in `kalshi_shadow/models` (`lognormal.py`; the
+market-anchored and recalibrated models build on the champion's law):
 
 - `avg60-v1` (champion): A's log is normal with the variance of an arithmetic average of GBM over the window,
   sigma^2 * ((tau - 60) + 60/3) when the window is still ahead; inside the window the elapsed part is realised
@@ -22,7 +23,6 @@ WINDOW = 60.0
 HALF_CENT = 0.005
 CHAMPION = "avg60-v1"
 CHALLENGER = "spot-v1"
-MODELS = (CHAMPION, CHALLENGER)
 
 
 def _p_above(threshold: np.ndarray, spot: np.ndarray, vol: np.ndarray, tau: np.ndarray, model: str,
