@@ -173,3 +173,34 @@ def test_a_killed_child_is_restarted_and_its_exit_logged(ups: Ups) -> None:
     assert lines[0]["restart_number"] == 1 and lines[0]["held"] is False and lines[0]["crash_loop"] is False, lines
     assert k["last_exit_signal"] == "SIGKILL" and k["last_exit_cause"] == "killed by SIGKILL" and k["crash_loop"] is False, k
     assert _stop(up) == 0, ups.output(1)
+
+
+def test_with_credentials_and_sim_the_simulator_checks_the_key_and_the_index_collector_runs(tmp_path: Path, rsa_key, monkeypatch) -> None:
+    import argparse
+
+    from cryptography.hazmat.primitives import serialization
+
+    from kalshi_shadow.config import Settings
+    from kalshi_shadow.supervisor import build_children
+
+    key = tmp_path / "k.pem"
+    key.write_bytes(rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    args = argparse.Namespace(sim=True, fast_clock=False, kalshi_port=18765, coinbase_port=18766, kraken_port=0, bitstamp_port=0,
+                              kalshi_ws_port=0, no_dagster=True, dagster_port=3000)
+    monkeypatch.setenv("KALSHI_SHADOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("KALSHI_API_KEY_ID", "k1")
+    monkeypatch.setenv("KALSHI_PRIVATE_KEY_PATH", str(key))
+    keyed = Settings.from_env()
+    children = {c.name: c for c in build_children(args, keyed)}
+    assert set(children) == {"sim", "collect-spot", "collect-kraken", "collect-bitstamp", "collect-index", "collect-quotes"}
+    sim = children["sim"].argv
+    public = Path(sim[sim.index("--public-key") + 1]).read_bytes()
+    assert public == rsa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert "k1" not in " ".join(sim)  # the key id reaches the simulator through the environment, not its command line
+    env = children["collect-index"].env
+    assert env["KALSHI_WS_URL"] == "ws://127.0.0.1:18769/trade-api/ws/v2" and env["KALSHI_API_KEY_ID"] == "k1"
+    monkeypatch.delenv("KALSHI_API_KEY_ID")
+    monkeypatch.delenv("KALSHI_PRIVATE_KEY_PATH")
+    unkeyed = Settings.from_env()
+    plain = {c.name: c for c in build_children(args, unkeyed)}
+    assert "collect-index" not in plain and "--public-key" not in plain["sim"].argv
