@@ -53,39 +53,33 @@ class BitstampCollector(FeedCollector):
     async def keepalive(self, ws: ClientConnection) -> None:
         await ws.send(json.dumps({"event": "bts:heartbeat"}))
 
-    def handle(self, raw: str | bytes) -> None:
-        received = datetime.now(timezone.utc)
-        try:
-            msg = json.loads(raw)
-            if not isinstance(msg, dict):
-                raise Malformed("not a JSON object")
-            event = msg.get("event")
-            if event in ("trade", "bts:heartbeat"):
-                self.health.message()
-            if event == "trade":
-                row = parse_trade(msg.get("data"), received)
-                if self.newest is not None and row["trade_id"] <= self.newest:
-                    self.health.event("out_of_order", f"trade {row['trade_id']} after {self.newest}")
-                else:
-                    self.newest = row["trade_id"]
-                self.writer.append(row)
-            elif event == "bts:heartbeat":
-                self.health.counters["heartbeats"] += 1
-            elif event == "bts:subscription_succeeded":
-                log.info("bitstamp: subscribed to %s", msg.get("channel"))
-            elif event == "bts:request_reconnect":
-                raise Reconnect("the server asked to reconnect (bts:request_reconnect)")
-            elif event == "bts:error":
-                self.health.event("exchange_error", str(msg.get("data"))[:200])
-                log.error("bitstamp: error: %s", msg.get("data"))
-            # Unknown events are ignored.
-        except ValueError as exc:  # Malformed, JSONDecodeError, UnicodeDecodeError
-            self.malformed(exc, raw)
+    def on_message(self, msg: dict[str, Any], received: datetime) -> None:
+        event = msg.get("event")
+        if event in ("trade", "bts:heartbeat"):
+            self.health.message()
+        if event == "trade":
+            row = parse_trade(msg.get("data"), received)
+            if self.newest is not None and row["trade_id"] <= self.newest:
+                self.health.event("out_of_order", f"trade {row['trade_id']} after {self.newest}")
+            else:
+                self.newest = row["trade_id"]
+            self.writer.append(row)
+        elif event == "bts:heartbeat":
+            self.health.counters["heartbeats"] += 1
+        elif event == "bts:subscription_succeeded":
+            log.info("bitstamp: subscribed to %s", msg.get("channel"))
+        elif event == "bts:request_reconnect":
+            raise Reconnect("the server asked to reconnect (bts:request_reconnect)")
+        elif event == "bts:error":
+            self.health.event("exchange_error", str(msg.get("data"))[:200])
+            log.error("bitstamp: error: %s", msg.get("data"))
+        # Unknown events are ignored.
 
 
 def main(argv: list[str]) -> int:
     return feed_main(argv, "kalshi-shadow collect-bitstamp", __doc__, lambda s: s.bitstamp_ws_url,
                      lambda a, s: BitstampCollector(a.url, a.data_dir, flush_seconds=a.flush_seconds, silence_seconds=a.silence_seconds))
+
 
 if __name__ == "__main__":
     import sys

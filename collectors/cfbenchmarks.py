@@ -104,32 +104,25 @@ class IndexCollector(FeedCollector):
             log.warning("index: seq gap: missed %d messages", n)
         self.seq = seq if self.seq is None else max(self.seq, seq)
 
-    def handle(self, raw: str | bytes) -> None:
-        received = datetime.now(timezone.utc)
-        try:
-            msg = json.loads(raw)
-            if not isinstance(msg, dict):
-                raise Malformed("not a JSON object")
-            kind = msg.get("type")
-            if kind == CHANNEL:
-                self.health.message()
-                seq = int_field(msg, "seq")
-                row = parse_value(msg.get("msg"), received, seq)
-                self._sequence(seq)
-                if self.newest is not None and row["ts"] <= self.newest:
-                    self.health.event("out_of_order", f"{row['index_id']} value at {row['ts'].isoformat()} after {self.newest.isoformat()}")
-                else:
-                    self.newest = row["ts"]
-                self.writer.append(row)
-            elif kind == "subscribed":
-                log.info("index: subscribed to %s (sid %s)", CHANNEL, msg.get("sid", (msg.get("msg") or {}).get("sid")))
-            elif kind == "error":
-                detail = msg.get("msg")
-                self.health.event("exchange_error", str(detail)[:200])
-                log.error("index: error from Kalshi: %s", detail)
-            # Other types (an index list, unknown messages) are ignored.
-        except ValueError as exc:  # Malformed, JSONDecodeError, UnicodeDecodeError
-            self.malformed(exc, raw)
+    def on_message(self, msg: dict[str, Any], received: datetime) -> None:
+        kind = msg.get("type")
+        if kind == CHANNEL:
+            self.health.message()
+            seq = int_field(msg, "seq")
+            row = parse_value(msg.get("msg"), received, seq)
+            self._sequence(seq)
+            if self.newest is not None and row["ts"] <= self.newest:
+                self.health.event("out_of_order", f"{row['index_id']} value at {row['ts'].isoformat()} after {self.newest.isoformat()}")
+            else:
+                self.newest = row["ts"]
+            self.writer.append(row)
+        elif kind == "subscribed":
+            log.info("index: subscribed to %s (sid %s)", CHANNEL, msg.get("sid", (msg.get("msg") or {}).get("sid")))
+        elif kind == "error":
+            detail = msg.get("msg")
+            self.health.event("exchange_error", str(detail)[:200])
+            log.error("index: error from Kalshi: %s", detail)
+        # Other types (an index list, unknown messages) are ignored.
 
 
 def _make(args, settings: Settings) -> IndexCollector:
@@ -144,6 +137,7 @@ def _make(args, settings: Settings) -> IndexCollector:
 
 def main(argv: list[str]) -> int:
     return feed_main(argv, "kalshi-shadow collect-index", __doc__, lambda s: s.kalshi_ws_url, _make)
+
 
 if __name__ == "__main__":
     import sys

@@ -84,11 +84,12 @@ def positive_price(msg: dict[str, Any], key: str = "price", *, strings_only: boo
 
 class FeedCollector:
     """One venue's WebSocket session loop around a raw writer and a health record. Subclasses implement
-    `subscribe(ws)` and `handle(raw, received)`; they may override `on_connected()` and `keepalive(ws)`."""
+    `subscribe(ws)` and `on_message(msg, received)`; they may override `on_connected()` and `keepalive(ws)`."""
 
     name = "feed"          # the health record's name and the `collector` of its events
     table = ""             # the raw table it writes
     keepalive_seconds = 0.0  # >0: call `keepalive(ws)` this often (a venue without server heartbeats)
+    exact_numbers = False  # parse JSON numbers as exact Decimals (a venue that sends prices as numbers)
 
     def __init__(self, url: str, data_dir: Path, *, flush_seconds: float = 5.0, silence_seconds: float = 10.0) -> None:
         self.url = url
@@ -106,8 +107,20 @@ class FeedCollector:
     async def subscribe(self, ws: ClientConnection) -> None:
         raise NotImplementedError
 
-    def handle(self, raw: str | bytes) -> None:
+    def on_message(self, msg: dict[str, Any], received: datetime) -> None:
+        """One message, a JSON object, received at `received`; raise Malformed (a ValueError) if it is broken."""
         raise NotImplementedError
+
+    def handle(self, raw: str | bytes) -> None:
+        """Parse one frame and pass it on; anything broken is counted, logged and skipped, never a crash."""
+        received = datetime.now(timezone.utc)
+        try:
+            msg = loads_exact(raw) if self.exact_numbers else json.loads(raw)
+            if not isinstance(msg, dict):
+                raise Malformed("not a JSON object")
+            self.on_message(msg, received)
+        except ValueError as exc:  # Malformed, JSONDecodeError, UnicodeDecodeError
+            self.malformed(exc, raw)
 
     def on_connected(self) -> None:
         """Called once a new session has subscribed."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from collectors.feed import FeedCollector, Malformed, feed_main, int_field, loads_exact, positive_price
+from collectors.feed import FeedCollector, Malformed, feed_main, int_field, positive_price
 
 log = logging.getLogger("collectors.kraken")
 SYMBOL = "BTC/USD"
@@ -78,44 +78,40 @@ class KrakenCollector(FeedCollector):
             return
         self.newest = trade_id
 
-    def handle(self, raw: str | bytes) -> None:
-        received = datetime.now(timezone.utc)
-        try:
-            msg = loads_exact(raw)
-            if not isinstance(msg, dict):
-                raise Malformed("not a JSON object")
-            channel, method = msg.get("channel"), msg.get("method")
-            if channel in ("trade", "heartbeat"):
-                self.health.message()
-            if channel == "trade":
-                data = msg.get("data")
-                if not isinstance(data, list):
-                    raise Malformed("'data' is not a list")
-                rows = [parse_trade(item, received) for item in data]  # all or nothing: a broken element is a broken message
-                for row in rows:
-                    self._trade_id(row["trade_id"])
-                    self.writer.append(row)
-            elif channel == "heartbeat":
-                self.health.counters["heartbeats"] += 1
-            elif method == "subscribe":
-                if msg.get("success") is not True:
-                    self.health.event("exchange_error", f"subscribe failed: {msg.get('error')}"[:200])
-                    log.error("kraken: subscribe failed: %s", msg.get("error"))
-                else:
-                    log.info("kraken: subscribed: %s", msg.get("result"))
-            elif method == "pong":
-                self.health.counters["pongs"] += 1
-            elif "error" in msg:
-                self.health.event("exchange_error", str(msg.get("error"))[:200])
-                log.error("kraken: error: %s", msg.get("error"))
-            # `status` and unknown messages are ignored.
-        except ValueError as exc:  # Malformed, JSONDecodeError, UnicodeDecodeError
-            self.malformed(exc, raw)
+    exact_numbers = True  # prices and quantities are JSON numbers
+
+    def on_message(self, msg: dict[str, Any], received: datetime) -> None:
+        channel, method = msg.get("channel"), msg.get("method")
+        if channel in ("trade", "heartbeat"):
+            self.health.message()
+        if channel == "trade":
+            data = msg.get("data")
+            if not isinstance(data, list):
+                raise Malformed("'data' is not a list")
+            rows = [parse_trade(item, received) for item in data]  # all or nothing: a broken element is a broken message
+            for row in rows:
+                self._trade_id(row["trade_id"])
+                self.writer.append(row)
+        elif channel == "heartbeat":
+            self.health.counters["heartbeats"] += 1
+        elif method == "subscribe":
+            if msg.get("success") is not True:
+                self.health.event("exchange_error", f"subscribe failed: {msg.get('error')}"[:200])
+                log.error("kraken: subscribe failed: %s", msg.get("error"))
+            else:
+                log.info("kraken: subscribed: %s", msg.get("result"))
+        elif method == "pong":
+            self.health.counters["pongs"] += 1
+        elif "error" in msg:
+            self.health.event("exchange_error", str(msg.get("error"))[:200])
+            log.error("kraken: error: %s", msg.get("error"))
+        # `status` and unknown messages are ignored.
 
 
 def main(argv: list[str]) -> int:
     return feed_main(argv, "kalshi-shadow collect-kraken", __doc__, lambda s: s.kraken_ws_url,
                      lambda a, s: KrakenCollector(a.url, a.data_dir, flush_seconds=a.flush_seconds, silence_seconds=a.silence_seconds))
+
 
 if __name__ == "__main__":
     import sys

@@ -131,32 +131,25 @@ class SpotCollector(FeedCollector):
         else:
             state.announced, state.announced_across = None, False
 
-    def handle(self, raw: str | bytes) -> None:
-        """One feed message: a tick is buffered, a heartbeat checks continuity, anything broken counted and skipped."""
-        received = datetime.now(timezone.utc)
-        try:
-            msg = json.loads(raw)
-            if not isinstance(msg, dict):
-                raise Malformed("not a JSON object")
-            kind = msg.get("type")
-            if kind in ("ticker", "heartbeat"):  # the feed itself: a subscription ack after a reconnect is not data
-                self.health.message()
-            if kind == "ticker":
-                row = parse_ticker(msg, received)
-                self._ticker_trade(row["product_id"], row["trade_id"])
-                self.writer.append(row)  # never dropped: even a late or repeated trade is an observation
-            elif kind == "heartbeat":
-                product, last_trade_id = _product(msg), int_field(msg, "last_trade_id", required=True)
-                self.health.counters["heartbeats"] += 1
-                self._heartbeat_trade(product, last_trade_id)
-            elif kind == "error":
-                self.health.event("exchange_error", f"{msg.get('message')}: {msg.get('reason')}"[:200])
-                log.error("feed error: %s (%s)", msg.get("message"), msg.get("reason"))
-            elif kind == "subscriptions":
-                log.info("subscribed: %s", msg.get("channels"))
-            # Unknown types are ignored, as the feed's contract asks.
-        except ValueError as exc:  # Malformed, JSONDecodeError, UnicodeDecodeError
-            self.malformed(exc, raw)
+    def on_message(self, msg: dict[str, Any], received: datetime) -> None:
+        """One feed message: a tick is buffered, a heartbeat checks continuity (anything broken raises Malformed)."""
+        kind = msg.get("type")
+        if kind in ("ticker", "heartbeat"):  # the feed itself: a subscription ack after a reconnect is not data
+            self.health.message()
+        if kind == "ticker":
+            row = parse_ticker(msg, received)
+            self._ticker_trade(row["product_id"], row["trade_id"])
+            self.writer.append(row)  # never dropped: even a late or repeated trade is an observation
+        elif kind == "heartbeat":
+            product, last_trade_id = _product(msg), int_field(msg, "last_trade_id", required=True)
+            self.health.counters["heartbeats"] += 1
+            self._heartbeat_trade(product, last_trade_id)
+        elif kind == "error":
+            self.health.event("exchange_error", f"{msg.get('message')}: {msg.get('reason')}"[:200])
+            log.error("feed error: %s (%s)", msg.get("message"), msg.get("reason"))
+        elif kind == "subscriptions":
+            log.info("subscribed: %s", msg.get("channels"))
+        # Unknown types are ignored, as the feed's contract asks.
 
     # ---- session hooks ------------------------------------------------------------------------------------
     async def subscribe(self, ws: ClientConnection) -> None:
@@ -173,6 +166,7 @@ def main(argv: list[str]) -> int:
                      lambda a, s: SpotCollector(a.url, a.product or ["BTC-USD"], a.data_dir, flush_seconds=a.flush_seconds,
                                                 silence_seconds=a.silence_seconds),
                      lambda ap: ap.add_argument("--product", action="append", help="product id (repeatable); default BTC-USD"))
+
 
 if __name__ == "__main__":
     import sys
