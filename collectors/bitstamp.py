@@ -45,7 +45,6 @@ class BitstampCollector(FeedCollector):
     def __init__(self, url: str, data_dir, **kw) -> None:
         super().__init__(url, data_dir, **kw)
         self.health.extra["channel"] = CHANNEL
-        self.newest: int | None = None
 
     async def subscribe(self, ws: ClientConnection) -> None:
         await ws.send(json.dumps({"event": "bts:subscribe", "data": {"channel": CHANNEL}}))
@@ -59,10 +58,7 @@ class BitstampCollector(FeedCollector):
             self.health.message()
         if event == "trade":
             row = parse_trade(msg.get("data"), received)
-            if self.newest is not None and row["trade_id"] <= self.newest:
-                self.health.event("out_of_order", f"trade {row['trade_id']} after {self.newest}")
-            else:
-                self.newest = row["trade_id"]
+            self.note_order(row["trade_id"], f"trade {row['trade_id']}")
             self.writer.append(row)
         elif event == "bts:heartbeat":
             self.health.counters["heartbeats"] += 1

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection
 
-from collectors.feed import FeedCollector, Malformed, decimal_field, feed_main, int_field
+from collectors.feed import FeedCollector, Malformed, decimal_field, feed_main, int_field, text_field
 from kalshi_shadow.config import ConfigError, Settings
 from kalshi_shadow.kalshi.auth import KalshiSigner
 
@@ -51,9 +51,7 @@ def parse_value(msg: Any, received: datetime, seq: int | None) -> dict[str, Any]
     """A `cfbenchmarks_value` message's `msg` as a `cfb_index_values` row; raises Malformed if broken."""
     if not isinstance(msg, dict):
         raise Malformed("'msg' is not an object")
-    index_id = msg.get("index_id")
-    if not isinstance(index_id, str) or not index_id:
-        raise Malformed("missing 'index_id'")
+    index_id = text_field(msg, "index_id")
     frame = msg.get("data")
     try:
         frame = json.loads(frame) if isinstance(frame, str) else frame
@@ -80,7 +78,6 @@ class IndexCollector(FeedCollector):
         super().__init__(url, data_dir, **kw)
         self.signer = signer
         self.health.extra.update({"channel": CHANNEL, "index_id": INDEX_ID})
-        self.newest: datetime | None = None
         self.seq: int | None = None
         self._cmd = 0
 
@@ -111,10 +108,7 @@ class IndexCollector(FeedCollector):
             seq = int_field(msg, "seq")
             row = parse_value(msg.get("msg"), received, seq)
             self._sequence(seq)
-            if self.newest is not None and row["ts"] <= self.newest:
-                self.health.event("out_of_order", f"{row['index_id']} value at {row['ts'].isoformat()} after {self.newest.isoformat()}")
-            else:
-                self.newest = row["ts"]
+            self.note_order(row["ts"], f"{row['index_id']} value at {row['ts'].isoformat()}")
             self.writer.append(row)
         elif kind == "subscribed":
             log.info("index: subscribed to %s (sid %s)", CHANNEL, msg.get("sid", (msg.get("msg") or {}).get("sid")))

@@ -64,6 +64,14 @@ def decimal_field(msg: dict[str, Any], key: str, *, required: bool = False, stri
     return value
 
 
+def text_field(msg: dict[str, Any], key: str) -> str:
+    """A required non-empty string field (a symbol, a product or index id); raises Malformed otherwise."""
+    value = msg.get(key)
+    if not isinstance(value, str) or not value:
+        raise Malformed(f"missing {key!r}")
+    return value
+
+
 def int_field(msg: dict[str, Any], key: str, *, required: bool = False) -> int | None:
     raw = msg.get(key)
     if raw is None:
@@ -90,6 +98,7 @@ class FeedCollector:
     table = ""             # the raw table it writes
     keepalive_seconds = 0.0  # >0: call `keepalive(ws)` this often (a venue without server heartbeats)
     exact_numbers = False  # parse JSON numbers as exact Decimals (a venue that sends prices as numbers)
+    newest: Any = None     # the newest ordering key seen (a trade id, a value's time): see `note_order`
 
     def __init__(self, url: str, data_dir: Path, *, flush_seconds: float = 5.0, silence_seconds: float = 10.0) -> None:
         self.url = url
@@ -131,6 +140,15 @@ class FeedCollector:
     def connect_headers(self) -> dict[str, str] | None:
         """Extra handshake headers, made anew for each connection (a venue that signs its handshake)."""
         return None
+
+    def note_order(self, key: Any, what: str) -> bool:
+        """True if `key` moves the newest on; otherwise an `out_of_order` event is counted and the newest kept (the row
+        itself is kept: the warehouse dedups by its natural key)."""
+        if self.newest is not None and key <= self.newest:
+            self.health.event("out_of_order", f"{what} after {self.newest}")
+            return False
+        self.newest = key
+        return True
 
     def malformed(self, exc: Exception, raw: str | bytes) -> None:
         self.health.event("malformed", str(exc)[:200])

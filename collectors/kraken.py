@@ -18,7 +18,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from collectors.feed import FeedCollector, Malformed, feed_main, int_field, positive_price
+from collectors.feed import FeedCollector, Malformed, feed_main, int_field, positive_price, text_field
 
 log = logging.getLogger("collectors.kraken")
 SYMBOL = "BTC/USD"
@@ -28,9 +28,7 @@ def parse_trade(item: Any, received: datetime) -> dict[str, Any]:
     """One element of a `trade` message's `data` as a `kraken_trades` row; raises Malformed if broken."""
     if not isinstance(item, dict):
         raise Malformed("trade is not an object")
-    symbol = item.get("symbol")
-    if not isinstance(symbol, str) or not symbol:
-        raise Malformed("missing 'symbol'")
+    symbol = text_field(item, "symbol")
     raw_time = item.get("timestamp")
     try:
         ts = datetime.fromisoformat(str(raw_time).replace("Z", "+00:00"))
@@ -50,11 +48,11 @@ class KrakenCollector(FeedCollector):
     name = "kraken"
     table = "kraken_trades"
     keepalive_seconds = 30.0
+    exact_numbers = True  # prices and quantities are JSON numbers
 
     def __init__(self, url: str, data_dir, **kw) -> None:
         super().__init__(url, data_dir, **kw)
         self.health.extra["symbol"] = SYMBOL
-        self.newest: int | None = None
         self._req = 0
 
     async def subscribe(self, ws: ClientConnection) -> None:
@@ -73,12 +71,7 @@ class KrakenCollector(FeedCollector):
             self.health.missed_messages += n
             self.health.event("gap", f"{SYMBOL} missed {n} trade{'s' if n > 1 else ''}: ids {self.newest + 1}..{trade_id - 1}")
             log.warning("kraken: trade gap: missed %d trades %d..%d", n, self.newest + 1, trade_id - 1)
-        elif self.newest is not None and trade_id <= self.newest:
-            self.health.event("out_of_order", f"{SYMBOL} trade {trade_id} after {self.newest}")
-            return
-        self.newest = trade_id
-
-    exact_numbers = True  # prices and quantities are JSON numbers
+        self.note_order(trade_id, f"{SYMBOL} trade {trade_id}")
 
     def on_message(self, msg: dict[str, Any], received: datetime) -> None:
         channel, method = msg.get("channel"), msg.get("method")

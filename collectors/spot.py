@@ -25,16 +25,13 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from collectors.feed import FeedCollector, Malformed, decimal_field, feed_main, int_field
+from collectors.feed import FeedCollector, Malformed, decimal_field, feed_main, int_field, text_field
 
 log = logging.getLogger("collectors.spot")
 
 
 def _product(msg: dict[str, Any]) -> str:
-    product = msg.get("product_id")
-    if not isinstance(product, str) or not product:
-        raise Malformed("missing 'product_id'")
-    return product
+    return text_field(msg, "product_id")
 
 
 def parse_ticker(msg: dict[str, Any], received: datetime) -> dict[str, Any]:
