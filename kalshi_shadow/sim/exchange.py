@@ -30,6 +30,8 @@ WINDOW = 60  # settlement averages this many one-second index values
 MAKER_LEAD = 2.0  # seconds of index the market maker sees before the spot feed publishes it
 FAST_LOOKBACK = 30  # seconds over which an index move counts as recent
 FAST_MOVE = 0.001  # a 10 bp move in FAST_LOOKBACK s doubles the spread
+BOOK_DEPTH = 5  # price levels per side of a book
+PAUSE_WEEKDAY, PAUSE_HOURS = 3, (3, 5)  # the scheduled pause: Thursday 03:00-05:00 ET
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class Exchange:
         self._markets: dict[str, Market] = {}
         self._lock = threading.RLock()
         self.finalize_after = 60 if fast else self.FINALIZE_AFTER
+        self.pause_until = float("-inf")  # sim time a test's pause ends
 
     # ---- event generation -------------------------------------------------------------------------------
     def _ensure_events(self, now: float) -> None:
@@ -275,7 +278,10 @@ class Exchange:
         return (edge, other) if fair < 0.5 else (other, edge)
 
     def quote(self, m: Market, now: float) -> dict:
-        """Top of book on the cent grid, its noise stable within a 2-s bucket. Prices Decimal; None = empty side."""
+        """Top of book on the cent grid, its noise stable within a 2-s bucket. Prices Decimal; None = empty side.
+        The maker requotes on whole seconds only, so the book at `now` is the book of its second: what the REST
+        pages and the WebSocket's deltas both show."""
+        now = math.floor(now)
         bucket = int(now // 2)
         fair = self.fair_prob(m, now)
         if fair is None or self.status(m, now) != "active":
@@ -367,19 +373,59 @@ class Exchange:
             body["settlement_ts"] = settlement_ts
         return body
 
-    def orderbook_json(self, m: Market, now: float, depth: int | None) -> dict:
+    def book(self, m: Market, now: float) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+        """(YES bids, NO bids), best first, up to BOOK_DEPTH levels each on consecutive cents: Kalshi's books hold
+        bids only (a YES ask is 1 - a NO bid). The top level is `quote`'s; deeper sizes are stable per 2-s bucket."""
         q = self.quote(m, now)
+        bucket = int(math.floor(now) // 2)
+        sides = []
+        for name, top, size in (("yes", q["yes_bid"], q["yes_bid_size"]),
+                                ("no", None if q["yes_ask"] is None else Decimal(1) - q["yes_ask"], q["yes_ask_size"])):
+            levels = []
+            if top is not None:
+                for k in range(BOOK_DEPTH):
+                    price = top - CENT * k
+                    if price <= 0:
+                        break
+                    depth_size = Decimal(int(20 + 480 * _noise(self.seed, m.ticker, bucket, name, k)))
+                    levels.append((price, size if k == 0 else depth_size))
+            sides.append(levels)
+        return sides[0], sides[1]
+
+    def orderbook_json(self, m: Market, now: float, depth: int | None) -> dict:
+        """REST's `orderbook_fp`: each side ascending, best bid last; an empty side absent."""
         book: dict[str, list[list[str]]] = {}
-        if q["yes_bid"] is not None:
-            levels = [(q["yes_bid"] - CENT * k, q["yes_bid_size"] * (k + 1)) for k in range(3) if q["yes_bid"] - CENT * k > 0]
-            book["yes_dollars"] = [[_fmt_price(p), f"{c:.2f}"] for p, c in reversed(levels)]
-        if q["yes_ask"] is not None:
-            nb = Decimal(1) - q["yes_ask"]
-            levels = [(nb - CENT * k, q["yes_ask_size"] * (k + 1)) for k in range(3) if nb - CENT * k > 0]
-            book["no_dollars"] = [[_fmt_price(p), f"{c:.2f}"] for p, c in reversed(levels)]
-        if depth:
-            book = {k: v[-depth:] for k, v in book.items()}
+        for key, levels in zip(("yes_dollars", "no_dollars"), self.book(m, now)):
+            if levels:
+                levels = levels[:depth] if depth else levels
+                book[key] = [[_fmt_price(p), f"{c:.2f}"] for p, c in reversed(levels)]
         return {"orderbook_fp": book}
+
+    # ---- trading pauses -------------------------------------------------------------------------------------
+    def trading_active(self, now: float) -> bool:
+        """False in the weekly scheduled pause (Thursday 03:00-05:00 ET, as Kalshi schedules its maintenance) and
+        while a test's pause holds (`pause_until`, sim time)."""
+        if now < self.pause_until:
+            return False
+        et = datetime.fromtimestamp(now, tz=timezone.utc).astimezone(ET)
+        return not (et.weekday() == PAUSE_WEEKDAY and PAUSE_HOURS[0] <= et.hour < PAUSE_HOURS[1])
+
+    def pause(self, seconds: float) -> None:
+        """Pause trading for `seconds` of sim time from now (the `pause` fault)."""
+        self.pause_until = max(self.pause_until, self.clock.now() + seconds)
+
+    def exchange_status_json(self, now: float) -> dict:
+        active = self.trading_active(now)
+        body: dict = {"exchange_active": True, "trading_active": active}
+        if not active:
+            body["exchange_estimated_resume_time"] = iso(self._resume_at(now))
+        return body
+
+    def _resume_at(self, now: float) -> float:
+        if now < self.pause_until:
+            return self.pause_until
+        et = datetime.fromtimestamp(now, tz=timezone.utc).astimezone(ET)
+        return et.replace(hour=PAUSE_HOURS[1], minute=0, second=0, microsecond=0).timestamp()
 
     def series_json(self, series: str) -> dict:
         spec = self.specs[series]

@@ -13,6 +13,8 @@ class Faults:
     http_5xx: int = 0
     http_429: int = 0
     drop_ws: int = 0
+    drop_kalshi_ws: int = 0          # close every Kalshi WebSocket connection (N times, once a second)
+    drop_delta: int = 0              # the next N orderbook deltas are numbered but never sent (a seq gap)
     malformed_ws: int = 0
     slow_pages: int = 0              # the next N REST answers are held back after they are built (a slow network)
     slow_page_seconds: float = 0.0
@@ -20,7 +22,8 @@ class Faults:
     venue_offset: dict[str, float] = field(default_factory=dict)         # venue -> relative error of its prices (0.01: 1% high)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def set(self, *, http_5xx: int = 0, http_429: int = 0, drop_ws: int = 0, malformed_ws: int = 0, ws_silence_seconds: float = 0.0,
+    def set(self, *, http_5xx: int = 0, http_429: int = 0, drop_ws: int = 0, drop_kalshi_ws: int = 0, drop_delta: int = 0,
+            malformed_ws: int = 0, ws_silence_seconds: float = 0.0,
             slow_pages: int = 0, slow_page_seconds: float = 0.0, venue_silence: dict[str, float] | None = None,
             venue_offset: dict[str, float] | None = None) -> None:
         """Add faults. `ws_silence_seconds` silences the Coinbase feed (as `venue_silence={"coinbase": s}`);
@@ -37,6 +40,8 @@ class Faults:
             self.http_5xx += http_5xx
             self.http_429 += http_429
             self.drop_ws += drop_ws
+            self.drop_kalshi_ws += drop_kalshi_ws
+            self.drop_delta += drop_delta
             self.malformed_ws += malformed_ws
             if ws_silence_seconds:
                 self.venue_silence_until["coinbase"] = now + ws_silence_seconds

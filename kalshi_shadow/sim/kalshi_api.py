@@ -225,15 +225,36 @@ class KalshiAPI:
         return JSONResponse({"trades": [], "cursor": ""})
 
     def get_exchange_status(self, request: Request, now: float) -> JSONResponse:
-        return JSONResponse({"exchange_active": True, "trading_active": True})
+        return JSONResponse(self.x.exchange_status_json(now))
 
     # ---- simulator controls (not Kalshi) ----------------------------------------------------------------
     async def post_faults(self, request: Request) -> JSONResponse:
         body = await request.json()
-        self.faults.set(**{k: body[k] for k in ("http_5xx", "http_429", "drop_ws", "malformed_ws", "ws_silence_seconds",
-                                                "slow_pages", "slow_page_seconds", "venue_silence", "venue_offset")
+        self.faults.set(**{k: body[k] for k in ("http_5xx", "http_429", "drop_ws", "drop_kalshi_ws", "drop_delta", "malformed_ws",
+                                                "ws_silence_seconds", "slow_pages", "slow_page_seconds", "venue_silence",
+                                                "venue_offset")
                     if k in body})
+        if body.get("pause_seconds"):  # trading paused for this long (sim time)
+            self.x.pause(float(body["pause_seconds"]))
         return JSONResponse({"ok": True})
+
+    async def get_book_history(self, request: Request) -> JSONResponse:
+        """The simulator's own book of a market at every second in [from, to] (sim time, at most an hour): the
+        truth a test compares the recorded quotes with."""
+        m = self.x.market(request.path_params["ticker"])
+        if m is None:
+            return _error(404, "not_found", "market not found")
+        try:
+            lo, hi = int(request.query_params["from"]), int(request.query_params["to"])
+        except (KeyError, ValueError):
+            return _error(400, "bad_request", "from and to are unix seconds")
+        if not 0 <= hi - lo <= 3600:
+            return _error(400, "bad_request", "at most an hour at a time")
+        out = []
+        for second in range(lo, hi + 1):
+            yes, no = self.x.book(m, second)
+            out.append({"second": second, "yes": [[str(p), str(c)] for p, c in yes], "no": [[str(p), str(c)] for p, c in no]})
+        return JSONResponse({"ticker": m.ticker, "books": out})
 
     async def post_fee_change(self, request: Request) -> JSONResponse:
         """Schedule a fee change: {series_ticker, fee_type, fee_multiplier, scheduled_ts (unix seconds)}."""
@@ -282,5 +303,6 @@ class KalshiAPI:
             Route("/_sim/fee_changes", self.post_fee_change, methods=["POST"]),
             Route("/_sim/markets/{ticker}/outcome", self.post_outcome, methods=["POST"]),
             Route("/_sim/state", self.get_state),
+            Route("/_sim/markets/{ticker}/books", self.get_book_history),
         ]
         return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})

@@ -85,7 +85,9 @@ class SimHandle:
     def bitstamp_ws_url(self) -> str:
         return f"ws://{self.config.host}:{self.bitstamp_port}"
 
-    def faults(self, **kw) -> None:
+    def faults(self, *, pause_seconds: float = 0.0, **kw) -> None:
+        if pause_seconds:
+            self.exchange.pause(pause_seconds)
         self.faults_state.set(**kw)
 
     def bitstamp_request_reconnect(self) -> None:
