@@ -1,5 +1,10 @@
 """Kalshi REST poller -> raw `kalshi_quotes` (top of book every cycle), `kalshi_markets` (metadata when it
-changes, or every 10 min) and `kalshi_series` (fees and scheduled fee changes, at start and every 10 min).
+changes, or every 10 min), `kalshi_series` (fees and scheduled fee changes, at start and every 10 min) and
+`kalshi_exchange_status` (whether the exchange trades, every cycle).
+
+When keyed, the book stream (`collectors/books.py`) is the quote source: while its health record says it is
+streaming, this poller writes no quotes (terms, fees and status it always writes), and it takes over within
+`STREAM_FRESH_SECONDS` when the stream goes down. Unkeyed, it is the only quote source.
 
 One `GET /markets?series_ticker=S&status=open` per series per cycle carries the top of book of every market, so a
 cycle costs a few requests. Errors after the client's own retries are counted and the cycle moves on: never a
@@ -20,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from collectors.health import Health
+from collectors.health import Health, read_health
 from kalshi_shadow.config import ConfigError, Settings
 from kalshi_shadow.kalshi.client import KalshiAPIError, KalshiClient, client_from_settings
 from kalshi_shadow.kalshi.models import Market
@@ -30,6 +35,7 @@ log = logging.getLogger("collectors.quotes")
 STATUS_ALIASES = {"active": "open", "open": "open", "unopened": "unopened", "closed": "closed", "settled": "settled", "paused": "paused"}
 METADATA_REFRESH_SECONDS = 600
 SERIES_REFRESH_SECONDS = 600
+STREAM_FRESH_SECONDS = 10.0  # a streaming health record younger than this means the stream has the books
 
 
 def quote_row(m: Market, series: str, sent_at: datetime, received_at: datetime) -> dict[str, Any]:
@@ -77,8 +83,10 @@ class QuotePoller:
         self.quotes = RawWriter(raw, "kalshi_quotes", flush_rows=20_000, flush_seconds=max(interval, 1.0))
         self.markets = RawWriter(raw, "kalshi_markets", flush_rows=5_000, flush_seconds=max(interval, 1.0))
         self.series_rows = RawWriter(raw, "kalshi_series", flush_rows=100, flush_seconds=0)
+        self.status_rows = RawWriter(raw, "kalshi_exchange_status", flush_rows=1000, flush_seconds=max(interval, 1.0))
+        self.data_dir = Path(data_dir)
         self.health = Health(data_dir, "quotes")
-        self.health.watch(self.quotes, self.markets, self.series_rows)  # failed writes keep their rows and are counted
+        self.health.watch(self.quotes, self.markets, self.series_rows, self.status_rows)  # failed writes keep their rows
         self.health.extra["series"] = series
         self._seen: dict[str, tuple[tuple, float]] = {}  # ticker -> (metadata key, monotonic time last written)
         self._series_fetched_at: dict[str, float] = {}
@@ -122,9 +130,31 @@ class QuotePoller:
                                     for c in changes if c.series_ticker == s)
             self._series_fetched_at[s] = time.monotonic()
 
+    def stream_has_books(self) -> bool:
+        """The book stream is live: its health record is fresh and says it is streaming (every book synced)."""
+        rec = read_health(self.data_dir).get("books") or {}
+        try:
+            age = (datetime.now(timezone.utc) - datetime.fromisoformat(rec["updated_at"])).total_seconds()
+        except (KeyError, TypeError, ValueError):
+            return False
+        return bool(rec.get("streaming")) and rec.get("status") == "connected" and age < STREAM_FRESH_SECONDS
+
+    def _poll_status(self) -> None:
+        try:
+            st, sent, received = self.client.get_exchange_status_timed()
+        except Exception as exc:  # noqa: BLE001 - a missing status is missing (NULL downstream), never assumed
+            self._failed("exchange status", exc)
+            return
+        self.status_rows.append({"ts": sent, "received_ts": received, "exchange_active": st.exchange_active,
+                                 "trading_active": st.trading_active, "estimated_resume_ts": st.estimated_resume})
+        self.health.extra["trading_active"] = st.trading_active
+
     def poll_once(self) -> int:
         """One cycle over every series; returns the number of quotes buffered."""
         self._refresh_series()
+        self._poll_status()
+        streamed = self.stream_has_books()
+        self.health.extra["quotes_from"] = "stream" if streamed else "rest"
         written = 0
         for s in self.series:
             if self.stop.is_set():
@@ -138,7 +168,8 @@ class QuotePoller:
             now = time.monotonic()
             changed = []
             for page in pages:  # each page's markets carry that page's own send and receive times
-                self.quotes.extend(quote_row(m, s, page.sent_at, page.received_at) for m in page.items)
+                if not streamed:
+                    self.quotes.extend(quote_row(m, s, page.sent_at, page.received_at) for m in page.items)
                 for m in page.items:
                     key = _metadata_key(m)
                     seen = self._seen.get(m.ticker)
@@ -163,10 +194,10 @@ class QuotePoller:
     def _flush_if_due(self, force: bool = False) -> None:
         # Every cycle ends with a file per table, empty if nothing changed: the warehouse then knows the terms and
         # fees as of this cycle are complete, and prices the cycle's quotes without waiting for a change.
-        for w in (self.quotes, self.markets, self.series_rows):
+        for w in (self.quotes, self.markets, self.series_rows, self.status_rows):
             w.flush(heartbeat=True)
         self.health.rows_acknowledged = self.quotes.rows_flushed
-        self.health.files_written = self.quotes.files_written + self.markets.files_written + self.series_rows.files_written
+        self.health.files_written = sum(w.files_written for w in (self.quotes, self.markets, self.series_rows, self.status_rows))
         self.health.extra["market_rows_acknowledged"] = self.markets.rows_flushed
         self.health.extra["series_rows_acknowledged"] = self.series_rows.rows_flushed
         self.health.maybe_write(force=force)

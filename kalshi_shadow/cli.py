@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect-kraken": ("collectors.kraken", "Kraken WS v2 -> raw kraken_trades"),
     "collect-bitstamp": ("collectors.bitstamp", "Bitstamp WS -> raw bitstamp_trades"),
     "collect-index": ("collectors.cfbenchmarks", "Kalshi WS cfbenchmarks_value (keyed) -> raw cfb_index_values: the official BRTI"),
+    "collect-books": ("collectors.books", "Kalshi WS orderbook_delta + market_lifecycle_v2 (keyed) -> raw kalshi_quotes with depth, kalshi_lifecycle"),
     "collect-quotes": ("collectors.quotes", "Kalshi REST poller -> raw kalshi_markets / kalshi_quotes"),
     "status": ("kalshi_shadow.status", "Processes, collectors, table freshness, lag, failing checks, last alert; exit 1 when down"),
     "decisions": ("kalshi_shadow.decisions.cli", "The last would-trade decisions; per rule set open positions, bankroll, realised PnL"),

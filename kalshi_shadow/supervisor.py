@@ -302,8 +302,9 @@ def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
         children.append(Child("sim", _cli(*sim_args, *(["--fast-clock"] if args.fast_clock else [])), env, settings.log_path / "sim.log"))
     for venue in ("spot", "kraken", "bitstamp"):  # one process per spot venue: each has its own health and frontier
         children.append(Child(f"collect-{venue}", _cli(f"collect-{venue}"), env, settings.log_path / f"collect-{venue}.log"))
-    if keyed:  # the official index: Kalshi's authenticated cfbenchmarks_value channel
+    if keyed:  # Kalshi's authenticated WebSocket: the official index, and the books with depth (REST polls stand by)
         children.append(Child("collect-index", _cli("collect-index"), env, settings.log_path / "collect-index.log"))
+        children.append(Child("collect-books", _cli("collect-books"), env, settings.log_path / "collect-books.log"))
     children.append(Child("collect-quotes", _cli("collect-quotes", "--status", "active"), env, settings.log_path / "collect-quotes.log"))
     if not args.no_dagster:
         workspace = REPO_ROOT / "workspace.yaml"

@@ -213,12 +213,14 @@ def test_quote_poller_writes_all_series_and_survives_errors(sim: SimHandle, tmp_
     first = poller.poll_once()
     assert first > 0
     sim.faults(http_5xx=3, http_429=2)
-    poller.poll_once()  # the first series gives up after 3 attempts; the next one rides out the 429s
+    poller.poll_once()  # the cycle's exchange status gives up after 3 attempts; the first series rides out the rest
     poller.poll_once()
     poller._flush_if_due(force=True)
     errors = poller.health.errors
     assert errors["http_error"] == 3 and errors["rate_limited"] == 2 and errors["poll_failed"] == 1
-    assert poller.health.messages == 3 * 3 - 1
+    assert poller.health.messages == 3 * 3
+    status = _rows(tmp_path, "kalshi_exchange_status")  # one per cycle but the failed one: missing, not assumed
+    assert status.height == 2 and status["trading_active"].to_list() == [True, True]
 
     quotes = _rows(tmp_path, "kalshi_quotes")
     assert set(quotes["series_ticker"]) == set(SERIES) and set(quotes["source"]) == {"rest_markets"}
@@ -244,7 +246,7 @@ def test_quote_poller_writes_all_series_and_survives_errors(sim: SimHandle, tmp_
     assert sorted(series["series_ticker"]) == sorted(SERIES) and set(series["fee_type"]) == {"quadratic"}
     events = _rows(tmp_path, "collector_events")
     assert events.filter(pl.col("kind") == "http_error")["count"].sum() == 3
-    assert events.filter(pl.col("kind") == "poll_failed")["detail"].str.contains("KXBTC15M").all()
+    assert events.filter(pl.col("kind") == "poll_failed")["detail"].str.contains("exchange status").all()
 
 
 def test_quote_poller_counts_rejected_signatures_and_keeps_going(sim: SimHandle, tmp_path: Path) -> None:
@@ -254,7 +256,8 @@ def test_quote_poller_counts_rejected_signatures_and_keeps_going(sim: SimHandle,
     poller.run(seconds=0.35)  # several cycles: every request is refused with 401, none crashes the loop
     h = _health(tmp_path, "quotes")
     assert h["status"] == "stopped" and h["counters"]["cycles"] >= 2
-    assert h["rows_acknowledged"] == 0 and h["errors"]["poll_failed"] == 2 * 3 * h["counters"]["cycles"]  # series + markets
+    # series and markets per series, and the exchange status, every cycle
+    assert h["rows_acknowledged"] == 0 and h["errors"]["poll_failed"] == (2 * 3 + 1) * h["counters"]["cycles"]
     assert "authentication_error" in " ".join(_rows(tmp_path, "collector_events")["detail"])
 
 

@@ -175,7 +175,7 @@ def test_a_killed_child_is_restarted_and_its_exit_logged(ups: Ups) -> None:
     assert _stop(up) == 0, ups.output(1)
 
 
-def test_with_credentials_and_sim_the_simulator_checks_the_key_and_the_index_collector_runs(tmp_path: Path, rsa_key, monkeypatch) -> None:
+def test_with_credentials_and_sim_the_simulator_checks_the_key_and_the_keyed_collectors_run(tmp_path: Path, rsa_key, monkeypatch) -> None:
     import argparse
 
     from cryptography.hazmat.primitives import serialization
@@ -192,7 +192,8 @@ def test_with_credentials_and_sim_the_simulator_checks_the_key_and_the_index_col
     monkeypatch.setenv("KALSHI_PRIVATE_KEY_PATH", str(key))
     keyed = Settings.from_env()
     children = {c.name: c for c in build_children(args, keyed)}
-    assert set(children) == {"sim", "collect-spot", "collect-kraken", "collect-bitstamp", "collect-index", "collect-quotes"}
+    assert set(children) == {"sim", "collect-spot", "collect-kraken", "collect-bitstamp", "collect-index", "collect-books",
+                             "collect-quotes"}
     sim = children["sim"].argv
     public = Path(sim[sim.index("--public-key") + 1]).read_bytes()
     assert public == rsa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -203,4 +204,4 @@ def test_with_credentials_and_sim_the_simulator_checks_the_key_and_the_index_col
     monkeypatch.delenv("KALSHI_PRIVATE_KEY_PATH")
     unkeyed = Settings.from_env()
     plain = {c.name: c for c in build_children(args, unkeyed)}
-    assert "collect-index" not in plain and "--public-key" not in plain["sim"].argv
+    assert "collect-index" not in plain and "collect-books" not in plain and "--public-key" not in plain["sim"].argv

@@ -228,8 +228,12 @@ class KalshiClient:
         yield from self._pages("/markets/trades", "trades", {"ticker": ticker, "min_ts": _ts(min_ts), "max_ts": _ts(max_ts), "limit": 1000})
 
     def get_exchange_status(self) -> ExchangeStatus:
-        body = self._get("/exchange/status")
-        return ExchangeStatus(bool(body["exchange_active"]), bool(body["trading_active"]))
+        return ExchangeStatus.parse(self._get("/exchange/status"))
+
+    def get_exchange_status_timed(self) -> tuple[ExchangeStatus, datetime, datetime]:
+        """The status, when its request was sent and when its answer came."""
+        body, sent_at, received_at = self._get_timed("/exchange/status")
+        return ExchangeStatus.parse(body), sent_at, received_at
 
 
 def client_from_settings(settings, on_event: EventCallback | None = None) -> KalshiClient:

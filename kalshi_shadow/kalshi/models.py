@@ -263,3 +263,15 @@ def parse_orderbook(obj: Mapping[str, Any]) -> Orderbook:
 class ExchangeStatus:
     exchange_active: bool
     trading_active: bool
+    estimated_resume: datetime | None = None
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any]) -> "ExchangeStatus":
+        """`GET /exchange/status`: both flags must be JSON booleans (a missing flag is an error, never a guess)."""
+        flags = []
+        for key in ("exchange_active", "trading_active"):
+            raw = _req(body, key, "exchange status")
+            if not isinstance(raw, bool):
+                raise KalshiParseError(f"exchange status: field {key!r}={raw!r} is not a boolean")
+            flags.append(raw)
+        return cls(flags[0], flags[1], _time(body, "exchange_estimated_resume_time", "exchange status"))

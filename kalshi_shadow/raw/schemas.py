@@ -57,9 +57,12 @@ CFB_INDEX_VALUES = {
     "seq": pl.Int64,  # the subscription's message sequence, when sent
 }
 
+# A book side as Kalshi holds it: bids only, best first (`price` dollars, `size` contracts).
+LEVELS = pl.List(pl.Struct({"price": PRICE, "size": COUNT}))
+
 # Top of book as observed. An empty side ("0.0000" bid / "1.0000" ask on the wire) is null here.
 KALSHI_QUOTES = {
-    "ts": UTC_TS,  # when the book was read: the page request's send time (REST), or the WS message's ts_ms
+    "ts": UTC_TS,  # when the book was read (REST: the page request's send time) or changed (stream: the delta's ts_ms)
     "received_ts": UTC_TS,  # when it reached us (the page's receive time): "seen", what point-in-time joins use
     "ticker": pl.String,
     "event_ticker": pl.String,
@@ -74,7 +77,33 @@ KALSHI_QUOTES = {
     "last_price": PRICE,
     "volume": COUNT,
     "open_interest": COUNT,
-    "source": pl.String,  # rest_markets | rest_orderbook | ws_ticker
+    "source": pl.String,  # rest_markets | ws_orderbook
+    # Depth, from the stream only (NULL from REST pages): the top N levels of each side's bids. A YES buyer takes NO
+    # bids (at 1 - price), a NO buyer YES bids. `seq`: the subscription's sequence number of the last message applied.
+    "yes_bid_levels": LEVELS,
+    "no_bid_levels": LEVELS,
+    "seq": pl.Int64,
+}
+
+# `GET /exchange/status`, polled every cycle by the REST poller: whether the exchange trades at all (it pauses for
+# scheduled maintenance). `ts` is the request's send time, `received_ts` its answer's.
+KALSHI_EXCHANGE_STATUS = {
+    "ts": UTC_TS,
+    "received_ts": UTC_TS,
+    "exchange_active": pl.Boolean,
+    "trading_active": pl.Boolean,
+    "estimated_resume_ts": UTC_TS,
+}
+
+# `market_lifecycle_v2` messages (keyed stream): listings, determinations with their result and value, settlements.
+KALSHI_LIFECYCLE = {
+    "ts": UTC_TS,  # the exchange's time of the event (determination_ts / settled_ts / open_ts), else received_ts
+    "received_ts": UTC_TS,
+    "ticker": pl.String,
+    "event_type": pl.String,  # created | activated | deactivated | close_date_updated | determined | settled | ...
+    "result": pl.String,
+    "settlement_value": PRICE,
+    "raw_json": pl.String,
 }
 
 # Market metadata as fetched (one row per market per fetch); `raw_json` keeps the whole payload.
@@ -117,7 +146,7 @@ KALSHI_SERIES = {
 # What happened to a collector: reconnects, sequence gaps, malformed messages, HTTP errors.
 COLLECTOR_EVENTS = {
     "ts": UTC_TS,
-    "collector": pl.String,  # spot | kraken | bitstamp | index | quotes
+    "collector": pl.String,  # spot | kraken | bitstamp | index | quotes | books
     "kind": pl.String,  # reconnect | gap | malformed | http_error | rate_limited | out_of_order | silence
     "detail": pl.String,
     "count": pl.Int64,
@@ -131,6 +160,8 @@ RAW_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "kalshi_quotes": KALSHI_QUOTES,
     "kalshi_markets": KALSHI_MARKETS,
     "kalshi_series": KALSHI_SERIES,
+    "kalshi_exchange_status": KALSHI_EXCHANGE_STATUS,
+    "kalshi_lifecycle": KALSHI_LIFECYCLE,
     "collector_events": COLLECTOR_EVENTS,
 }
 RAW_TABLES = tuple(RAW_SCHEMAS)

@@ -37,7 +37,9 @@ _QUOTE_FIELDS = ("status", "yes_bid", "yes_ask", "no_bid", "no_ask", "yes_bid_si
                  "volume", "open_interest")
 QUOTE_KEY_SQL = ("md5(concat_ws('|', {a}ticker, epoch_us({a}ts), coalesce({a}source, '-'), "
                  "coalesce(epoch_us({a}received_ts)::VARCHAR, '-'), "
-                 + ", ".join(f"coalesce({{a}}{c}::VARCHAR, '-')" for c in _QUOTE_FIELDS) + "))::UUID")
+                 + ", ".join(f"coalesce({{a}}{c}::VARCHAR, '-')" for c in _QUOTE_FIELDS)
+                 # depth only where present: concat_ws skips NULLs, so a REST row keeps the key it always had
+                 + ", {a}yes_bid_levels::VARCHAR, {a}no_bid_levels::VARCHAR))::UUID")
 NATURAL_KEYS = {
     "spot_ticks": "{a}product_id || '|' || coalesce({a}trade_id::VARCHAR, epoch_us({a}ts) || '|' || coalesce({a}sequence::VARCHAR, '-'))",
     "kraken_trades": "{a}symbol || '|' || coalesce({a}trade_id::VARCHAR, epoch_us({a}ts)::VARCHAR)",
@@ -49,6 +51,8 @@ NATURAL_KEYS = {
                       "coalesce(epoch_us({a}close_time)::VARCHAR, '-'), coalesce({a}result, '-'), coalesce({a}raw_json, '-')))",
     "kalshi_series": "{a}series_ticker || '|' || epoch_us({a}ts) || '|' || md5(concat_ws('|', coalesce({a}fee_type, '-'), "
                      "coalesce({a}fee_multiplier::VARCHAR, '-'), coalesce({a}raw_json, '-')))",
+    "kalshi_exchange_status": "epoch_us({a}ts) || '|' || coalesce(epoch_us({a}received_ts)::VARCHAR, '-')",
+    "kalshi_lifecycle": "{a}ticker || '|' || {a}event_type || '|' || epoch_us({a}ts)",
     "collector_events": "{a}collector || '|' || {a}kind || '|' || epoch_us({a}ts) || '|' || coalesce({a}detail, '-')",
 }
 # Where the table stores its key, if it does (cheaper than recomputing it over existing rows).
