@@ -57,7 +57,8 @@ def _warehouse(tmp_path: Path) -> duckdb.DuckDBPyConnection:
 
 def _snap(conn: duckdb.DuckDBPyConnection, ticker: str, at: datetime, *, event: str | None = None, series: str = "KXBTCD",
           p: float | None = 0.6, yes_bid: str | None = "0.48", yes_ask: str | None = "0.50", ask_size: int = 100,
-          tau: float = 3600, spot_age: float = 1, quote_age: float = 1, model: str = "avg60-v1") -> None:
+          tau: float = 3600, spot_age: float = 1, quote_age: float = 1, model: str = "avg60-v1",
+          trading_active: bool | None = None) -> None:
     """One snapshot as the pricing step writes it: fees per contract of a 100-lot, EVs from them."""
     no_bid = None if yes_ask is None else str(1 - Decimal(yes_ask))
     no_ask = None if yes_bid is None else str(1 - Decimal(yes_bid))
@@ -67,10 +68,12 @@ def _snap(conn: duckdb.DuckDBPyConnection, ticker: str, at: datetime, *, event: 
     conn.execute("""
         INSERT INTO kalshi_edge_snapshots (quote_key, quote_date, ticker, series_ticker, event_ticker, model_version,
             quote_ts, seen_ts, created_at, tau_seconds, spot_age_seconds, quote_age_seconds, yes_bid, yes_ask, no_bid, no_ask,
-            yes_bid_size, yes_ask_size, lot_size, fee_type, fee_multiplier, fee_yes, fee_no, p_model, reasons, rules_version)
-        VALUES (uuid(), ?::DATE, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, 100, 'quadratic', 1.0, ?, ?, ?, [], 't')""",
+            yes_bid_size, yes_ask_size, lot_size, fee_type, fee_multiplier, fee_yes, fee_no, p_model, reasons, rules_version,
+            trading_active)
+        VALUES (uuid(), ?::DATE, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, 100, 'quadratic', 1.0, ?, ?, ?, [], 't', ?)""",
                  [at.date(), ticker, series, event or ticker.rsplit("-", 1)[0], model, at - timedelta(seconds=quote_age), at,
-                  tau, spot_age, quote_age, yes_bid, yes_ask, no_bid, no_ask, ask_size, ask_size, fee(yes_ask), fee(no_ask), p])
+                  tau, spot_age, quote_age, yes_bid, yes_ask, no_bid, no_ask, ask_size, ask_size, fee(yes_ask), fee(no_ask), p,
+                  trading_active])
     if p is not None:  # the stored EVs are the pricing step's: check them against this helper's arithmetic
         got = conn.execute("SELECT ev_yes, ev_no FROM kalshi_edge_snapshots ORDER BY rowid DESC LIMIT 1").fetchall()[0]
         assert got == (pytest.approx(ev_yes) if ev_yes is not None else None, pytest.approx(ev_no) if ev_no is not None else None)
@@ -133,6 +136,7 @@ def test_a_rule_sets_version_is_a_hash_of_its_content(tmp_path: Path) -> None:
 # ---- each rule blocks with its named reason ---------------------------------------------------------------------
 STATELESS_CASES = {
     "series_not_allowed": {"series": "KXBTC"},
+    "exchange_paused": {"trading_active": False},  # (the clean candidate beside it: status unknown, NULL, not a pause)
     "not_priced": {"p": None},
     "too_close_to_close": {"tau": 30},
     "too_far_from_close": {"tau": 10 ** 6},
@@ -214,11 +218,62 @@ def test_sizing_never_exceeds_a_cap_or_the_ask_size(tmp_path: Path) -> None:
         assert s.contracts <= shown and s.contracts <= rs.max_contracts_per_trade
         if s.contracts:
             assert s.cost <= min(cash, rs.max_stake_per_trade, rs.max_stake_per_event - event_stake) + 1e-9
-            assert (s.fee, s.cost) == order_cost(ask, s.contracts, "quadratic", 1.0)
+            assert (s.fee, s.cost) == order_cost([(ask, shown)], s.contracts, "quadratic", 1.0)
             c = s.cost / s.contracts  # all-in cost per contract, the order's own rounded fee included
             assert s.cost <= rs.kelly_fraction * (p - c) / (1 - c) * cash * (1 + 1e-9)  # never more than Kelly
         else:
             assert s.blocked_by in rules.STATEFUL
+
+
+def test_a_take_that_walks_the_book_pays_each_level_and_the_fee_on_its_vwap(tmp_path: Path) -> None:
+    """Independent arithmetic: the contracts bought level by level, their VWAP, Kalshi's per-order fee on it."""
+    rng = random.Random(11)
+    rs = _rule_set(tmp_path, kelly_fraction=1.0, max_contracts_per_trade=5000, max_stake_per_trade=10_000.0,
+                   max_stake_per_event=10_000.0)
+    walked = 0
+    for _ in range(2000):
+        best = rng.randint(1, 90)
+        levels = [(Decimal(best + k) / 100, float(rng.randint(0, 60))) for k in range(rng.randint(1, 5))]
+        p = min(0.999, float(levels[0][0]) + rng.uniform(0, 0.5))
+        s = size_take(rs, p=p, ask=levels[0][0], ask_size=levels[0][1], fee_type="quadratic", fee_multiplier=1.0,
+                      cash=rng.uniform(0, 2000), event_stake=0.0, levels=levels)
+        if not s.contracts:
+            continue
+        assert s.contracts <= sum(int(n) for _, n in levels)  # never more than the levels held
+        left, paid, used = s.contracts, Decimal(0), []
+        for price, held in levels:  # cheapest first, as much as each level holds
+            k = min(left, int(held))
+            if k:
+                paid, left = paid + price * k, left - k
+                used.append((float(price), k, held))
+        assert left == 0 and s.levels_used == tuple(used)
+        vwap = paid / s.contracts
+        fee = math.ceil(Decimal("0.07") * s.contracts * vwap * (1 - vwap) * 100 - Decimal("1e-12")) / 100
+        assert s.avg_price == pytest.approx(float(vwap)) and s.fee == pytest.approx(fee)
+        assert s.cost == pytest.approx(float(paid) + fee)
+        walked += len(used) > 1
+    assert walked > 100  # the draws did walk past the top level
+
+
+def test_the_log_records_the_levels_a_take_walked(tmp_path: Path) -> None:
+    conn, rs = _warehouse(tmp_path), _rule_set(tmp_path, kelly_fraction=1.0, max_stake_per_trade=100.0)
+    _snap(conn, "KXBTCD-E1-A", T0, p=0.7, yes_bid="0.48", yes_ask="0.50", ask_size=10)
+    # The quote behind it, from the stream: NO bids 0.50 x 10, 0.49 x 20, 0.48 x 500 = YES asks 0.50, 0.51, 0.52.
+    conn.execute("""INSERT INTO kalshi_quotes (ts, received_ts, ticker, quote_key, load_id, yes_bid, yes_ask, no_bid_levels)
+                    SELECT quote_ts, seen_ts, ticker, quote_key, 1, yes_bid, yes_ask,
+                           [{'price': 0.50, 'size': 10}, {'price': 0.49, 'size': 20}, {'price': 0.48, 'size': 500}]
+                    FROM kalshi_edge_snapshots""")
+    _priced_until(conn, T0)
+    run = decide(conn, rs)
+    (contracts, fee, cost, avg, used), = conn.execute(
+        "SELECT contracts, fee, cost, avg_price, levels_used FROM kalshi_would_trades WHERE action = 'take'").fetchall()
+    assert [(u["price"], u["contracts"]) for u in used][:2] == [(0.50, 10), (0.51, 20)] and contracts > 30
+    k3 = contracts - 30
+    assert used[2] == {"price": 0.52, "contracts": k3, "size": 500.0} and run.bad_takes == 0
+    paid = Decimal("5.00") + Decimal("10.20") + Decimal("0.52") * k3
+    assert avg == pytest.approx(float(paid / contracts))
+    assert fee == pytest.approx(float(order_fee(paid / contracts, contracts, "quadratic")))
+    assert cost == pytest.approx(float(paid) + fee)
 
 
 # ---- settlement, re-runs, rule set versions ----------------------------------------------------------------------

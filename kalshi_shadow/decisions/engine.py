@@ -68,6 +68,7 @@ WITH s AS (
 ), c AS (
     SELECT snapshot_id, seen_ts, (seen_ts AT TIME ZONE 'UTC')::DATE AS decision_date, ticker, series_ticker, event_ticker,
            p_model, tau_seconds, spot_age_seconds, quote_age_seconds, yes_bid, yes_ask, fee_type, fee_multiplier, side,
+           trading_active, quote_key, quote_ts,
            CASE side WHEN 'yes' THEN p_model ELSE 1 - p_model END AS p_side,
            CASE side WHEN 'yes' THEN yes_ask ELSE no_ask END AS ask,
            CASE side WHEN 'yes' THEN yes_ask_size ELSE yes_bid_size END AS ask_size,  -- the NO ask is the YES bid
@@ -78,19 +79,27 @@ WITH s AS (
 SELECT c.*, {first_blocking} AS reason FROM c
 """
 
-# The candidates that pass every stateless rule, in seen order, with their contract's outcome as first recorded.
+# The candidates that pass every stateless rule, in seen order, with their contract's outcome as first recorded and,
+# where the quote carries depth (the book stream), the asks of the side bought: a YES buyer takes the NO bids at
+# 1 - price, a NO buyer the YES bids.
 CANDIDATE_ROWS_SQL = """
 SELECT c.snapshot_id::VARCHAR AS snapshot_id, c.seen_ts, c.decision_date, c.ticker, c.event_ticker, c.side, c.p_side,
        c.ask, c.ask_size, c.haircut, c.ev_per_contract, c.fee_type, c.fee_multiplier,
-       k.outcome_known_ts, k.first_outcome, k.first_settlement_value::DOUBLE AS first_y
+       k.outcome_known_ts, k.first_outcome, k.first_settlement_value::DOUBLE AS first_y,
+       list_transform(CASE c.side WHEN 'yes' THEN q.no_bid_levels ELSE q.yes_bid_levels END,
+                      lambda l: [(1 - l.price)::VARCHAR, l.size::VARCHAR]) AS ask_levels
 FROM _cand AS c LEFT JOIN (SELECT * FROM kalshi_contracts                          -- a candidate's contract is open
                            WHERE close_ts > $lo - INTERVAL 2 DAY OR close_ts IS NULL) AS k
     ON k.ticker = c.ticker AND k.first_outcome IS NOT NULL
+LEFT JOIN (SELECT ts, quote_key, yes_bid_levels, no_bid_levels FROM kalshi_quotes
+           WHERE ts > $lo - INTERVAL 1 DAY AND ts <= $hi AND (yes_bid_levels IS NOT NULL OR no_bid_levels IS NOT NULL)) AS q
+    ON q.quote_key = c.quote_key AND q.ts = c.quote_ts
 WHERE c.reason IS NULL
 ORDER BY c.seen_ts, c.snapshot_id
 """
 CANDIDATE_COLUMNS = ("snapshot_id", "seen_ts", "decision_date", "ticker", "event_ticker", "side", "p_side", "ask",
-                     "ask_size", "haircut", "ev_per_contract", "fee_type", "fee_multiplier", "known_ts", "outcome", "y")
+                     "ask_size", "haircut", "ev_per_contract", "fee_type", "fee_multiplier", "known_ts", "outcome", "y",
+                     "levels")
 
 
 @dataclass
@@ -196,7 +205,8 @@ def _stateful(rs: RuleSet, book: _Book, cands: list[dict]) -> list[dict]:
             continue
         book.settle_until(r["seen_ts"])
         d = {"snapshot_id": r["snapshot_id"], "bankroll_before": book.cash, "open_exposure": book.exposure,
-             "contracts": None, "fee": None, "cost": None, "ev_actual": r["ev_per_contract"], "reason": None}
+             "contracts": None, "fee": None, "cost": None, "ev_actual": r["ev_per_contract"], "reason": None,
+             "avg_price": None, "levels_used": None}
         event = r["event_ticker"]
         last = book.last_take.get(event)
         if last is not None and (r["seen_ts"] - last).total_seconds() < rs.cooldown_seconds:
@@ -207,16 +217,18 @@ def _stateful(rs: RuleSet, book: _Book, cands: list[dict]) -> list[dict]:
             d["reason"] = rules.DAY_CAP
         else:
             ask = Decimal(str(r["ask"]))
+            levels = [(Decimal(p), float(size)) for p, size in r["levels"]] if r["levels"] else None
             s = size_take(rs, p=r["p_side"], ask=ask, ask_size=float(r["ask_size"]), fee_type=r["fee_type"],
-                          fee_multiplier=r["fee_multiplier"], cash=book.cash, event_stake=book.event_stake[event])
+                          fee_multiplier=r["fee_multiplier"], cash=book.cash, event_stake=book.event_stake[event], levels=levels)
             if s.contracts == 0:
                 d["reason"] = s.blocked_by
             else:
-                ev = r["p_side"] - float(ask) - s.fee / s.contracts - r["haircut"]
+                ev = r["p_side"] - s.avg_price - s.fee / s.contracts - r["haircut"]  # at the price the walk paid
                 if ev < rs.min_ev:
                     d["reason"] = rules.EV_AFTER_ORDER_FEE
                 else:
-                    d.update(contracts=s.contracts, fee=s.fee, cost=s.cost, ev_actual=ev)
+                    d.update(contracts=s.contracts, fee=s.fee, cost=s.cost, ev_actual=ev, avg_price=s.avg_price,
+                             levels_used=[{"price": pr, "contracts": k, "size": held} for pr, k, held in s.levels_used])
                     book.take(r, s.contracts, s.cost)
         out.append(d)
     return out
@@ -224,7 +236,9 @@ def _stateful(rs: RuleSet, book: _Book, cands: list[dict]) -> list[dict]:
 
 DECIDED_SCHEMA = pa.schema([("snapshot_id", pa.string()), ("bankroll_before", pa.float64()), ("open_exposure", pa.float64()),
                             ("contracts", pa.int32()), ("fee", pa.float64()), ("cost", pa.float64()),
-                            ("ev_actual", pa.float64()), ("reason", pa.string())])
+                            ("ev_actual", pa.float64()), ("reason", pa.string()), ("avg_price", pa.float64()),
+                            ("levels_used", pa.list_(pa.struct([("price", pa.float64()), ("contracts", pa.int32()),
+                                                                ("size", pa.float64())])))])
 FLOWS_SCHEMA = pa.schema([("ts", pa.timestamp("us", tz="UTC")), ("cash", pa.float64()), ("exposure", pa.float64())])
 POSITION_SCHEMA = pa.schema([("ticker", pa.string()), ("event_ticker", pa.string()), ("decision_date", pa.date32()),
                              ("decided_ts", pa.timestamp("us", tz="UTC")), ("side", pa.string()), ("contracts", pa.int32()),
@@ -238,7 +252,7 @@ INSERT INTO kalshi_would_trades BY NAME
 WITH rows AS (
     SELECT c.*, coalesce(c.reason, d.reason) AS final_reason,
            CASE WHEN c.reason IS NULL AND d.reason IS NULL AND d.contracts IS NOT NULL THEN 'take' ELSE 'skip' END AS action,
-           d.contracts, d.fee, d.cost, coalesce(d.ev_actual, c.ev_per_contract) AS ev_final,
+           d.contracts, d.fee, d.cost, coalesce(d.ev_actual, c.ev_per_contract) AS ev_final, d.avg_price, d.levels_used,
            d.bankroll_before AS loop_bankroll, d.open_exposure AS loop_exposure
     FROM _cand AS c LEFT JOIN _decided AS d ON d.snapshot_id = c.snapshot_id::VARCHAR
     WHERE c.reason IS NOT NULL OR d.snapshot_id IS NOT NULL   -- candidates of contracts already held are not decided
@@ -260,7 +274,7 @@ WITH rows AS (
 )
 SELECT $rule_set AS rule_set, $version AS rule_set_version, $model AS model_version, c.seen_ts AS decided_ts, c.decision_date, c.snapshot_id,
        c.ticker, c.series_ticker, c.event_ticker, c.action, c.final_reason AS reason, c.side, c.p_side, c.ask, c.ask_size,
-       c.haircut, c.ev_final AS ev_per_contract, c.contracts, c.fee, c.cost,
+       c.haircut, c.ev_final AS ev_per_contract, c.contracts, c.fee, c.cost, c.avg_price, c.levels_used,
        coalesce(c.loop_bankroll, f.cash) AS bankroll_before, coalesce(c.loop_exposure, f.exposure) AS open_exposure,
        now() AS created_at
 FROM changes AS c ASOF LEFT JOIN _flows AS f ON c.seen_ts > f.ts   -- cash and exposure just before the decision
@@ -279,6 +293,14 @@ WHERE w.action = 'take' AND w.decided_ts BETWEEN $lo AND $hi
   AND w.rule_set_version = k.rule_set_version AND w.ticker = k.ticker AND w.decided_ts = k.decided_ts
   AND (w.outcome IS DISTINCT FROM k.outcome OR w.payout IS DISTINCT FROM {payout})
 """.format(payout=PAYOUT_SQL.format(t="w", o="k.outcome", y="k.y"))
+
+
+# A take that breaks a limit (an asset check): more than the book held (the ask's size, or any level walked), levels
+# that do not add up to the order, a cost above the cash it had, or no contracts at all.
+BAD_TAKE_SQL = """contracts <= 0 OR cost > bankroll_before + 1e-9
+    OR (levels_used IS NULL AND contracts > ask_size)
+    OR (levels_used IS NOT NULL AND (list_sum(list_transform(levels_used, lambda l: l.contracts)) <> contracts
+                                     OR list_bool_or(list_transform(levels_used, lambda l: l.contracts > l.size))))"""
 
 
 def _settle_tickers(conn: duckdb.DuckDBPyConnection, tickers: list[str]) -> int:
@@ -381,7 +403,7 @@ def _decide_chunk(conn: duckdb.DuckDBPyConnection, rs: RuleSet, st: state.Versio
               "max_spot_age_seconds": rs.max_spot_age_seconds, "max_quote_age_seconds": rs.max_quote_age_seconds,
               "max_spread": rs.max_spread, "min_ev": rs.min_ev, "min_ask_size": rs.min_ask_size}
     conn.execute(CANDIDATES_SQL.format(first_blocking=rules.first_blocking_sql()), params)
-    cands = [dict(zip(CANDIDATE_COLUMNS, c)) for c in conn.execute(CANDIDATE_ROWS_SQL, {"lo": lo}).fetchall()]
+    cands = [dict(zip(CANDIDATE_COLUMNS, c)) for c in conn.execute(CANDIDATE_ROWS_SQL, {"lo": lo, "hi": hi}).fetchall()]
     book = _book(conn, st, lo, cands)
     decided = _stateful(rs, book, cands)
     book.settle_until(hi, inclusive=True)  # payouts known by the new frontier are in its cash
@@ -405,8 +427,8 @@ def _decide_chunk(conn: duckdb.DuckDBPyConnection, rs: RuleSet, st: state.Versio
     run.snapshots += conn.execute("SELECT count(*) FROM _cand").fetchall()[0][0]
     for action, reason, k, bad in conn.execute("""
             SELECT action, coalesce(reason, ''), count(*),
-                   count(*) FILTER (WHERE action = 'take' AND (contracts > ask_size OR cost > bankroll_before + 1e-9 OR contracts <= 0))
-            FROM kalshi_would_trades WHERE rule_set_version = ? AND decided_ts > ? AND decided_ts <= ? GROUP BY ALL""",
+                   count(*) FILTER (WHERE action = 'take' AND ({bad}))
+            FROM kalshi_would_trades WHERE rule_set_version = ? AND decided_ts > ? AND decided_ts <= ? GROUP BY ALL""".format(bad=BAD_TAKE_SQL),
                                                 [rs.version, lo, hi]).fetchall():
         run.bad_takes += bad
         if action == "take":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 STATELESS: tuple[tuple[str, str], ...] = (
     ("series_not_allowed", "NOT list_contains($series, c.series_ticker)"),
+    ("exchange_paused", "c.trading_active IS FALSE"),                 # /exchange/status: no trading (NULL: unknown)
     ("not_priced", "c.p_model IS NULL"),                               # stale or missing inputs: see snapshot reasons
     ("too_close_to_close", "c.tau_seconds < $min_tau_seconds"),
     ("too_far_from_close", "c.tau_seconds > $max_tau_seconds"),

@@ -43,6 +43,7 @@ from kalshi_shadow.warehouse.connection import transaction
 SPOT_LOOKBACK = timedelta(hours=1)   # a spot tick older than this (vs the quote) counts as no spot at all
 TERMS_LOOKBACK = timedelta(days=1)   # and market terms (the poller re-writes them at least every 10 minutes)
 BOOK_LOOKBACK = timedelta(minutes=15)  # a book's last change is looked for this far back; older counts as this old
+STATUS_LOOKBACK = 60  # seconds: an exchange status older than this (vs the quote's seen time) is unknown (NULL)
 
 STATE_LOAD_ID = "kalshi_edge_snapshots.load_id"
 STATE_FRONTIER = "kalshi_edge_snapshots.frontier_us"
@@ -177,8 +178,11 @@ WITH q AS (
            lead(valid_from, 1, 'infinity'::TIMESTAMPTZ) OVER (PARTITION BY series_ticker ORDER BY valid_from, ts) AS valid_to
     FROM (SELECT *, greatest(ts, coalesce(effective_ts, ts)) AS valid_from FROM kalshi_series)
     WHERE valid_from < $hi
+), xstatus AS (  -- the exchange's trading status as polled, by when its answer was received
+    SELECT coalesce(received_ts, ts) AS x_seen, trading_active AS x_trading FROM kalshi_exchange_status
+    WHERE coalesce(received_ts, ts) >= $seen_lo - INTERVAL {STATUS_LOOKBACK} SECOND AND coalesce(received_ts, ts) <= $seen_hi
 ), joined AS (
-    SELECT q.*,
+    SELECT q.*, x.x_seen, x.x_trading,
            m.strike_type AS m_strike_type, m.floor_strike AS m_floor, m.cap_strike AS m_cap, m.open_time AS m_open, m.close_time AS m_close,
            m.ts AS m_ts,
            s.newest_seen AS s_seen, s.ts AS s_ts, s.price AS s_price, s.source AS s_source, v.vol AS v_vol, v.gap_seconds AS vol_gap_seconds,
@@ -190,9 +194,11 @@ WITH q AS (
     LEFT JOIN fees AS se ON q.series_ticker = se.series_ticker AND q.ts >= se.valid_from AND q.ts < se.valid_to AND se.valid_to > $lo
     LEFT JOIN book AS bk ON bk.ticker = q.ticker AND bk.ts = q.ts AND bk.seen_ts = q.seen_ts
     LEFT JOIN spot AS sb ON sb.ts = date_trunc('second', bk.book_since)  -- the index when the book last changed
+    ASOF LEFT JOIN xstatus AS x ON q.seen_ts >= x.x_seen  -- the newest status received by the time the quote was seen
 ), p AS (  -- inputs older than their lookback are missing, whatever the chunk
     SELECT * EXCLUDE (status, m_strike_type, m_floor, m_cap, m_open, m_close, m_ts, s_seen, s_ts, s_price, s_source, v_vol,
-                      book_since, s_book_price),
+                      book_since, s_book_price, x_seen, x_trading),
+           CASE WHEN seen_ts - x_seen <= INTERVAL {STATUS_LOOKBACK} SECOND THEN x_trading END AS trading_active,
            -- a source without a status field (a WebSocket feed) gets the market's lifecycle state at the quote
            coalesce(status, CASE WHEN NOT q_fresh_terms THEN NULL WHEN ts >= m_close THEN 'closed'
                                  WHEN ts >= m_open THEN 'active' ELSE 'initialized' END) AS status,
@@ -210,7 +216,7 @@ SELECT
     p.source AS quote_source, p.status, p.strike_type, p.floor_strike, p.cap_strike, p.close_time AS close_ts,
     epoch(p.close_time) - epoch(p.ts) AS tau_seconds,
     p.spot, p.spot_ts, epoch(p.seen_ts) - epoch(p.spot_seen) AS spot_age_seconds, p.index_source, p.vol,
-    p.book_age_seconds, p.index_move,
+    p.book_age_seconds, p.index_move, p.trading_active,
     p.yes_bid, p.yes_ask, p.no_bid, p.no_ask, p.yes_bid_size, p.yes_ask_size,
     epoch(p.seen_ts) - epoch(p.ts) AS quote_age_seconds, NULL::DOUBLE AS window_mean,  -- see WINDOW_MEAN_SQL
     $lot::INTEGER AS lot_size, p.fee_type, p.fee_multiplier,

@@ -111,7 +111,8 @@ def publish_until(conn: duckdb.DuckDBPyConnection, until: datetime, load_id: int
                  "WHERE NOT EXISTS (SELECT 1 FROM kalshi_series WHERE series_ticker = s) GROUP BY s")
     staged_tables = [("spot_ticks", "syn_spot", ""), ("kraken_trades", "syn_kraken", ""),
                      ("bitstamp_trades", "syn_bitstamp", ""), ("kalshi_markets", "syn_market_rows", ""),
-                     ("kalshi_quotes", "syn_quotes", f", {QUOTE_KEY_SQL.format(a='')} AS quote_key")]
+                     ("kalshi_quotes", "(SELECT *, NULL AS yes_bid_levels, NULL AS no_bid_levels FROM syn_quotes)",  # no depth
+                      f", {QUOTE_KEY_SQL.format(a='')} AS quote_key")]
     if conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'syn_official'").fetchall()[0][0]:
         staged_tables.append(("cfb_index_values", "syn_official", ""))
     for table, staged, key in staged_tables:

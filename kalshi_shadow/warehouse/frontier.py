@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # The inputs a snapshot needs before its quote may be priced: the index grid (itself written only as far as every
 # live venue's files are complete, `pricing/index.py`), market terms, series fees.
 PRICING_INPUTS = ("spot_index", "kalshi_markets", "kalshi_series")
+# Inputs that hold pricing back once they have ever arrived: the exchange's trading status (`trading_active` on each
+# snapshot) came with a later release, and a warehouse or a history without it still prices.
+OPTIONAL_INPUTS = ("kalshi_exchange_status",)
 
 
 def gap_timeout() -> timedelta:
@@ -122,4 +125,8 @@ def pricing_frontier(conn: duckdb.DuckDBPyConnection) -> tuple[datetime | None, 
 
     each = {t: index_frontier(conn) if t == "spot_index" else table_frontier(conn, t) for t in PRICING_INPUTS}
     known = list(each.values())
+    for t in OPTIONAL_INPUTS:
+        each[t] = table_frontier(conn, t)
+        if each[t] is not None:
+            known.append(each[t])
     return (None if any(v is None for v in known) else min(known)), each

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS kalshi_lifecycle (
 -- old; NULL: unknown). A paused exchange takes no orders: the decision log skips with `exchange_paused`.
 ALTER TABLE kalshi_edge_snapshots ADD COLUMN IF NOT EXISTS trading_active BOOLEAN;
 
--- A take that walked the book: the levels it bought from (ask price, contracts) and their volume-weighted price.
--- Without depth a take buys at the ask only (one level).
+-- A take that walked the book: the levels it bought from (ask price, contracts taken, contracts the level held) and
+-- their volume-weighted price, which the fee and EV are computed on. Without depth a take buys at the ask only (one
+-- level, the size shown there).
 ALTER TABLE kalshi_would_trades ADD COLUMN IF NOT EXISTS avg_price DOUBLE;
-ALTER TABLE kalshi_would_trades ADD COLUMN IF NOT EXISTS levels_used STRUCT(price DOUBLE, contracts INTEGER)[];
+ALTER TABLE kalshi_would_trades ADD COLUMN IF NOT EXISTS levels_used STRUCT(price DOUBLE, contracts INTEGER, size DOUBLE)[];
