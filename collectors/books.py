@@ -6,10 +6,14 @@ is an `orderbook_snapshot` plus its deltas; `seq` must rise by one per subscript
 the subscription stale, counts a `gap` event and asks for fresh snapshots (`update_subscription` `get_snapshot`):
 deltas of a stale book are dropped until its snapshot arrives, so no row is written from a book known to be wrong.
 
-A quote row is written when a book's top (best prices or sizes) changed, at most every `EMIT_SECONDS`, with the
+A quote row is written when a book's top (best prices or sizes) changed and its deltas settled (none for
+`SETTLE_SECONDS`: one change comes as a burst of deltas), checked every `EMIT_SECONDS`, with the
 exchange's time of the last change (`ts_ms` of the delta; a snapshot's receive time) and our receive time, and the
-top `depth` levels of each side. Depth-only changes wait for the next top change: the depth stored with a row is
-the book's at that row's time, and storage stays within budget (one row per top change, not per delta).
+top `depth` levels of each side (`source` 'ws_orderbook'). Depth-only changes wait for the next row: the depth
+stored with a row is the book's at that row's time, and storage stays within budget (a row per top change, not per
+delta). A book that stands still is restated every `RESTATE_SECONDS` ('ws_orderbook_restated', `ts` = when
+restated): the sequenced stream vouches that it is still the book, so it is priced against the moving index as a
+poll would be, and its `book_age_seconds` still counts from its last change.
 
 The REST poller (`quotes.py`) stands by: it writes quotes only while this collector's health record does not say
 `streaming`. Crash safety, reconnects and heartbeat files are the feed loop's (`feed.py`).
@@ -38,7 +42,9 @@ from kalshi_shadow.raw import RawWriter
 
 log = logging.getLogger("collectors.books")
 REFRESH_SECONDS = 30.0   # re-list open markets this often (new listings come sooner through the lifecycle channel)
-EMIT_SECONDS = 0.1       # dirty books are written this often
+EMIT_SECONDS = 0.1       # dirty books are written this often ...
+SETTLE_SECONDS = 0.05    # ... once no delta has touched them for this long (the deltas of one change come in a burst)
+RESTATE_SECONDS = 5.0    # an unchanged synced book is written again this often (the poll interval)
 SIDES = ("yes", "no")
 
 
@@ -51,7 +57,9 @@ class Book:
     changed_ts: datetime | None = None   # the exchange's time of the last change applied
     received_ts: datetime | None = None  # when it reached us
     dirty: bool = False
+    touched: float = 0.0                 # monotonic time of the last change applied
     last_top: tuple | None = None        # the top as last written
+    last_row: float = 0.0                # monotonic time of its last row
 
     def levels(self, side: str, n: int) -> list[dict[str, Decimal]]:
         """The best `n` bids of a side, best (highest) first."""
@@ -229,7 +237,7 @@ class BookCollector(FeedCollector):
                 else:
                     book.sides[side][price] = size
                 book.changed_ts = _change_time(body, received)
-            book.received_ts, book.dirty = received, True
+            book.received_ts, book.dirty, book.touched = received, True, time.monotonic()
         elif kind == "market_lifecycle_v2":
             self.health.message()
             self._lifecycle(body, received)
@@ -259,27 +267,36 @@ class BookCollector(FeedCollector):
 
     # ---- rows -----------------------------------------------------------------------------------------------
     def emit(self) -> None:
-        """A row for every synced book whose top changed since its last row."""
+        """A row for every synced book whose top changed since its last row, or that stood still RESTATE_SECONDS."""
+        now, wall = time.monotonic(), datetime.now(timezone.utc)
         for ticker, b in self.books.items():
-            if not (b.dirty and b.synced):
+            if not b.synced:
                 continue
-            b.dirty = False
             yes, no = b.levels("yes", self.depth), b.levels("no", self.depth)
             top = (yes[:1], no[:1])
-            if top == b.last_top:
+            if b.dirty and now - b.touched < SETTLE_SECONDS:
+                continue  # its change is still arriving: a half-applied change is no book the exchange ever had
+            if b.dirty and top != b.last_top:
+                ts, seen, source = b.changed_ts, b.received_ts, "ws_orderbook"
+            elif now - b.last_row >= RESTATE_SECONDS:
+                ts, seen, source = wall, wall, "ws_orderbook_restated"
+            else:
+                b.dirty = False
                 continue
-            b.last_top = top
+            b.dirty, b.last_top, b.last_row = False, top, now
             yb, nb = (yes[0] if yes else None), (no[0] if no else None)
             self.writer.append({
-                "ts": b.changed_ts, "received_ts": b.received_ts, "ticker": ticker, "event_ticker": b.event_ticker,
+                "ts": ts, "received_ts": seen, "ticker": ticker, "event_ticker": b.event_ticker,
                 "series_ticker": b.series_ticker, "status": None,
                 "yes_bid": yb and yb["price"], "yes_ask": nb and 1 - nb["price"],
                 "no_bid": nb and nb["price"], "no_ask": yb and 1 - yb["price"],
                 "yes_bid_size": yb and yb["size"], "yes_ask_size": nb and nb["size"],  # an empty side: NULL, as REST
-                "last_price": None, "volume": None, "open_interest": None, "source": "ws_orderbook",
+                "last_price": None, "volume": None, "open_interest": None, "source": source,
                 "yes_bid_levels": yes, "no_bid_levels": no, "seq": self.seqs.get(self.book_sid or -1)})
-        streaming = self.book_sid is not None and bool(self.books) and all(b.synced for b in self.books.values())
-        self.health.extra["streaming"] = streaming
+        # Streaming: subscribed on a live connection. Books re-snapshotting after a gap (a fraction of a second) do
+        # not hand the quotes back to the poller; a lost connection does (`status` leaves 'connected').
+        self.health.extra["streaming"] = self.book_sid is not None
+        self.health.extra["books_synced"] = sum(b.synced for b in self.books.values())
         self.health.extra["books"] = len(self.books)
         self.lifecycle.maybe_flush()
 

@@ -154,6 +154,10 @@ class QuotePoller:
         self._refresh_series()
         self._poll_status()
         streamed = self.stream_has_books()
+        if self.health.extra.get("quotes_from") == "stream" and not streamed:
+            log.warning("the book stream stopped streaming: polling quotes again")
+        elif self.health.extra.get("quotes_from") == "rest" and streamed:
+            log.info("the book stream has the books: quotes from it, this poller stands by")
         self.health.extra["quotes_from"] = "stream" if streamed else "rest"
         written = 0
         for s in self.series:

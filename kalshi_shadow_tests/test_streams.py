@@ -1,0 +1,179 @@
+"""Issue 17: Kalshi's book stream, with real processes on loopback.
+
+The simulator streams its books (`orderbook_delta` with `seq`), serves `/exchange/status` and can drop a delta or
+pause trading. The keyed collectors record them (the book stream, the REST poller standing by, the venues), the
+real Dagster assets load and price them, and the decision engine decides on them with a permissive rule set. Four
+things must hold: the stored top of book is the simulator's at every change; a dropped delta is detected and
+repaired; a pause gives `exchange_paused` skips and no takes; a take that walks the book buys no more than its
+levels held, at their volume-weighted price and the per-order fee on it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from kalshi_shadow.decisions.engine import decide
+from kalshi_shadow.decisions.rulesets import load_rule_sets
+from kalshi_shadow.defs import pricing
+from kalshi_shadow.defs.ingest import kalshi_contracts, raw_assets
+from kalshi_shadow.defs.resources import Warehouse
+from kalshi_shadow.pricing.fees import order_fee
+from kalshi_shadow.sim.server import SimHandle
+from kalshi_shadow.warehouse.connection import utc
+from kalshi_shadow_tests.test_collectors import _collector, _health, _rows, _stop
+from kalshi_shadow_tests.waiting import wait_for
+
+PERMISSIVE = """
+[rule_sets.any]
+model = "avg60-v1"
+series = ["KXBTC15M", "KXBTCD", "KXBTC"]
+min_ev = -1.0
+max_spread = 1.0
+min_tau_seconds = 0
+max_tau_seconds = 86400
+max_spot_age_seconds = 60
+max_quote_age_seconds = 60
+min_ask_size = 0
+cooldown_seconds = 0
+max_positions_per_event = 1000
+max_takes_per_day = 100000
+bankroll = 1000000.0
+kelly_fraction = 1.0
+max_contracts_per_trade = 100000
+max_stake_per_trade = 100000.0
+max_stake_per_event = 1000000.0
+haircut_k = 0.0
+haircut_window_days = 7
+"""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _top(levels: list) -> tuple:
+    return (Decimal(levels[0][0]), Decimal(levels[0][1])) if levels else (None, None)
+
+
+@pytest.mark.slow
+def test_the_book_stream_records_the_exchanges_books_repairs_gaps_and_honours_pauses(
+        sim: SimHandle, rsa_key: rsa.RSAPrivateKey, tmp_path: Path) -> None:
+    key_file = tmp_path / "kalshi.pem"
+    key_file.write_bytes(rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    keyed = {"KALSHI_API_KEY_ID": "test-key", "KALSHI_PRIVATE_KEY_PATH": str(key_file), "KALSHI_BASE_URL": sim.kalshi_base_url}
+    fast = ("--flush-seconds", "0.5", "--silence-seconds", "5")
+    started = _now()
+    procs = [
+        _collector("collectors.spot", tmp_path, "--url", sim.coinbase_ws_url, *fast),
+        _collector("collectors.kraken", tmp_path, "--url", sim.kraken_ws_url, *fast),
+        _collector("collectors.bitstamp", tmp_path, "--url", sim.bitstamp_ws_url, *fast),
+        _collector("collectors.books", tmp_path, "--url", sim.kalshi_ws_url, *fast, env=keyed),
+        _collector("collectors.quotes", tmp_path, "--base-url", sim.kalshi_base_url, "--interval", "1", "--status", "active", env=keyed),
+    ]
+    try:
+        wait_for(lambda: _health(tmp_path, "books").get("streaming") is True, timeout=30, what="the book stream")
+        t0 = _now()
+        wait_for(lambda: _health(tmp_path, "quotes").get("quotes_from") == "stream", timeout=15, what="the poller standing by")
+        wait_for(lambda: _now() > t0 + timedelta(seconds=6), timeout=10)
+        sim.faults(drop_delta=1)  # one delta numbered and never sent
+        wait_for(lambda: _health(tmp_path, "books").get("counters", {}).get("resnapshots", 0) >= 1, timeout=10, what="the gap")
+        wait_for(lambda: _health(tmp_path, "books").get("streaming") is True, timeout=10, what="books synced again")
+        sim.faults(pause_seconds=6)  # trading pauses (sim time = wall time here)
+        paused_at = _now()
+        wait_for(lambda: _now() > paused_at + timedelta(seconds=10), timeout=15, what="the pause and after")
+        # Takes need a model price, which needs the vol grid: its first point is the first whole minute after the
+        # index started. Run on until some seconds after it.
+        priced = (started + timedelta(seconds=5)).replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=12)
+        wait_for(lambda: _now() > priced, timeout=80, what="quotes priced with a vol")
+        t1 = _now()
+    finally:
+        codes = [_stop(p) for p in procs]
+    assert codes == [0, 0, 0, 0, 0]
+    books = _health(tmp_path, "books")
+    assert books["gaps"] >= 1 and books["missed_messages"] >= 1 and books.get("errors", {}).get("malformed", 0) == 0
+
+    # 1. The stored top of book is the simulator's at every change (and its depth at every row), for the markets
+    #    followed throughout; the seconds around the gap are checked for rows, not for completeness.
+    quotes = _rows(tmp_path, "kalshi_quotes")
+    stream = quotes.filter(quotes["source"] == "ws_orderbook")
+    rest = quotes.filter(quotes["source"] == "rest_markets")
+    # REST polls until the stream has the books, then stands by (and takes over when the stream stops, at the end)
+    assert stream.height > 50 and rest.filter((rest["ts"] > t0 + timedelta(seconds=3)) & (rest["ts"] < t1)).height == 0
+    lo, hi = int(t0.timestamp()) + 1, int(t1.timestamp()) - 3
+    checked = changes = 0
+    for ticker in sorted(set(stream["ticker"]))[:12]:
+        truth = httpx.get(f"{sim.kalshi_base_url.split('/trade-api')[0]}/_sim/markets/{ticker}/books",
+                          params={"from": lo - 1, "to": hi}).json()["books"]
+        at = {b["second"]: b for b in truth}
+        rows = stream.filter(stream["ticker"] == ticker).sort("ts")
+        for r in rows.iter_rows(named=True):
+            sec = int(r["ts"].timestamp())
+            if lo <= sec <= hi and r["ts"].microsecond == 0:  # a delta's row: the book of its second
+                b = at[sec]
+                assert (r["yes_bid"], r["yes_bid_size"]) == _top(b["yes"]), (ticker, sec)
+                assert (r["no_bid"], r["yes_ask_size"]) == _top(b["no"]), (ticker, sec)
+                assert [(lv["price"], lv["size"]) for lv in r["yes_bid_levels"]] == [(Decimal(p), Decimal(c)) for p, c in b["yes"]]
+                assert [(lv["price"], lv["size"]) for lv in r["no_bid_levels"]] == [(Decimal(p), Decimal(c)) for p, c in b["no"]]
+                checked += 1
+        seconds = {int(t.timestamp()) for t in rows["ts"]}
+        for sec in range(lo, hi + 1):
+            if (_top(at[sec]["yes"]), _top(at[sec]["no"])) != (_top(at[sec - 1]["yes"]), _top(at[sec - 1]["no"])):
+                changes += 1
+                assert sec in seconds or sec + 1 in seconds, (ticker, sec)  # every change has its row
+    assert checked > 30 and changes > 10
+
+    # 2-4 on the warehouse: load and price with the real assets, then decide with a permissive rule set.
+    wh = Warehouse(database=str(tmp_path / "w.duckdb"), raw_dir=str(tmp_path / "raw"))
+    assert dg.materialize([*raw_assets, kalshi_contracts, pricing.spot_index, pricing.spot_vol], resources={"warehouse": wh}).success
+    assert dg.materialize([pricing.kalshi_edge_snapshots], partition_key=_now().date().isoformat(), resources={"warehouse": wh},
+                          tags={pricing.LIVE_TAG: "live"}).success
+    (tmp_path / "rules.toml").write_text(PERMISSIVE)
+    rs = load_rule_sets(tmp_path / "rules.toml")[0]
+    with utc(duckdb.connect(wh.database)) as conn:
+        run = decide(conn, rs)
+        assert run.bad_takes == 0
+        n_gap = conn.execute("SELECT count(*) FROM collector_events WHERE collector = 'books' AND kind = 'gap'").fetchall()[0][0]
+        assert n_gap >= 1
+        status = conn.execute("""SELECT count(*) FILTER (WHERE NOT trading_active), count(*) FILTER (WHERE trading_active)
+                                 FROM kalshi_exchange_status""").fetchall()[0]
+        assert status[0] >= 3 and status[1] >= 3
+        # 3. The pause: its snapshots say so, they are skipped as exchange_paused, and nothing is taken on them.
+        paused = conn.execute("""
+            SELECT count(*) FILTER (WHERE w.reason = 'exchange_paused'),
+                   count(*) FILTER (WHERE w.action = 'take' AND s.trading_active IS FALSE),
+                   count(*) FILTER (WHERE w.reason = 'exchange_paused' AND s.trading_active IS NOT FALSE)
+            FROM kalshi_would_trades AS w JOIN kalshi_edge_snapshots AS s USING (snapshot_id)""").fetchall()[0]
+        assert paused[0] > 0 and paused[1] == 0 and paused[2] == 0, paused
+        # 4. Takes on stream quotes walk the book: against the quote's levels, their VWAP, the fee on it.
+        takes = conn.execute("""
+            SELECT w.side, w.contracts, w.fee, w.cost, w.avg_price, w.levels_used,
+                   CASE w.side WHEN 'yes' THEN q.no_bid_levels ELSE q.yes_bid_levels END AS bids
+            FROM kalshi_would_trades AS w JOIN kalshi_edge_snapshots AS s USING (snapshot_id)
+            JOIN kalshi_quotes AS q ON q.quote_key = s.quote_key AND q.ts = s.quote_ts
+            WHERE w.action = 'take' AND q.no_bid_levels IS NOT NULL""").fetchall()
+    assert len(takes) >= 1, takes
+    walked = 0
+    for side, contracts, fee, cost, avg, used, bids in takes:
+        asks = sorted((1 - lv["price"], lv["size"]) for lv in bids)
+        assert contracts <= sum(int(n) for _, n in asks)  # never more than the book held
+        left, paid, expect = contracts, Decimal(0), []
+        for price, held in asks:
+            k = min(left, int(held))
+            if k:
+                paid, left = paid + price * k, left - k
+                expect.append({"price": float(price), "contracts": k, "size": float(held)})
+        assert used == expect and avg == pytest.approx(float(paid / contracts))
+        assert fee == pytest.approx(float(order_fee(paid / contracts, contracts, "quadratic")))
+        assert cost == pytest.approx(float(paid) + fee)
+        walked += len(used) > 1
+    assert walked >= 1  # at least one take went past the top level
