@@ -6,6 +6,8 @@
     kalshi-shadow bench live [--minutes N]     section 3 only
     kalshi-shadow bench history [options]      a tick and each scheduled job on 1 vs 30 days of history, storage
                                                per day, an edited rule set's replay (see bench_history.py)
+    kalshi-shadow bench streams [--seconds N]  Kalshi's book stream vs REST polling: delay from a book change to
+                                               its quote row, changes seen, rows, CPU (see bench_streams.py)
 
 1. Full-day recompute, memory and speed. A backfill reprices a whole day; it must fit a small box (peak RSS
    <= 1.5 GiB) whatever the day's size, and be fast enough (>= 500k snapshot rows/s) that recomputing history after a
@@ -48,7 +50,8 @@ TARGET_RSS_MIB = 1536           # 1.5 GiB peak RSS for a full-day recompute
 TARGET_ROWS_PER_S = 500_000     # full-day recompute throughput
 TARGET_CORES = 0.25             # average cores of everything but the simulator
 TARGET_LAG_P95_S = 45.0         # quote-to-snapshot lag
-LIVE_CHILDREN = ("sim", "collect-spot", "collect-kraken", "collect-bitstamp", "collect-quotes", "dagster-daemon", "dagster-webserver")
+LIVE_CHILDREN = ("sim", "collect-spot", "collect-kraken", "collect-bitstamp", "collect-index", "collect-books", "collect-quotes",
+                 "dagster-daemon", "dagster-webserver")
 DROP_ENV = ("KALSHI_API_KEY_ID", "KALSHI_PRIVATE_KEY_PATH", "DB_PATH", "LOG_PATH")
 
 SUMMARY: list[str] = []
@@ -425,15 +428,24 @@ def _sleep_watching(seconds: float, proc: subprocess.Popen, every: float, on_tic
             on_tick()
 
 
-def live(minutes: float, warmup_minutes: float, sample_seconds: float = 5.0) -> None:
-    """Run `up --fast-clock` on the simulator and measure it over a window after a warm-up."""
-    _section(f"3. live: up --fast-clock, {warmup_minutes:g} min warm-up, {minutes:g} min window")
+def live(minutes: float, warmup_minutes: float, sample_seconds: float = 5.0, keyed: bool = False) -> None:
+    """Run `up --fast-clock` on the simulator and measure it over a window after a warm-up. `keyed`: with simulated
+    credentials, so the keyed streams run too (the official index, the book stream with the poller standing by)."""
+    _section(f"3. live: up --fast-clock{' keyed (streams on)' if keyed else ''}, {warmup_minutes:g} min warm-up, {minutes:g} min window")
     with tempfile.TemporaryDirectory(prefix="kalshi-shadow-bench-live-") as tmp:
         data = Path(tmp)
         run_dir, home, db = data / "run", data / "dagster_home", data / "warehouse.duckdb"
         dagster_port, kalshi_port, coinbase_port = free_ports(3)
         env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
         env["KALSHI_SHADOW_DATA_DIR"] = str(data)
+        if keyed:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            (data / "bench-key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                                   serialization.NoEncryption()))
+            env.update(KALSHI_API_KEY_ID="bench-key", KALSHI_PRIVATE_KEY_PATH=str(data / "bench-key.pem"))
         out = open(data / "up.out", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "kalshi_shadow.cli", "up", "--sim", "--fast-clock", "--data-dir", str(data),
                                  "--dagster-port", str(dagster_port), "--kalshi-port", str(kalshi_port), "--coinbase-port", str(coinbase_port)],
@@ -506,7 +518,7 @@ def _common(ap: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str]) -> int:
-    section = argv[0] if argv and argv[0] in ("recompute", "incremental", "live", "history", "_generate", "_recompute") else None
+    section = argv[0] if argv and argv[0] in ("recompute", "incremental", "live", "history", "streams", "_generate", "_recompute") else None
     rest = argv[1:] if section else argv
     ap = argparse.ArgumentParser(prog=f"kalshi-shadow bench{' ' + section if section else ''}", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -526,6 +538,17 @@ def main(argv: list[str]) -> int:
         bench_history.run(args, _figure, _note, _section)
         _summary()
         return 0
+    if section == "streams":
+        from kalshi_shadow import bench_streams
+
+        ap.description = bench_streams.__doc__
+        ap.add_argument("--seconds", type=float, default=120, help="measurement window")
+        ap.add_argument("--interval", type=float, default=5.0, help="the poller's interval (the platform's default)")
+        args = ap.parse_args(rest)
+        machine()
+        bench_streams.run(args.seconds, args.interval, _figure, _note, _section)
+        _summary()
+        return 0
     if section in ("_generate", "_recompute"):
         ap.add_argument("--db", required=True)
         ap.add_argument("--strikes", type=int, default=50)
@@ -537,9 +560,10 @@ def main(argv: list[str]) -> int:
     if section == "live":
         ap.add_argument("--minutes", type=float, default=10, help="measurement window")
         ap.add_argument("--warmup-minutes", type=float, default=2, help="minutes after start before measuring")
+        ap.add_argument("--keyed", action="store_true", help="with simulated credentials: the book stream and the official index on")
         args = ap.parse_args(rest)
         machine()
-        live(args.minutes, args.warmup_minutes)
+        live(args.minutes, args.warmup_minutes, keyed=args.keyed)
         _summary()
         return 0
     _common(ap)

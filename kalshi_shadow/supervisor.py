@@ -1,7 +1,8 @@
 """`kalshi-shadow up`: run the whole platform and keep it running.
 
-Starts the exchange simulator (when no Kalshi credentials are configured, or with --sim), the collectors (the
-official index's only with credentials), then
+Starts the exchange simulator (when no Kalshi credentials are configured, or with --sim; never with --real), the
+collectors (the official index and the book stream only with credentials: REST polls and the spot venues are public,
+so `--real` without keys records real markets), then
 migrates the warehouse to this release's schema if it needs it, then the Dagster webserver (127.0.0.1) and daemon. Each child runs in its own session and logs to LOG_PATH/<name>.log; a
 child that exits is restarted with capped exponential backoff. SIGINT/SIGTERM stop every child's process group
 (SIGTERM, then SIGKILL after a grace period).
@@ -284,7 +285,7 @@ def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
     env["LOG_PATH"] = str(settings.log_path)
     env["DAGSTER_HOME"] = str(settings.dagster_home)
     children: list[Child] = []
-    use_sim = args.sim or not settings.has_kalshi_credentials
+    use_sim = mode(args, settings) == "sim"
     keyed = settings.has_kalshi_credentials
     if use_sim:
         env["KALSHI_BASE_URL"] = f"http://127.0.0.1:{args.kalshi_port}/trade-api/v2"
@@ -314,6 +315,27 @@ def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
         children.append(Child("dagster-webserver", [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(args.dagster_port), *target],
                               env, settings.log_path / "dagster-webserver.log"))
     return children
+
+
+def mode(args: argparse.Namespace, settings: Settings) -> str:
+    """'sim' (the default without credentials, or --sim) or 'real' (--real, or credentials without --sim)."""
+    if getattr(args, "real", False):
+        return "real"
+    return "sim" if args.sim or not settings.has_kalshi_credentials else "real"
+
+
+def banner(args: argparse.Namespace, settings: Settings) -> list[str]:
+    """What `up` says it runs: the mode first, so nobody mistakes simulated data for real or the other way."""
+    keyed = settings.has_kalshi_credentials
+    if mode(args, settings) == "sim":
+        head = "SIMULATOR: market data from the local exchange simulator on 127.0.0.1 (not real)" + (" with simulated keys" if keyed else "")
+    else:
+        head = f"REAL MARKETS: Kalshi {settings.kalshi_base_url}, Coinbase, Kraken, Bitstamp ({'keyed' if keyed else 'public data, no keys'})"
+    books = ("  books:     Kalshi's WebSocket (orderbook_delta, depth " + str(settings.book_depth) + "); REST polls stand by"
+             if keyed else f"  books:     REST polls every {settings.quote_interval_seconds:g} s, top of book (keys add the book stream with depth)")
+    index = ("  index:     the official BRTI (cfbenchmarks_value) where fresh, else the proxy of Coinbase, Kraken, Bitstamp"
+             if keyed else "  index:     the proxy of Coinbase, Kraken and Bitstamp (keys add the official BRTI)")
+    return [f"kalshi-shadow: shadow mode (no orders). {head}.", books, index]
 
 
 def venue_ports(args: argparse.Namespace) -> tuple[int, int, int]:
@@ -466,6 +488,9 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="kalshi-shadow up", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sim", action="store_true", help="use the simulator even if Kalshi credentials are set (it then checks "
                                                        "their signatures, and the keyed streams run against it)")
+    ap.add_argument("--real", action="store_true", help="record the real markets (Kalshi's public REST market data and the spot "
+                                                        "venues' public feeds) even without credentials; keys add the "
+                                                        "WebSocket streams")
     ap.add_argument("--fast-clock", action="store_true", help="simulator cadence: 15-minute markets every 2 min, hourly ones every 5 min")
     ap.add_argument("--data-dir", type=Path, help="overrides KALSHI_SHADOW_DATA_DIR")
     ap.add_argument("--dagster-port", type=int, default=3000)
@@ -477,6 +502,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--no-dagster", action="store_true", help="only the simulator and the collectors")
     ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = run until Ctrl-C)")
     args = ap.parse_args(argv)
+    if args.real and (args.sim or args.fast_clock):
+        ap.error("--real records the real markets: it cannot be combined with --sim or --fast-clock")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s up %(levelname)s %(message)s")
     if args.data_dir:
         os.environ["KALSHI_SHADOW_DATA_DIR"] = str(args.data_dir.resolve())
@@ -496,10 +523,8 @@ def main(argv: list[str]) -> int:
     if not args.no_dagster:
         _prepare_dagster_home(settings.dagster_home)
     children = build_children(args, settings)
-    source = "the local exchange simulator" if any(c.name == "sim" for c in children) else settings.kalshi_base_url
-    print(f"kalshi-shadow: shadow mode (no orders). Market data from {source}.")
-    print("  keyed:     the official index (cfbenchmarks_value) is recorded and prices where fresh"
-          if settings.has_kalshi_credentials else "  unkeyed:   pricing on the index proxy of Coinbase, Kraken and Bitstamp")
+    for line in banner(args, settings):
+        print(line)
     print(f"  data:      {settings.data_dir}  (warehouse {settings.db_path})")
     print(f"  logs:      {settings.log_path}")
     if not args.no_dagster:

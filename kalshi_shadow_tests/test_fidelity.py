@@ -175,8 +175,9 @@ def test_a_slow_page_gives_its_markets_a_real_quote_age(manual_sim: SimHandle, t
     poller._refresh_series()  # series and fee reads done first, so the next slow answer is a markets page
     poller.series = ["KXBTCD"]
     poller.poll_once()
-    # KXBTC's markets fit one page (limit 1000): held back 1.5 s after the exchange read the book.
-    httpx.post(manual_sim.kalshi_base_url.split("/trade-api")[0] + "/_sim/faults", json={"slow_pages": 1, "slow_page_seconds": 1.5})
+    # KXBTC's markets fit one page (limit 1000): held back 1.5 s after the exchange read the book (the cycle's
+    # exchange status, read first, is held back too).
+    httpx.post(manual_sim.kalshi_base_url.split("/trade-api")[0] + "/_sim/faults", json={"slow_pages": 2, "slow_page_seconds": 1.5})
     poller.series = ["KXBTC"]
     poller.poll_once()
     poller.flush()

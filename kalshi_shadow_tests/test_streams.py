@@ -25,16 +25,30 @@ from kalshi_shadow.decisions.engine import decide
 from kalshi_shadow.decisions.rulesets import load_rule_sets
 from kalshi_shadow.defs import pricing
 from kalshi_shadow.defs.ingest import kalshi_contracts, raw_assets
-from kalshi_shadow.defs.resources import Warehouse
+from kalshi_shadow.defs.resources import KalshiAPI, Warehouse
+from kalshi_shadow.defs.settlements import kalshi_settlements
 from kalshi_shadow.pricing.fees import order_fee
 from kalshi_shadow.sim.server import SimHandle
 from kalshi_shadow.warehouse.connection import utc
 from kalshi_shadow_tests.test_collectors import _collector, _health, _rows, _stop
 from kalshi_shadow_tests.waiting import wait_for
 
+# A model from outside (the plugin setting): YES is near certain wherever there is an ask, so every two-sided book
+# priced is a take, and Kelly on a large bankroll walks the book.
+SURE_YES = """
+import numpy as np
+
+
+class SureYes:
+    name = "sure-yes-v1"
+
+    def prob_yes(self, x):
+        return np.where(np.isnan(x.yes_ask), np.nan, 0.99)
+"""
+
 PERMISSIVE = """
 [rule_sets.any]
-model = "avg60-v1"
+model = "sure-yes-v1"
 series = ["KXBTC15M", "KXBTCD", "KXBTC"]
 min_ev = -1.0
 max_spread = 1.0
@@ -66,7 +80,10 @@ def _top(levels: list) -> tuple:
 
 @pytest.mark.slow
 def test_the_book_stream_records_the_exchanges_books_repairs_gaps_and_honours_pauses(
-        sim: SimHandle, rsa_key: rsa.RSAPrivateKey, tmp_path: Path) -> None:
+        sim: SimHandle, rsa_key: rsa.RSAPrivateKey, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "sureyes.py").write_text(SURE_YES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("KALSHI_SHADOW_MODELS", "sureyes:SureYes")
     key_file = tmp_path / "kalshi.pem"
     key_file.write_bytes(rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
@@ -88,12 +105,15 @@ def test_the_book_stream_records_the_exchanges_books_repairs_gaps_and_honours_pa
         sim.faults(drop_delta=1)  # one delta numbered and never sent
         wait_for(lambda: _health(tmp_path, "books").get("counters", {}).get("resnapshots", 0) >= 1, timeout=10, what="the gap")
         wait_for(lambda: _health(tmp_path, "books").get("streaming") is True, timeout=10, what="books synced again")
+        # An outcome decided early (the simulator's override): the lifecycle channel announces it.
+        decided = httpx.get(f"{sim.kalshi_base_url}/markets", params={"series_ticker": "KXBTCD", "status": "open"}).json()["markets"][0]["ticker"]
+        sim.set_outcome(decided, "yes")
         sim.faults(pause_seconds=6)  # trading pauses (sim time = wall time here)
         paused_at = _now()
         wait_for(lambda: _now() > paused_at + timedelta(seconds=10), timeout=15, what="the pause and after")
         # Takes need a model price, which needs the vol grid: its first point is the first whole minute after the
         # index started. Run on until some seconds after it.
-        priced = (started + timedelta(seconds=5)).replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=12)
+        priced = (started + timedelta(seconds=5)).replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=15)
         wait_for(lambda: _now() > priced, timeout=80, what="quotes priced with a vol")
         t1 = _now()
     finally:
@@ -137,6 +157,8 @@ def test_the_book_stream_records_the_exchanges_books_repairs_gaps_and_honours_pa
     assert dg.materialize([*raw_assets, kalshi_contracts, pricing.spot_index, pricing.spot_vol], resources={"warehouse": wh}).success
     assert dg.materialize([pricing.kalshi_edge_snapshots], partition_key=_now().date().isoformat(), resources={"warehouse": wh},
                           tags={pricing.LIVE_TAG: "live"}).success
+    # 2b. Settlement from the stream: the early outcome lands from the lifecycle event, with no read of that ticker.
+    assert dg.materialize([kalshi_settlements], resources={"warehouse": wh, "kalshi": KalshiAPI(base_url=sim.kalshi_base_url)}).success
     (tmp_path / "rules.toml").write_text(PERMISSIVE)
     rs = load_rule_sets(tmp_path / "rules.toml")[0]
     with utc(duckdb.connect(wh.database)) as conn:
@@ -147,6 +169,10 @@ def test_the_book_stream_records_the_exchanges_books_repairs_gaps_and_honours_pa
         status = conn.execute("""SELECT count(*) FILTER (WHERE NOT trading_active), count(*) FILTER (WHERE trading_active)
                                  FROM kalshi_exchange_status""").fetchall()[0]
         assert status[0] >= 3 and status[1] >= 3
+        outcome = conn.execute("""SELECT c.outcome, c.settlement_value, o.source, o.status FROM kalshi_contracts AS c
+                                  JOIN kalshi_settlement_observations AS o USING (ticker) WHERE ticker = ?""", [decided]).fetchall()
+        # (a REST read, if the contract closed meanwhile, is the check: it agrees)
+        assert ("yes", Decimal("1.0000"), "stream", "determined") in outcome and {o[:2] for o in outcome} == {("yes", Decimal("1.0000"))}
         # 3. The pause: its snapshots say so, they are skipped as exchange_paused, and nothing is taken on them.
         paused = conn.execute("""
             SELECT count(*) FILTER (WHERE w.reason = 'exchange_paused'),

@@ -205,3 +205,25 @@ def test_with_credentials_and_sim_the_simulator_checks_the_key_and_the_keyed_col
     unkeyed = Settings.from_env()
     plain = {c.name: c for c in build_children(args, unkeyed)}
     assert "collect-index" not in plain and "collect-books" not in plain and "--public-key" not in plain["sim"].argv
+
+
+def test_real_without_keys_records_the_public_markets_and_the_banner_says_so(tmp_path: Path, monkeypatch) -> None:
+    import argparse
+
+    from kalshi_shadow.config import KALSHI_PROD_URL, Settings
+    from kalshi_shadow.supervisor import banner, build_children
+
+    monkeypatch.setenv("KALSHI_SHADOW_DATA_DIR", str(tmp_path))
+    for var in ("KALSHI_API_KEY_ID", "KALSHI_PRIVATE_KEY_PATH", "KALSHI_BASE_URL", "COINBASE_WS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    settings = Settings.from_env()
+    args = argparse.Namespace(sim=False, real=True, fast_clock=False, kalshi_port=18765, coinbase_port=18766, kraken_port=0,
+                              bitstamp_port=0, kalshi_ws_port=0, no_dagster=True, dagster_port=3000)
+    children = {c.name: c for c in build_children(args, settings)}
+    assert set(children) == {"collect-spot", "collect-kraken", "collect-bitstamp", "collect-quotes"}  # no sim, no keyed streams
+    assert "KALSHI_BASE_URL" not in children["collect-quotes"].env and settings.kalshi_base_url == KALSHI_PROD_URL
+    assert banner(args, settings)[0].startswith("kalshi-shadow: shadow mode (no orders). REAL MARKETS: Kalshi https://")
+    assert "public data, no keys" in banner(args, settings)[0]
+    default = argparse.Namespace(**{**vars(args), "real": False})
+    assert "sim" in {c.name for c in build_children(default, settings)}  # no flags, no keys: the simulator
+    assert banner(default, settings)[0].startswith("kalshi-shadow: shadow mode (no orders). SIMULATOR:")

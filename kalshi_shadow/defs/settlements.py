@@ -21,8 +21,8 @@ import dagster as dg
 from kalshi_shadow.defs.pricing import daily
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, KalshiAPI, Warehouse
 from kalshi_shadow.scoring.scores import score_day
-from kalshi_shadow.scoring.settlements import (Skip, apply_observations, fetch_outcomes, plan_reads, quote_dates_of,
-                                               track_reads, utcnow)
+from kalshi_shadow.scoring.settlements import (STREAM_DISAGREES_SQL, Skip, apply_observations, fetch_outcomes, mark_streamed,
+                                               plan_reads, quote_dates_of, streamed_observations, track_reads, utcnow)
 
 GROUP = "scoring"
 
@@ -32,12 +32,14 @@ class SettlementConfig(dg.Config):
 
 
 @dg.asset(
-    group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"}, owners=["team:quant"], deps=["kalshi_contracts"],
-    description="Outcomes (result, settlement value, expiration value, settlement time) read from the exchange for each "
-                "closed contract's own ticker into kalshi_contracts, plus every observation in kalshi_settlement_observations "
+    group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"}, owners=["team:quant"], deps=["kalshi_contracts", "kalshi_lifecycle"],
+    description="Outcomes (result, settlement value, expiration value, settlement time) from the exchange for each "
+                "closed contract's own ticker into kalshi_contracts (streamed lifecycle events when keyed, REST reads always), plus every observation in kalshi_settlement_observations "
                 "and each ticker's read state (backoff, given-up flag) in kalshi_settlement_reads.",
     check_specs=[dg.AssetCheckSpec("final_contracts_have_outcomes", asset="kalshi_settlements",
                                    description="No contract the exchange calls finalized lacks an outcome."),
+                 dg.AssetCheckSpec("streamed_outcomes_match_reads", asset="kalshi_settlements",
+                                   description="Every outcome from the lifecycle stream (keyed) agrees with the REST reads after it."),
                  dg.AssetCheckSpec("no_settlement_reads_given_up", asset="kalshi_settlements",
                                    description="No ticker was given up on (unknown to the exchange, or never finalized "
                                                "within the bound); see kalshi_settlement_reads WHERE flag IS NOT NULL.")],
@@ -55,7 +57,12 @@ def kalshi_settlements(context: dg.AssetExecutionContext, config: SettlementConf
         context.log.warning(f"{len(missing)} closed tickers not returned by the exchange, e.g. {missing[:3]}; read again with backoff")
     with warehouse.get_connection() as conn:
         recorded = utcnow()  # taken holding the warehouse: no decision made before this moment could have seen them
-        changed = apply_observations(conn, observations, recorded)
+        streamed, through = streamed_observations(conn)
+        changed = apply_observations(conn, streamed, recorded)  # the stream's first, then the reads (newest wins)
+        if through is not None:
+            mark_streamed(conn, through)
+        changed = sorted(set(changed) | set(apply_observations(conn, observations, recorded)))
+        disagreeing = conn.execute(STREAM_DISAGREES_SQL).fetchall()[0][0]
         flagged_now = track_reads(conn, todo, observations, recorded)
         days = quote_dates_of(conn, changed)
         final_without = conn.execute("""SELECT count(*) FROM kalshi_contracts
@@ -66,7 +73,7 @@ def kalshi_settlements(context: dg.AssetExecutionContext, config: SettlementConf
     for s in flagged_now:
         context.log.warning(f"{s.ticker}: given up ({s.flag}) after {s.reads} reads: {s.flag_reason}")
     return dg.MaterializeResult(
-        metadata={"checked": len(todo), "observed": len(observations), "changed": len(changed),
+        metadata={"checked": len(todo), "observed": len(observations), "streamed": len(streamed), "changed": len(changed),
                   "changed_tickers": json.dumps(changed[:50]), "quote_dates": json.dumps(days),
                   "closed_last_day_by_outcome": json.dumps(by_outcome), "unknown_tickers": len(missing),
                   "skipped": len(skipped), "flagged_now": len(flagged_now)},
@@ -74,7 +81,9 @@ def kalshi_settlements(context: dg.AssetExecutionContext, config: SettlementConf
                                            metadata={"finalized_without_outcome": final_without}),
                        dg.AssetCheckResult(check_name="no_settlement_reads_given_up", passed=not flags,
                                            severity=dg.AssetCheckSeverity.WARN,
-                                           metadata={"flagged_tickers": sum(flags.values()), "by_flag": json.dumps(flags)})],
+                                           metadata={"flagged_tickers": sum(flags.values()), "by_flag": json.dumps(flags)}),
+                       dg.AssetCheckResult(check_name="streamed_outcomes_match_reads", passed=disagreeing == 0,
+                                           metadata={"contracts_disagreeing_7d": disagreeing})],
     )
 
 

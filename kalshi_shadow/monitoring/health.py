@@ -83,7 +83,8 @@ def official_expected(data_dir: Path, env: dict | None = None) -> bool:
 def collector_liveness(data_dir: Path, now: datetime, silent_seconds: float | None = None) -> list[Finding]:
     """Each collector alive: its health record is fresh and it heard from its exchange recently. The quote poller
     down is ERROR (blind); one spot venue down is WARN: the index proxy goes on with the others (`index_quorum`);
-    the official index's collector down (when keyed) is WARN: pricing falls back to the proxy."""
+    the official index's and the book stream's collectors down (when keyed) are WARN: pricing falls back to the proxy,
+    quotes to the poller."""
     limit = silent_seconds or collector_silent_seconds()
     records = read_health(data_dir)
     out = []
@@ -91,8 +92,10 @@ def collector_liveness(data_dir: Path, now: datetime, silent_seconds: float | No
     if not official_expected(data_dir):
         out.append(Finding(OFFICIAL_TABLE, f"{OFFICIAL_COLLECTOR}_collector_alive", True, WARN, {"keyed": False},
                            "no Kalshi credentials: the official index is not recorded"))
-    else:
-        watched.append((OFFICIAL_COLLECTOR, OFFICIAL_TABLE, WARN))
+        out.append(Finding("kalshi_quotes", "books_collector_alive", True, WARN, {"keyed": False},
+                           "no Kalshi credentials: quotes come from REST polls (no book stream)"))
+    else:  # keyed: both WebSocket collectors; each down is WARN (the proxy prices, the poller takes the books over)
+        watched += [(OFFICIAL_COLLECTOR, OFFICIAL_TABLE, WARN), ("books", "kalshi_quotes", WARN)]
     for collector, asset, severity in watched:
         rec = records.get(collector)
         if rec is None or "error" in rec:
@@ -294,6 +297,7 @@ SPECS: tuple[tuple[str, str, str], ...] = (
     ("bitstamp_trades", "bitstamp_collector_alive", "The Bitstamp collector's health record is fresh and it heard from Bitstamp recently (WARN)."),
     ("cfb_index_values", "index_collector_alive", "With Kalshi credentials: the official index's collector is alive and heard from Kalshi recently (WARN)."),
     ("kalshi_quotes", "quotes_collector_alive", "The quote poller's health record is fresh and it heard from Kalshi recently."),
+    ("kalshi_quotes", "books_collector_alive", "With Kalshi credentials: the book stream's collector is alive and heard from Kalshi recently (WARN: REST polls take over)."),
     ("spot_ticks", "spot_fresh", "The newest Coinbase tick was received recently (WARN: the index goes on without it)."),
     ("kalshi_quotes", "quotes_fresh", "The newest quote was received recently (ERROR: blind)."),
     ("kalshi_edge_snapshots", "snapshots_fresh", "Snapshots keep coming while quotes do."),

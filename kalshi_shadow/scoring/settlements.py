@@ -42,6 +42,7 @@ class Observation:
     settlement_value: Decimal | None
     expiration_value: Decimal | None
     settlement_ts: datetime | None
+    source: str = "rest"  # rest (GET /markets) | stream (market_lifecycle_v2)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ def settlement_value(result: str | None, value: Decimal | None) -> Decimal | Non
 
 
 OBS_TABLE_SQL = """CREATE OR REPLACE TEMP TABLE _obs (ticker VARCHAR, observed_at TIMESTAMPTZ, status VARCHAR, result VARCHAR,
-    settlement_value DECIMAL(18, 4), expiration_value DECIMAL(18, 8), settlement_ts TIMESTAMPTZ, paid DECIMAL(18, 4))"""
+    settlement_value DECIMAL(18, 4), expiration_value DECIMAL(18, 8), settlement_ts TIMESTAMPTZ, paid DECIMAL(18, 4),
+    source VARCHAR)"""
 # An observation that settles the contract: a result the payout rule knows, and a value where one is needed.
 USABLE_SQL = "o.result IN ('yes', 'no', 'scalar', 'void') AND NOT (o.result = 'scalar' AND o.paid IS NULL)"
 
@@ -117,9 +119,9 @@ def apply_observations(conn: duckdb.DuckDBPyConnection, observations: list[Obser
         if o.result == "scalar" and o.settlement_value is None:
             log.error("%s: scalar result without settlement_value_dollars; outcome left unset", o.ticker)
         rows.append((o.ticker, now, o.status, o.result, o.settlement_value, o.expiration_value, o.settlement_ts,
-                     settlement_value(o.result, o.settlement_value)))
+                     settlement_value(o.result, o.settlement_value), o.source))
     conn.execute(OBS_TABLE_SQL)
-    conn.executemany("INSERT INTO _obs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany("INSERT INTO _obs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     return record_observations(conn)
 
 
@@ -128,7 +130,7 @@ def record_observations(conn: duckdb.DuckDBPyConnection) -> list[str]:
     move each contract to its newest outcome, keep its first one, and work out the model's error on contracts whose
     outcome is known for the first time. Returns tickers whose outcome is new or changed."""
     with transaction(conn):
-        conn.execute("INSERT INTO kalshi_settlement_observations SELECT * EXCLUDE (paid) FROM _obs")
+        conn.execute("INSERT INTO kalshi_settlement_observations BY NAME SELECT * EXCLUDE (paid) FROM _obs")
         changed = [r[0] for r in conn.execute(f"""
             SELECT o.ticker FROM _obs AS o JOIN kalshi_contracts AS c USING (ticker)
             WHERE {USABLE_SQL} AND (c.outcome IS DISTINCT FROM o.result OR c.settlement_value IS DISTINCT FROM o.paid)
@@ -153,6 +155,40 @@ def record_observations(conn: duckdb.DuckDBPyConnection) -> list[str]:
         record_model_errors(conn, first)
     conn.execute("DROP TABLE _obs")
     return changed
+
+
+LIFECYCLE_KEY = "kalshi_settlements.lifecycle_load_id"  # streamed lifecycle rows applied up to this load
+
+
+def streamed_observations(conn: duckdb.DuckDBPyConnection) -> tuple[list[Observation], int | None]:
+    """Outcomes the book stream recorded (`kalshi_lifecycle` determinations and settlements, keyed) since the last
+    call, the newest per stored ticker, and the load id they go up to. They land without waiting for a read; the
+    status is the lifecycle's ('determined', 'settled'), so REST reads go on until the exchange says finalized."""
+    row = conn.execute("SELECT value FROM asset_watermarks WHERE asset = ?", [LIFECYCLE_KEY]).fetchall()
+    since = row[0][0] if row else 0
+    newest = conn.execute("SELECT max(load_id) FROM kalshi_lifecycle WHERE load_id > ?", [since]).fetchall()[0][0]
+    if newest is None:
+        return [], None
+    rows = conn.execute("""
+        SELECT ticker, event_type, result, settlement_value, ts FROM kalshi_lifecycle
+        WHERE load_id > ? AND load_id <= ? AND event_type IN ('determined', 'settled') AND result IS NOT NULL
+          AND ticker IN (SELECT ticker FROM kalshi_contracts)
+        QUALIFY row_number() OVER (PARTITION BY ticker ORDER BY ts DESC, event_type DESC) = 1""", [since, newest]).fetchall()
+    return [Observation(t, kind, result, value, None, ts, "stream") for t, kind, result, value, ts in rows], newest
+
+
+def mark_streamed(conn: duckdb.DuckDBPyConnection, load_id: int) -> None:
+    conn.execute("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
+                 [LIFECYCLE_KEY, load_id])
+
+
+# Contracts whose streamed outcome a later REST read contradicts (the check on the stream; should be none).
+STREAM_DISAGREES_SQL = """
+SELECT count(DISTINCT s.ticker) FROM kalshi_settlement_observations AS s JOIN kalshi_settlement_observations AS r
+    ON r.ticker = s.ticker AND r.source = 'rest' AND r.observed_at >= s.observed_at AND r.result IN ('yes', 'no', 'scalar', 'void')
+WHERE s.source = 'stream' AND r.result IS DISTINCT FROM s.result
+  AND s.observed_at > now() - INTERVAL 7 DAY
+"""
 
 
 def snapshot_days(conn: duckdb.DuckDBPyConnection, tickers: list[str]) -> tuple[date, date] | None:

@@ -38,3 +38,7 @@ ALTER TABLE kalshi_edge_snapshots ADD COLUMN IF NOT EXISTS trading_active BOOLEA
 -- level, the size shown there).
 ALTER TABLE kalshi_would_trades ADD COLUMN IF NOT EXISTS avg_price DOUBLE;
 ALTER TABLE kalshi_would_trades ADD COLUMN IF NOT EXISTS levels_used STRUCT(price DOUBLE, contracts INTEGER, size DOUBLE)[];
+
+-- Where an outcome observation came from: 'rest' (GET /markets, the reads of the settlements step) or 'stream' (a
+-- market_lifecycle_v2 determination or settlement, keyed). REST reads go on after a streamed outcome, as the check.
+ALTER TABLE kalshi_settlement_observations ADD COLUMN IF NOT EXISTS source VARCHAR;
