@@ -112,8 +112,9 @@ class BookCollector(FeedCollector):
         self.client = client
         self.series = series
         self.depth = depth
+        # Lifecycle events are rare and no pricing input waits for them: a file when there are some, a heartbeat a minute.
         self.lifecycle = RawWriter(Path(data_dir) / "raw", "kalshi_lifecycle", flush_rows=2000,
-                                   flush_seconds=self.writer.flush_seconds, heartbeat_seconds=self.writer.flush_seconds)
+                                   flush_seconds=self.writer.flush_seconds, heartbeat_seconds=60.0)
         self.health.watch(self.lifecycle)
         self.health.extra.update({"series": series, "depth": depth, "streaming": False})
         self.books: dict[str, Book] = {}
@@ -327,7 +328,7 @@ def _extra(ap) -> None:
     settings = Settings.from_env()
     ap.add_argument("--series", default=",".join(settings.series), help="comma-separated series tickers")
     ap.add_argument("--depth", type=int, default=settings.book_depth, help="levels stored per side (KALSHI_SHADOW_BOOK_DEPTH)")
-    ap.set_defaults(flush_seconds=1.0, silence_seconds=30.0)
+    ap.set_defaults(flush_seconds=2.0, silence_seconds=30.0)  # a file every 2 s: the live tick (30 s) reads them
 
 
 def main(argv: list[str]) -> int:

@@ -46,6 +46,7 @@ FRESHNESS = {
     "kalshi_would_trades": ("kalshi_would_trades", "decided_ts"),
     "settlements": ("kalshi_contracts", "outcome_known_ts"),  # scores are a view of them: always current
 }
+KEYED_ONLY = ("cfb_index_values",)  # tables only keyed runs record
 
 
 def _parse_ts(value: Any) -> datetime | None:
@@ -131,8 +132,20 @@ def collectors(data_dir: Path, now: datetime, stale_seconds: float) -> dict[str,
         stale = age > stale_seconds if age is not None else (since_start is None or since_start > stale_seconds)
         out[name] = {"status": h.get("status"), "last_message_age_seconds": age, "stale": stale,
                      "rows_acknowledged": h.get("rows_acknowledged", 0), "reconnects": h.get("reconnects", 0),
-                     "errors": h.get("errors", {})}
+                     "errors": h.get("errors", {}), "note": _collector_note(name, h)}
     return out
+
+
+def _collector_note(name: str, h: dict[str, Any]) -> str:
+    """What a collector's record says beyond liveness: where the books come from, and whether the exchange trades."""
+    if name == "books":
+        return (f"books synced {h.get('books_synced', 0)}/{h.get('books', 0)}, gaps {h.get('gaps', 0)} "
+                f"(re-snapshots {h.get('counters', {}).get('resnapshots', 0)})")
+    if name == "quotes":
+        trading = {True: "exchange trading", False: "exchange PAUSED", None: "exchange status unknown"}[h.get("trading_active")]
+        source = {"stream": "quotes from the book stream (polls stand by)", "rest": "quotes from REST polls"}.get(h.get("quotes_from"), "")
+        return ", ".join(x for x in (source, trading) if x)
+    return ""
 
 
 def warehouse(db_path: Path, lock_timeout: float, now: datetime) -> dict[str, Any]:
@@ -305,9 +318,11 @@ def collect(settings: Settings, *, stale_seconds: float = STALE_SECONDS, lock_ti
     for f in alert_state["firing"]:
         if str(f.get("severity") or "").upper() == "ERROR":
             problems.append(f"failing: {f['key']}")
+    from kalshi_shadow.monitoring.health import official_expected
+
     return {"now": now.isoformat(), "data_dir": str(settings.data_dir), "ok": not problems, "problems": problems,
-            "processes": procs, "collectors": cols, "warehouse": warehouse(settings.db_path, lock_timeout, now),
-            "alerts": alert_state}
+            "keyed": official_expected(settings.data_dir), "processes": procs, "collectors": cols,
+            "warehouse": warehouse(settings.db_path, lock_timeout, now), "alerts": alert_state}
 
 
 def _dur(seconds: float | None) -> str:
@@ -351,7 +366,7 @@ def render(st: dict[str, Any]) -> str:
         age = c["last_message_age_seconds"]
         last = f"{_dur(age)} ago" if age is not None else "never"
         out.append(f"  {name:8s} {c['status'] or '?':10s} last message {last:>10s}{'  STALE' if c['stale'] else ''}  "
-                   f"rows {c['rows_acknowledged']}  reconnects {c['reconnects']}")
+                   f"rows {c['rows_acknowledged']}  reconnects {c['reconnects']}" + (f"  ({c['note']})" if c.get("note") else ""))
     wh = st["warehouse"]
     out.append(f"warehouse {wh['path']}:")
     if "error" in wh:
@@ -364,6 +379,9 @@ def render(st: dict[str, Any]) -> str:
                 out.append(f"  {t:28s} {info['error']}")
             else:
                 age = info["newest_age_seconds"]
+                if age is None and t in KEYED_ONLY and not st.get("keyed"):
+                    out.append(f"  {t:28s} not recorded without Kalshi credentials")
+                    continue
                 out.append(f"  {t:28s} newest {info['column']} "
                            + ((_dur(age) + " ago") if age is not None else f"none in the last {wh['freshness_window_hours']:g} h"))
         lag = wh["live_lag_p95_seconds"]

@@ -113,16 +113,25 @@ class Exchange:
         self.venues = Venues(self.index, seed)  # each spot venue trades at the index times a persistent basis
         self._events: dict[str, Event] = {}
         self._markets: dict[str, Market] = {}
+        self._made_until: dict[str, int] = {}  # series -> the last close its events were made up to
         self._lock = threading.RLock()
         self.finalize_after = 60 if fast else self.FINALIZE_AFTER
         self.pause_until = float("-inf")  # sim time a test's pause ends
 
     # ---- event generation -------------------------------------------------------------------------------
     def _ensure_events(self, now: float) -> None:
+        """Create every event of the history window up to the one open now. Called on every lookup, so it only
+        walks the closes beyond the last one it made (events are never removed)."""
         with self._lock:
             for spec in self.specs.values():
-                first_close = (math.floor((now - self.history_seconds) / spec.cadence) + 1) * spec.cadence
                 last_close = (math.floor(now / spec.cadence) + 1) * spec.cadence  # the event open now
+                made = self._made_until.get(spec.ticker)
+                if made is not None and made >= last_close:
+                    continue
+                first_close = (math.floor((now - self.history_seconds) / spec.cadence) + 1) * spec.cadence
+                if made is not None:
+                    first_close = max(first_close, made + spec.cadence)
+                self._made_until[spec.ticker] = int(last_close)
                 for close in range(int(first_close), int(last_close) + 1, spec.cadence):
                     code = f"{spec.ticker}-{_event_code(close, spec.minute_in_ticker)}"
                     if code not in self._events:
