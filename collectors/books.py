@@ -141,6 +141,8 @@ class BookCollector(FeedCollector):
 
     async def subscribe(self, ws: ClientConnection) -> None:
         """A new connection: every book starts again from a snapshot (subscriptions and `seq` do not survive)."""
+        if self._listing is not None and not self._listing.done():
+            self._listing.cancel()  # a listing of the last connection must not touch this one's books
         self.books.clear()
         self.seqs.clear()
         self.book_sid = None
@@ -213,7 +215,8 @@ class BookCollector(FeedCollector):
             if not isinstance(body, dict):
                 raise Malformed("'msg' is not an object")
             sid = int_field(msg, "sid", required=True)
-            self._sequence(sid, int_field(msg, "seq"))
+            if not self._sequence(sid, int_field(msg, "seq")):
+                return  # a repeat or out of order: already applied, or overtaken (counted)
             book = self.books.get(text_field(body, "market_ticker"))
             if book is None:
                 return  # a market we no longer follow
@@ -271,12 +274,12 @@ class BookCollector(FeedCollector):
         """A row for every synced book whose top changed since its last row, or that stood still RESTATE_SECONDS."""
         now, wall = time.monotonic(), datetime.now(timezone.utc)
         for ticker, b in self.books.items():
-            if not b.synced:
+            if not b.synced or (not b.dirty and now - b.last_row < RESTATE_SECONDS):
                 continue
-            yes, no = b.levels("yes", self.depth), b.levels("no", self.depth)
-            top = (yes[:1], no[:1])
             if b.dirty and now - b.touched < SETTLE_SECONDS:
                 continue  # its change is still arriving: a half-applied change is no book the exchange ever had
+            yes, no = b.levels("yes", self.depth), b.levels("no", self.depth)
+            top = (yes[:1], no[:1])
             if b.dirty and top != b.last_top:
                 ts, seen, source = b.changed_ts, b.received_ts, "ws_orderbook"
             elif now - b.last_row >= RESTATE_SECONDS:
