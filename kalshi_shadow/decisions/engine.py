@@ -91,8 +91,8 @@ SELECT c.snapshot_id::VARCHAR AS snapshot_id, c.seen_ts, c.decision_date, c.tick
 FROM _cand AS c LEFT JOIN (SELECT * FROM kalshi_contracts                          -- a candidate's contract is open
                            WHERE close_ts > $lo - INTERVAL 2 DAY OR close_ts IS NULL) AS k
     ON k.ticker = c.ticker AND k.first_outcome IS NOT NULL
-LEFT JOIN (SELECT ts, quote_key, yes_bid_levels, no_bid_levels FROM kalshi_quotes
-           WHERE ts > $lo - INTERVAL 1 DAY AND ts <= $hi AND (yes_bid_levels IS NOT NULL OR no_bid_levels IS NOT NULL)) AS q
+LEFT JOIN (SELECT ts, quote_key, yes_bid_levels, no_bid_levels FROM kalshi_quotes   -- the candidates' quote times only
+           WHERE ts >= $qlo AND ts <= $qhi AND (yes_bid_levels IS NOT NULL OR no_bid_levels IS NOT NULL)) AS q
     ON q.quote_key = c.quote_key AND q.ts = c.quote_ts
 WHERE c.reason IS NULL
 ORDER BY c.seen_ts, c.snapshot_id
@@ -403,7 +403,9 @@ def _decide_chunk(conn: duckdb.DuckDBPyConnection, rs: RuleSet, st: state.Versio
               "max_spot_age_seconds": rs.max_spot_age_seconds, "max_quote_age_seconds": rs.max_quote_age_seconds,
               "max_spread": rs.max_spread, "min_ev": rs.min_ev, "min_ask_size": rs.min_ask_size}
     conn.execute(CANDIDATES_SQL.format(first_blocking=rules.first_blocking_sql()), params)
-    cands = [dict(zip(CANDIDATE_COLUMNS, c)) for c in conn.execute(CANDIDATE_ROWS_SQL, {"lo": lo, "hi": hi}).fetchall()]
+    qlo, qhi = conn.execute("SELECT min(quote_ts), max(quote_ts) FROM _cand WHERE reason IS NULL").fetchall()[0]
+    cands = [dict(zip(CANDIDATE_COLUMNS, c))
+             for c in conn.execute(CANDIDATE_ROWS_SQL, {"lo": lo, "qlo": qlo or lo, "qhi": qhi or lo}).fetchall()]
     book = _book(conn, st, lo, cands)
     decided = _stateful(rs, book, cands)
     book.settle_until(hi, inclusive=True)  # payouts known by the new frontier are in its cash
