@@ -68,7 +68,7 @@ RECENTRE_SQL = [
 SETTLE_SQL = """
 INSERT INTO _obs
 SELECT ticker, close_ts + INTERVAL 2 MINUTE, 'finalized', CASE WHEN yes THEN 'yes' ELSE 'no' END,
-       CASE WHEN yes THEN 1 ELSE 0 END, avg60, close_ts + INTERVAL 1 MINUTE, CASE WHEN yes THEN 1 ELSE 0 END
+       CASE WHEN yes THEN 1 ELSE 0 END, avg60, close_ts + INTERVAL 1 MINUTE, CASE WHEN yes THEN 1 ELSE 0 END, 'rest'
 FROM (
     SELECT c.ticker, c.close_ts, avg(s.price::DOUBLE) AS avg60,
            CASE WHEN c.strike_type = 'between' THEN avg(s.price::DOUBLE) BETWEEN c.floor_strike AND c.cap_strike
