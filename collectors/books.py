@@ -250,10 +250,14 @@ class BookCollector(FeedCollector):
             if sub.get("channel") == "orderbook_delta":
                 self.book_sid = sub.get("sid")
                 log.info("books: streaming %d markets (sid %s)", len(self.books), self.book_sid)
+        elif kind in ("ok", "unsubscribed"):
+            # Replies to update_subscription / unsubscribe take a number in the subscription's sequence too.
+            if isinstance(msg.get("sid"), int) and isinstance(msg.get("seq"), int):
+                self._sequence(msg["sid"], msg["seq"])
         elif kind == "error":
             self.health.event("exchange_error", str(body)[:200])
             log.error("books: error from Kalshi: %s", body)
-        # ok / unsubscribed / ticker / anything else: nothing to do
+        # ticker / anything else: nothing to do
 
     def _lifecycle(self, body: Any, received: datetime) -> None:
         if not isinstance(body, dict):
