@@ -6,8 +6,9 @@ is an `orderbook_snapshot` plus its deltas; `seq` must rise by one per subscript
 the subscription stale, counts a `gap` event and asks for fresh snapshots (`update_subscription` `get_snapshot`):
 deltas of a stale book are dropped until its snapshot arrives, so no row is written from a book known to be wrong.
 
-A quote row is written when a book's top (best prices or sizes) changed and its deltas settled (none for
-`SETTLE_SECONDS`: one change comes as a burst of deltas), checked every `EMIT_SECONDS`, with the
+A quote row is written when a book's top (best prices or sizes) changed and the change is whole: the deltas of one
+exchange time (`ts_ms`) are one change, complete once a delta of a later time arrives on the stream (or none for
+`QUIET_SECONDS`), so no row shows a half-applied change. Checked every `EMIT_SECONDS`; the row carries the
 exchange's time of the last change (`ts_ms` of the delta; a snapshot's receive time) and our receive time, and the
 top `depth` levels of each side (`source` 'ws_orderbook'). Depth-only changes wait for the next row: the depth
 stored with a row is the book's at that row's time, and storage stays within budget (a row per top change, not per
@@ -42,8 +43,8 @@ from kalshi_shadow.raw import RawWriter
 
 log = logging.getLogger("collectors.books")
 REFRESH_SECONDS = 30.0   # re-list open markets this often (new listings come sooner through the lifecycle channel)
-EMIT_SECONDS = 0.1       # dirty books are written this often ...
-SETTLE_SECONDS = 0.05    # ... once no delta has touched them for this long (the deltas of one change come in a burst)
+EMIT_SECONDS = 0.1       # dirty books are written this often, once their change is whole: ...
+QUIET_SECONDS = 1.0      # ... a delta of a later exchange time arrived, or none for this long
 RESTATE_SECONDS = 5.0    # an unchanged synced book is written again this often (the poll interval)
 SIDES = ("yes", "no")
 
@@ -58,6 +59,7 @@ class Book:
     received_ts: datetime | None = None  # when it reached us
     dirty: bool = False
     touched: float = 0.0                 # monotonic time of the last change applied
+    whole: bool = True                   # its last change is known complete (a snapshot is; a delta waits)
     last_top: tuple | None = None        # the top as last written
     last_row: float = 0.0                # monotonic time of its last row
 
@@ -106,7 +108,7 @@ class BookCollector(FeedCollector):
     keepalive_seconds = EMIT_SECONDS  # the session loop calls `keepalive` this often: writes rows, sends commands
 
     def __init__(self, url: str, data_dir: Path, signer: KalshiSigner, client: KalshiClient, series: list[str], *,
-                 depth: int = 5, **kw) -> None:
+                 depth: int = 3, **kw) -> None:
         super().__init__(url, data_dir, **kw)
         self.signer = signer
         self.client = client
@@ -124,6 +126,7 @@ class BookCollector(FeedCollector):
         self._outbox: list[dict] = []
         self._refresh_at = 0.0
         self._listing: asyncio.Task | None = None
+        self.stream_ts: datetime | None = None  # the latest exchange time of a delta received
 
     def connect_headers(self) -> dict[str, str]:
         return self.signer.headers("GET", urlsplit(self.url).path or "/")
@@ -222,7 +225,7 @@ class BookCollector(FeedCollector):
                 return  # a market we no longer follow
             if kind == "orderbook_snapshot":
                 book.sides = {side: _levels(body, f"{side}_dollars_fp") for side in SIDES}
-                book.synced, book.changed_ts = True, received
+                book.synced, book.changed_ts, book.whole = True, received, True
             else:
                 if not book.synced:
                     return  # stale: waiting for its snapshot
@@ -240,7 +243,9 @@ class BookCollector(FeedCollector):
                     book.sides[side].pop(price, None)
                 else:
                     book.sides[side][price] = size
-                book.changed_ts = _change_time(body, received)
+                book.changed_ts, book.whole = _change_time(body, received), False
+                if self.stream_ts is None or book.changed_ts > self.stream_ts:
+                    self.stream_ts = book.changed_ts
             book.received_ts, book.dirty, book.touched = received, True, time.monotonic()
         elif kind == "market_lifecycle_v2":
             self.health.message()
@@ -280,8 +285,10 @@ class BookCollector(FeedCollector):
         for ticker, b in self.books.items():
             if not b.synced or (not b.dirty and now - b.last_row < RESTATE_SECONDS):
                 continue
-            if b.dirty and now - b.touched < SETTLE_SECONDS:
-                continue  # its change is still arriving: a half-applied change is no book the exchange ever had
+            if b.dirty and not b.whole:
+                if b.changed_ts >= self.stream_ts and now - b.touched < QUIET_SECONDS:
+                    continue  # more deltas of its exchange time may come: a half-applied change is no book it had
+                b.whole = True
             yes, no = b.levels("yes", self.depth), b.levels("no", self.depth)
             top = (yes[:1], no[:1])
             if b.dirty and top != b.last_top:

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from kalshi_shadow.raw import list_raw_files
+from kalshi_shadow.raw.store import RawFileName
 from kalshi_shadow.sim.server import SimConfig, start_in_thread
 
 TARGET_STREAM_DELAY_S = 1.0
@@ -39,29 +40,35 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _rows(data: Path) -> pl.DataFrame:
-    files = list_raw_files(data / "raw", "kalshi_quotes")
-    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else pl.DataFrame()
+    """The quote rows, each with its file's flush time (`on_disk`: when it was acknowledged)."""
+    frames = []
+    for f in list_raw_files(data / "raw", "kalshi_quotes"):
+        name = RawFileName.parse(f.name)
+        frames.append(pl.read_parquet(f).with_columns(pl.lit(name.flushed_at.timestamp() if name else None).alias("on_disk")))
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
 def _top(levels: list) -> tuple:
     return (Decimal(levels[0][0]), Decimal(levels[0][1])) if levels else (None, None)
 
 
-def _delays(rows: pl.DataFrame, truth: dict[int, tuple], lo: int, hi: int) -> tuple[list[float], int, int]:
-    """(delays of the changes this source showed, changes seen, changes in [lo, hi]) for one market."""
-    shown = sorted((r["received_ts"].timestamp(), (r["yes_bid"], r["yes_bid_size"], r["no_bid"], r["yes_ask_size"]))
+def _delays(rows: pl.DataFrame, truth: dict[int, tuple], lo: int, hi: int) -> tuple[list[float], list[float], int]:
+    """(delays to the row's receive time, delays to its file on disk, changes in [lo, hi]) for one market's changes
+    this source showed."""
+    shown = sorted((r["received_ts"].timestamp(), (r["yes_bid"], r["yes_bid_size"], r["no_bid"], r["yes_ask_size"]), r["on_disk"])
                    for r in rows.iter_rows(named=True))
-    delays, changes = [], 0
+    delays, disk, changes = [], [], 0
     seconds = sorted(truth)
     for i, s in enumerate(seconds):
         if s < lo or s > hi or truth[s] == truth.get(s - 1):
             continue
         changes += 1
         until = next((t for t in seconds[i + 1:] if truth[t] != truth[s]), s + 3600)  # the book's next change
-        seen = next((t for t, top in shown if s <= t < until + 1 and top == truth[s]), None)
+        seen = next(((t, d) for t, top, d in shown if s <= t < until + 1 and top == truth[s]), None)
         if seen is not None:
-            delays.append(seen - s)
-    return delays, len(delays), changes
+            delays.append(seen[0] - s)
+            disk.append(seen[1] - s)
+    return delays, disk, changes
 
 
 def run(seconds: float, interval: float, figure, note, section) -> None:
@@ -96,7 +103,7 @@ def run(seconds: float, interval: float, figure, note, section) -> None:
                 p.wait(timeout=20)
         stream, poll = _rows(stream_dir), _rows(poll_dir)
         lo, hi = int(t0) + 1, int(t1) - int(interval) - 2
-        stats: dict[str, list] = {"stream": [[], 0], "polling": [[], 0]}
+        stats: dict[str, list] = {"stream": [[], []], "polling": [[], []]}
         total = 0
         markets = sorted(set(stream["ticker"]) & set(poll["ticker"]))
         base = sim.kalshi_base_url.split("/trade-api")[0]
@@ -105,19 +112,21 @@ def run(seconds: float, interval: float, figure, note, section) -> None:
             truth = {b["second"]: (*_top(b["yes"]), *_top(b["no"])) for b in books}
             n = 0
             for name, rows in (("stream", stream.filter(pl.col("source") == "ws_orderbook")), ("polling", poll)):
-                d, seen, n = _delays(rows.filter(pl.col("ticker") == ticker), truth, lo, hi)
+                d, on_disk, n = _delays(rows.filter(pl.col("ticker") == ticker), truth, lo, hi)
                 stats[name][0] += d
-                stats[name][1] += seen
+                stats[name][1] += on_disk
             total += n
     sim.stop()
     window = t1 - t0
     note(f"{len(markets)} markets, {total:,} top-of-book changes in {hi - lo} s of the simulator's books")
-    for name, (delays, seen) in stats.items():
+    for name, (delays, disk) in stats.items():
         if delays:
-            q = statistics.quantiles(delays, n=20)
+            q, qd = statistics.quantiles(delays, n=20), statistics.quantiles(disk, n=20)
             target = f"< {TARGET_STREAM_DELAY_S:g} s" if name == "stream" else ""
-            figure(f"streams {name}: book change -> quote row, median", f"{statistics.median(delays):.3f} s (p95 {q[18]:.3f} s)", target)
-        figure(f"streams {name}: changes seen", f"{seen:,} of {total:,} ({100 * seen / max(total, 1):.1f}%)")
+            figure(f"streams {name}: book change -> quote row seen (received_ts), median",
+                   f"{statistics.median(delays):.3f} s (p95 {q[18]:.3f} s)", target)
+            figure(f"streams {name}: book change -> its raw file on disk, median", f"{statistics.median(disk):.3f} s (p95 {qd[18]:.3f} s)")
+        figure(f"streams {name}: changes seen", f"{len(delays):,} of {total:,} ({100 * len(delays) / max(total, 1):.1f}%)")
     rows_stream = stream.filter((pl.col("received_ts") >= datetime.fromtimestamp(t0, timezone.utc))
                                 & (pl.col("received_ts") < datetime.fromtimestamp(t1, timezone.utc))).height
     rows_poll = poll.filter((pl.col("received_ts") >= datetime.fromtimestamp(t0, timezone.utc))

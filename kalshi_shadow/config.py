@@ -68,7 +68,7 @@ class Settings:
     kraken_ws_url: str = KRAKEN_WS_URL
     bitstamp_ws_url: str = BITSTAMP_WS_URL
     kalshi_ws_url: str = KALSHI_WS_URL
-    book_depth: int = 5  # levels per side the book stream stores (KALSHI_SHADOW_BOOK_DEPTH)
+    book_depth: int = 3  # levels per side the book stream stores (KALSHI_SHADOW_BOOK_DEPTH; storage: BENCHMARKS.md)
 
     @property
     def raw_dir(self) -> Path:
@@ -125,5 +125,5 @@ class Settings:
             kalshi_api_key_id=key_id,
             kalshi_private_key_path=key_path,
             quote_interval_seconds=_float(env, "KALSHI_QUOTE_INTERVAL_SECONDS", 5.0, minimum=0.2),
-            book_depth=int(_float(env, "KALSHI_SHADOW_BOOK_DEPTH", 5, minimum=1)),
+            book_depth=int(_float(env, "KALSHI_SHADOW_BOOK_DEPTH", 3, minimum=1)),
         )
