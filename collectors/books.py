@@ -169,8 +169,11 @@ class BookCollector(FeedCollector):
         gone = sorted(set(self.books) - set(listed))
         for t in new:
             self.books[t] = Book(*listed[t])
-        for t in gone:
-            del self.books[t]
+        for t in gone:  # closed: a change still pending (its book emptied at the close) gets its row first
+            b = self.books.pop(t)
+            if b.synced and b.dirty:
+                b.whole = True
+                self._row(t, b, time.monotonic(), datetime.now(timezone.utc))
         if self.book_sid is None:
             if new or (self.books and not any(b.synced for b in self.books.values())):
                 self._outbox.append(self._command("subscribe", {"channels": ["orderbook_delta"], "market_tickers": sorted(self.books)}))
@@ -233,7 +236,12 @@ class BookCollector(FeedCollector):
                 if side not in SIDES:
                     raise Malformed(f"'side'={side!r}")
                 price = decimal_field(body, "price_dollars", required=True)
-                size = book.sides[side].get(price, Decimal(0)) + decimal_field(body, "delta_fp", required=True)
+                delta = decimal_field(body, "delta_fp", required=True)
+                at = _change_time(body, received)
+                if book.dirty and not book.whole and book.changed_ts < at:  # its earlier change is whole: its row first
+                    book.whole = True
+                    self._row(body["market_ticker"], book, time.monotonic(), received)
+                size = book.sides[side].get(price, Decimal(0)) + delta
                 if size < 0:
                     book.synced = False  # the book is wrong: count it and start it again from a snapshot
                     self._outbox.append(self._command("update_subscription", {"sids": [sid], "market_tickers": [body["market_ticker"]],
@@ -243,7 +251,7 @@ class BookCollector(FeedCollector):
                     book.sides[side].pop(price, None)
                 else:
                     book.sides[side][price] = size
-                book.changed_ts, book.whole = _change_time(body, received), False
+                book.changed_ts, book.whole = at, False
                 if self.stream_ts is None or book.changed_ts > self.stream_ts:
                     self.stream_ts = book.changed_ts
             book.received_ts, book.dirty, book.touched = received, True, time.monotonic()
@@ -289,27 +297,33 @@ class BookCollector(FeedCollector):
                 if b.changed_ts >= self.stream_ts and now - b.touched < QUIET_SECONDS:
                     continue  # more deltas of its exchange time may come: a half-applied change is no book it had
                 b.whole = True
-            yes, no = b.levels("yes", self.depth), b.levels("no", self.depth)
-            top = (yes[:1], no[:1])
-            if b.dirty and top != b.last_top:
-                ts, seen, source = b.changed_ts, b.received_ts, "ws_orderbook"
-            elif now - b.last_row >= RESTATE_SECONDS:
-                ts, seen, source = wall, wall, "ws_orderbook_restated"
-            else:
-                b.dirty = False
-                continue
-            b.dirty, b.last_top, b.last_row = False, top, now
-            yb, nb = (yes[0] if yes else None), (no[0] if no else None)
-            self.writer.append({
-                "ts": ts, "received_ts": seen, "ticker": ticker, "event_ticker": b.event_ticker,
-                "series_ticker": b.series_ticker, "status": None,
-                "yes_bid": yb and yb["price"], "yes_ask": nb and 1 - nb["price"],
-                "no_bid": nb and nb["price"], "no_ask": yb and 1 - yb["price"],
-                "yes_bid_size": yb and yb["size"], "yes_ask_size": nb and nb["size"],  # an empty side: NULL, as REST
-                "last_price": None, "volume": None, "open_interest": None, "source": source,
-                "yes_bid_levels": yes, "no_bid_levels": no, "seq": self.seqs.get(self.book_sid or -1)})
-        # Streaming: subscribed on a live connection. Books re-snapshotting after a gap (a fraction of a second) do
-        # not hand the quotes back to the poller; a lost connection does (`status` leaves 'connected').
+            self._row(ticker, b, now, wall)
+        self._status()
+    def _row(self, ticker: str, b: Book, now: float, wall: datetime) -> None:
+        """Write the book's row if its top changed (at its change time) or it is due a restatement (now)."""
+        yes, no = b.levels("yes", self.depth), b.levels("no", self.depth)
+        top = (yes[:1], no[:1])
+        if b.dirty and top != b.last_top:
+            ts, seen, source = b.changed_ts, b.received_ts, "ws_orderbook"
+        elif now - b.last_row >= RESTATE_SECONDS:
+            ts, seen, source = wall, wall, "ws_orderbook_restated"
+        else:
+            b.dirty = False
+            return
+        b.dirty, b.last_top, b.last_row = False, top, now
+        yb, nb = (yes[0] if yes else None), (no[0] if no else None)
+        self.writer.append({
+            "ts": ts, "received_ts": seen, "ticker": ticker, "event_ticker": b.event_ticker,
+            "series_ticker": b.series_ticker, "status": None,
+            "yes_bid": yb and yb["price"], "yes_ask": nb and 1 - nb["price"],
+            "no_bid": nb and nb["price"], "no_ask": yb and 1 - yb["price"],
+            "yes_bid_size": yb and yb["size"], "yes_ask_size": nb and nb["size"],  # an empty side: NULL, as REST
+            "last_price": None, "volume": None, "open_interest": None, "source": source,
+            "yes_bid_levels": yes, "no_bid_levels": no, "seq": self.seqs.get(self.book_sid or -1)})
+
+    def _status(self) -> None:
+        """The health record's view of the stream. Streaming: subscribed on a live connection. Books re-snapshotting
+        after a gap (a fraction of a second) do not hand the quotes back to the poller; a lost connection does."""
         self.health.extra["streaming"] = self.book_sid is not None
         self.health.extra["books_synced"] = sum(b.synced for b in self.books.values())
         self.health.extra["books"] = len(self.books)

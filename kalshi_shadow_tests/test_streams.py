@@ -106,6 +106,7 @@ def test_the_book_stream_records_the_exchanges_books_repairs_gaps_and_honours_pa
         t0 = _now()
         wait_for(lambda: _health(tmp_path, "quotes").get("quotes_from") == "stream", timeout=15, what="the poller standing by")
         wait_for(lambda: _now() > t0 + timedelta(seconds=6), timeout=10)
+        gap_at = int(_now().timestamp())
         sim.faults(drop_delta=1)  # one delta numbered and never sent
         wait_for(lambda: _health(tmp_path, "books").get("counters", {}).get("resnapshots", 0) >= 1, timeout=10, what="the gap")
         wait_for(lambda: _health(tmp_path, "books").get("streaming") is True, timeout=10, what="books synced again")
@@ -153,6 +154,8 @@ def test_the_book_stream_records_the_exchanges_books_repairs_gaps_and_honours_pa
                 checked += 1
         seconds = {int(t.timestamp()) for t in rows["ts"]}
         for sec in range(lo, hi + 1):
+            if gap_at - 1 <= sec <= gap_at + 4:
+                continue  # the dropped delta's change may show only in the re-snapshot that repairs it
             if (_top(at[sec]["yes"]), _top(at[sec]["no"])) != (_top(at[sec - 1]["yes"]), _top(at[sec - 1]["no"])):
                 changes += 1
                 assert sec in seconds or sec + 1 in seconds, (ticker, sec)  # every change has its row
