@@ -31,11 +31,11 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection
 
-from collectors.feed import FeedCollector, Malformed, decimal_field, feed_main, int_field, text_field
+from collectors.feed import Malformed, decimal_field, feed_main, int_field, text_field
+from collectors.kalshi_socket import KalshiSocket, keyed_signer
 from kalshi_shadow.config import ConfigError, Settings
 from kalshi_shadow.kalshi.auth import KalshiSigner
 from kalshi_shadow.kalshi.client import KalshiClient
@@ -102,15 +102,14 @@ def _change_time(msg: dict[str, Any], received: datetime) -> datetime:
     return received
 
 
-class BookCollector(FeedCollector):
+class BookCollector(KalshiSocket):
     name = "books"
     table = "kalshi_quotes"
     keepalive_seconds = EMIT_SECONDS  # the session loop calls `keepalive` this often: writes rows, sends commands
 
     def __init__(self, url: str, data_dir: Path, signer: KalshiSigner, client: KalshiClient, series: list[str], *,
                  depth: int = 3, **kw) -> None:
-        super().__init__(url, data_dir, **kw)
-        self.signer = signer
+        super().__init__(url, data_dir, signer, **kw)
         self.client = client
         self.series = series
         self.depth = depth
@@ -127,9 +126,6 @@ class BookCollector(FeedCollector):
         self._refresh_at = 0.0
         self._listing: asyncio.Task | None = None
         self.stream_ts: datetime | None = None  # the latest exchange time of a delta received
-
-    def connect_headers(self) -> dict[str, str]:
-        return self.signer.headers("GET", urlsplit(self.url).path or "/")
 
     # ---- subscriptions --------------------------------------------------------------------------------------
     def _command(self, cmd: str, params: dict) -> dict:
@@ -338,12 +334,7 @@ class BookCollector(FeedCollector):
 
 
 def _make(args, settings: Settings) -> BookCollector:
-    if not settings.has_kalshi_credentials:
-        raise ConfigError("collect-books needs Kalshi credentials: set KALSHI_API_KEY_ID and KALSHI_PRIVATE_KEY_PATH")
-    try:
-        signer = KalshiSigner.from_key_file(settings.kalshi_api_key_id, settings.kalshi_private_key_path)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot load the Kalshi private key: {type(exc).__name__}: {exc}") from None
+    signer = keyed_signer(settings, "collect-books")
     series = [s.strip() for s in args.series.split(",") if s.strip()]
     if not series or args.depth < 1:
         raise ConfigError("--series needs at least one ticker and --depth must be >= 1")

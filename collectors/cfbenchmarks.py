@@ -18,12 +18,12 @@ import json
 import logging
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection
 
-from collectors.feed import FeedCollector, Malformed, decimal_field, feed_main, int_field, text_field
-from kalshi_shadow.config import ConfigError, Settings
+from collectors.feed import Malformed, decimal_field, feed_main, int_field, text_field
+from collectors.kalshi_socket import KalshiSocket, keyed_signer
+from kalshi_shadow.config import Settings
 from kalshi_shadow.kalshi.auth import KalshiSigner
 
 log = logging.getLogger("collectors.cfbenchmarks")
@@ -70,19 +70,15 @@ def parse_value(msg: Any, received: datetime, seq: int | None) -> dict[str, Any]
             "final_minute_avg": final, "final_minute_ticks": final_ticks, "seq": seq}
 
 
-class IndexCollector(FeedCollector):
+class IndexCollector(KalshiSocket):
     name = "index"
     table = "cfb_index_values"
 
     def __init__(self, url: str, data_dir, signer: KalshiSigner, **kw) -> None:
-        super().__init__(url, data_dir, **kw)
-        self.signer = signer
+        super().__init__(url, data_dir, signer, **kw)
         self.health.extra.update({"channel": CHANNEL, "index_id": INDEX_ID})
         self.seq: int | None = None
         self._cmd = 0
-
-    def connect_headers(self) -> dict[str, str]:
-        return self.signer.headers("GET", urlsplit(self.url).path or "/")
 
     async def subscribe(self, ws: ClientConnection) -> None:
         self._cmd += 1
@@ -120,13 +116,7 @@ class IndexCollector(FeedCollector):
 
 
 def _make(args, settings: Settings) -> IndexCollector:
-    if not settings.has_kalshi_credentials:
-        raise ConfigError("collect-index needs Kalshi credentials: set KALSHI_API_KEY_ID and KALSHI_PRIVATE_KEY_PATH")
-    try:
-        signer = KalshiSigner.from_key_file(settings.kalshi_api_key_id, settings.kalshi_private_key_path)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot load the Kalshi private key: {type(exc).__name__}: {exc}") from None
-    return IndexCollector(args.url, args.data_dir, signer, flush_seconds=args.flush_seconds, silence_seconds=args.silence_seconds)
+    return IndexCollector(args.url, args.data_dir, keyed_signer(settings, "collect-index"), flush_seconds=args.flush_seconds, silence_seconds=args.silence_seconds)
 
 
 def main(argv: list[str]) -> int:

@@ -9,6 +9,7 @@ functions of the exchange's state; `kalshi_ws.py` numbers them (`seq`) and sends
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -67,8 +68,6 @@ def ticker_msg(x: Exchange, m: Market, book: Book, second: int) -> dict:
 
 def market_id(m: Market) -> str:
     """A stable id per market (Kalshi sends a UUID beside the ticker)."""
-    import uuid
-
     return str(uuid.uuid5(uuid.NAMESPACE_URL, m.ticker))
 
 
