@@ -411,7 +411,7 @@ def render(st: dict[str, Any]) -> str:
                 else:
                     where = "live, " + (f"{_dur(d['seconds_behind'])} behind" if d["seconds_behind"] is not None else "not started")
                 retired = "" if d["in_rules_file"] else "  (not in the rules file: stopped)"
-                out.append(f"  {v:28s} {where}  cash {d['cash']:.2f}  open {d['open_exposure']:.2f}{retired}")
+                out.append(f"  {v:28s} {where}  cash {d['cash']:.2f}  open {round(d['open_exposure'], 2) + 0.0:.2f}{retired}")
     al = st["alerts"]
     out.append("checks failing now: " + (", ".join(f"{f['key']} ({f['kind']}, since {f['since']})" for f in al["firing"]) or "none"))
     last = al["last"]
