@@ -42,6 +42,21 @@ def _spot(url: str, data_dir: Path, *extra: str) -> subprocess.Popen:
     return _collector("collectors.spot", data_dir, "--url", url, "--flush-seconds", "0.5", *extra)
 
 
+FAST = ("--flush-seconds", "0.5", "--silence-seconds", "5")
+
+
+def _keyed_platform(sim, data_dir: Path, socket: str, keyed: dict[str, str]) -> list[subprocess.Popen]:
+    """The three spot venues, one collector of Kalshi's WebSocket (`socket`: its module) signing with `keyed`, and the
+    quote poller, as `up` runs them when keyed (fast flushes)."""
+    return [
+        _collector("collectors.spot", data_dir, "--url", sim.coinbase_ws_url, *FAST),
+        _collector("collectors.kraken", data_dir, "--url", sim.kraken_ws_url, *FAST),
+        _collector("collectors.bitstamp", data_dir, "--url", sim.bitstamp_ws_url, *FAST),
+        _collector(socket, data_dir, "--url", sim.kalshi_ws_url, *FAST, env=keyed),
+        _collector("collectors.quotes", data_dir, "--base-url", sim.kalshi_base_url, "--interval", "1", "--status", "active", env=keyed),
+    ]
+
+
 def _stop(proc: subprocess.Popen) -> int:
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=15)

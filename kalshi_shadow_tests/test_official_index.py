@@ -34,7 +34,7 @@ from kalshi_shadow.reports.build import build
 from kalshi_shadow.reports.data import Period, collect, duckdb_query
 from kalshi_shadow.sim.server import SimHandle
 from kalshi_shadow.warehouse.connection import utc
-from kalshi_shadow_tests.test_collectors import _collector, _health, _stop
+from kalshi_shadow_tests.test_collectors import _health, _keyed_platform, _stop
 from kalshi_shadow_tests.waiting import wait_for
 
 
@@ -93,14 +93,7 @@ def test_keyed_the_official_index_prices_and_the_proxy_takes_over_when_it_stops(
     key_file.write_bytes(rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     keyed = {"KALSHI_API_KEY_ID": "test-key", "KALSHI_PRIVATE_KEY_PATH": str(key_file)}
-    fast = ("--flush-seconds", "0.5", "--silence-seconds", "5")
-    procs = [
-        _collector("collectors.spot", tmp_path, "--url", sim.coinbase_ws_url, *fast),
-        _collector("collectors.kraken", tmp_path, "--url", sim.kraken_ws_url, *fast),
-        _collector("collectors.bitstamp", tmp_path, "--url", sim.bitstamp_ws_url, *fast),
-        _collector("collectors.cfbenchmarks", tmp_path, "--url", sim.kalshi_ws_url, *fast, env=keyed),
-        _collector("collectors.quotes", tmp_path, "--base-url", sim.kalshi_base_url, "--interval", "1", "--status", "active", env=keyed),
-    ]
+    procs = _keyed_platform(sim, tmp_path, "collectors.cfbenchmarks", keyed)
     try:
         for name in ("spot", "kraken", "bitstamp", "index", "quotes"):
             wait_for(lambda: _health(tmp_path, name).get("rows_acknowledged", 0) > 3, timeout=30, what=f"{name} rows")

@@ -31,7 +31,7 @@ from kalshi_shadow.defs.settlements import kalshi_settlements
 from kalshi_shadow.pricing.fees import order_fee
 from kalshi_shadow.sim.server import SimHandle
 from kalshi_shadow.warehouse.connection import utc
-from kalshi_shadow_tests.test_collectors import _collector, _health, _rows, _stop
+from kalshi_shadow_tests.test_collectors import _health, _keyed_platform, _rows, _stop
 from kalshi_shadow_tests.waiting import wait_for
 
 # A model from outside (the plugin setting): YES is near certain wherever there is an ask, so every two-sided book
@@ -92,15 +92,8 @@ def test_the_book_stream_records_the_exchanges_books_repairs_gaps_and_honours_pa
     key_file.write_bytes(rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     keyed = {"KALSHI_API_KEY_ID": "test-key", "KALSHI_PRIVATE_KEY_PATH": str(key_file), "KALSHI_BASE_URL": sim.kalshi_base_url}
-    fast = ("--flush-seconds", "0.5", "--silence-seconds", "5")
     started = _now()
-    procs = [
-        _collector("collectors.spot", tmp_path, "--url", sim.coinbase_ws_url, *fast),
-        _collector("collectors.kraken", tmp_path, "--url", sim.kraken_ws_url, *fast),
-        _collector("collectors.bitstamp", tmp_path, "--url", sim.bitstamp_ws_url, *fast),
-        _collector("collectors.books", tmp_path, "--url", sim.kalshi_ws_url, *fast, env=keyed),
-        _collector("collectors.quotes", tmp_path, "--base-url", sim.kalshi_base_url, "--interval", "1", "--status", "active", env=keyed),
-    ]
+    procs = _keyed_platform(sim, tmp_path, "collectors.books", keyed)
     try:
         wait_for(lambda: _health(tmp_path, "books").get("streaming") is True, timeout=30, what="the book stream")
         t0 = _now()
