@@ -234,15 +234,29 @@ def _bin(name: str) -> str:
 
 
 def free_ports(n: int) -> list[int]:
-    """n distinct loopback ports free right now: for an `up` (bench, tests) beside another one on this machine."""
-    socks = [socket.socket() for _ in range(n)]
+    """n distinct loopback ports free right now: for an `up` (bench, tests) beside another one on this machine.
+
+    Taken below the kernel's ephemeral range: a port from inside it (what binding port 0 gives) can be taken by any
+    outgoing connection before `up` binds it, which busy parallel tests did."""
+    import random
+
     try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    out: list[int] = []
+    for port in random.sample(range(10000, max(low, 10000 + 4 * n)), k=min(2000, max(low, 10000 + 4 * n) - 10000)):
+        if len(out) == n:
+            break
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        out.append(port)
+    if len(out) < n:
+        raise RuntimeError(f"no {n} free loopback ports below {low}")
+    return out
 
 
 def _wait_for_port(port: int, timeout: float) -> bool:

@@ -46,11 +46,11 @@ def test_up_fills_the_warehouse_and_prices_quotes_while_running(tmp_path: Path) 
     env = {**os.environ, "KALSHI_SHADOW_TICK_SECONDS": "5", "KALSHI_SHADOW_DATA_DIR": str(tmp_path)}
     for k in ("KALSHI_API_KEY_ID", "KALSHI_PRIVATE_KEY_PATH", "DB_PATH", "LOG_PATH"):
         env.pop(k, None)
-    ports = free_ports(5)
+    ports = free_ports(6)
     proc = subprocess.Popen(
         [sys.executable, "-m", "kalshi_shadow.cli", "up", "--fast-clock", "--dagster-port", str(ports[0]),
          "--kalshi-port", str(ports[1]), "--coinbase-port", str(ports[2]),
-         "--kraken-port", str(ports[3]), "--bitstamp-port", str(ports[4])],
+         "--kraken-port", str(ports[3]), "--bitstamp-port", str(ports[4]), "--kalshi-ws-port", str(ports[5])],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     db = tmp_path / "warehouse.duckdb"
     seen: dict[str, set[str]] = {}

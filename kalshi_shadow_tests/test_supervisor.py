@@ -67,10 +67,10 @@ class Ups:
         self.n = 0
 
     def argv(self) -> list[str]:
-        kalshi, coinbase, kraken, bitstamp = free_ports(4)
+        kalshi, coinbase, kraken, bitstamp, kalshi_ws = free_ports(5)
         return [sys.executable, "-m", "kalshi_shadow.cli", "up", "--no-dagster", "--data-dir", str(self.data_dir),
                 "--kalshi-port", str(kalshi), "--coinbase-port", str(coinbase), "--kraken-port", str(kraken),
-                "--bitstamp-port", str(bitstamp)]
+                "--bitstamp-port", str(bitstamp), "--kalshi-ws-port", str(kalshi_ws)]
 
     def start(self) -> subprocess.Popen:
         self.n += 1
