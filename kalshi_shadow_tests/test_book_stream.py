@@ -111,7 +111,7 @@ def test_the_book_stream_records_the_exchanges_books_repairs_gaps_and_honours_pa
         wait_for(lambda: _now() > paused_at + timedelta(seconds=10), timeout=15, what="the pause and after")
         # Takes need a model price, which needs the vol grid: its first point is the first whole minute after the
         # index started. Run on until some seconds after it.
-        priced = (started + timedelta(seconds=5)).replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=15)
+        priced = (started + timedelta(seconds=3)).replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=10)
         wait_for(lambda: _now() > priced, timeout=80, what="quotes priced with a vol")
         t1 = _now()
     finally:
