@@ -131,7 +131,7 @@ class QuotePoller:
             self._series_fetched_at[s] = time.monotonic()
 
     def stream_has_books(self) -> bool:
-        """The book stream is live: its health record is fresh and says it is streaming (every book synced)."""
+        """The book stream is live: its health record is fresh, connected and says it is streaming (subscribed)."""
         rec = read_health(self.data_dir).get("books") or {}
         try:
             age = (datetime.now(timezone.utc) - datetime.fromisoformat(rec["updated_at"])).total_seconds()
