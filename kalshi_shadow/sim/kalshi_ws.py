@@ -116,11 +116,7 @@ class KalshiWS:
             if sub.channel != CHANNEL or "BRTI" not in sub.indices:
                 continue
             msg = msg or self.value_message(second)
-            sub.seq += 1
-            try:
-                await sub.ws.send(json.dumps({"type": CHANNEL, "sid": sub.sid, "seq": sub.seq, "msg": msg}))
-            except ConnectionClosed:
-                self.subs.pop(sub.sid, None)
+            await self._send(sub, {"type": CHANNEL, "sid": sub.sid, "seq": sub.next_seq(), "msg": msg})
 
     # ---- the market channels ---------------------------------------------------------------------------------
     async def _send(self, sub: Subscription, body: dict) -> None:
@@ -238,8 +234,7 @@ class KalshiWS:
             if sub is None or sub.ws is not ws:
                 await ws.send(self._error(cmd_id, 14, "Subscription not found"))
             elif action == "indexlist":
-                sub.seq += 1
-                await ws.send(json.dumps({"type": "cfbenchmarks_value_indexlist", "id": cmd_id, "sid": sub.sid, "seq": sub.seq,
+                await ws.send(json.dumps({"type": "cfbenchmarks_value_indexlist", "id": cmd_id, "sid": sub.sid, "seq": sub.next_seq(),
                                           "msg": {"index_ids": list(INDICES)}}))
             elif action in ("subscribe_indices", "unsubscribe_indices") and ids:
                 sub.indices = sub.indices | wanted if action == "subscribe_indices" else sub.indices - wanted
