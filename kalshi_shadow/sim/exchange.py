@@ -182,7 +182,7 @@ class Exchange:
         return self._events.get(event_ticker)
 
     def status(self, m: Market, now: float) -> str:
-        if m.override and m.override.get("status"):
+        if self._overridden(m, now) and m.override.get("status"):
             return m.override["status"]
         if now < m.open_ts:
             return "initialized"
@@ -229,7 +229,12 @@ class Exchange:
             raise KeyError(ticker)
         if result == "scalar" and settlement_value is None:
             raise ValueError("a scalar result needs settlement_value")
-        m.override = {"result": result, "settlement_value": settlement_value, "status": status}
+        m.override = {"result": result, "settlement_value": settlement_value, "status": status, "since": self.clock.now()}
+
+    @staticmethod
+    def _overridden(m: Market, now: float) -> bool:
+        """An override holds from when it was set: the books and pages of earlier seconds stay what they were."""
+        return m.override is not None and now >= m.override["since"]
 
     def maker_view(self, now: float) -> tuple[int, float, float]:
         """(last second seen, index there, true vol there): the maker sees the index MAKER_LEAD s before the spot
@@ -318,8 +323,9 @@ class Exchange:
         yes_ask = q["yes_ask"] if q["yes_ask"] is not None else Decimal(1)
         settled = status in ("determined", "finalized", "amended", "disputed") and now >= m.close_ts
         result, settlement_value, expiration_value, settlement_ts = "", None, None, None
-        if settled or m.override:
-            if m.override:
+        overridden = self._overridden(m, now)
+        if settled or overridden:
+            if overridden:
                 result = m.override["result"]
                 sv = m.override.get("settlement_value")
                 settlement_value = Decimal(sv) if sv is not None else ({"yes": Decimal(1), "no": Decimal(0)}.get(result))
