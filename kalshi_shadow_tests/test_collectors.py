@@ -268,7 +268,7 @@ def test_quote_poller_counts_rejected_signatures_and_keeps_going(sim: SimHandle,
     wrong_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     client = KalshiClient(sim.kalshi_base_url, signer=KalshiSigner("test-key", wrong_key), max_retries=1)
     poller = QuotePoller(client, SERIES, tmp_path, interval=0.1)
-    poller.run(seconds=0.35)  # several cycles: every request is refused with 401, none crashes the loop
+    poller.run(seconds=1.5)  # several cycles (7 signed requests each): every one is refused with 401, none crashes the loop
     h = _health(tmp_path, "quotes")
     assert h["status"] == "stopped" and h["counters"]["cycles"] >= 2
     # series and markets per series, and the exchange status, every cycle
