@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
+import pytest
 
 from kalshi_shadow.defs import ingest
 from kalshi_shadow.defs.alerts import AlertDestinations, alert_on_failed_checks
@@ -95,6 +96,7 @@ def test_the_check_only_job_evaluates_every_check_in_dagster(tmp_path: Path) -> 
     assert evals["prices_sane"].passed and evals["error_rates"].passed
 
 
+@pytest.mark.slow
 def test_a_silenced_feed_reaches_a_person_once_and_so_does_its_recovery(sim: SimHandle, tmp_path: Path) -> None:
     """Collector -> health record -> the scheduled check job -> the alert sensor -> Apprise -> a webhook on loopback."""
     receiver = Receiver()

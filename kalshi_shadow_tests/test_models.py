@@ -113,6 +113,7 @@ def toy(monkeypatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_a_toy_model_from_outside_is_priced_scored_reported_and_decided(toy: Path) -> None:
     assert model_names()[-1] == "toy-v1"
     db = toy / "w.duckdb"

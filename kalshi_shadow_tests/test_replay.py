@@ -114,6 +114,7 @@ def rules(tmp_path: Path) -> tuple[Path, Path]:
     return shipped, edited
 
 
+@pytest.mark.slow
 def test_an_edited_rule_set_replays_in_slices_while_the_others_stay_live_and_unchanged(
         tmp_path: Path, rules: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     shipped, edited = rules

@@ -67,6 +67,7 @@ def _ci(text: str) -> tuple[float, float, float]:
 
 
 # ---- the full daily report -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_day_of_synthetic_history_renders_every_section_with_charts(conn, tmp_path: Path) -> None:
     report = _report(conn, Period.day(DAY))
     assert [s.status for s in report.sections] == [None] * 6

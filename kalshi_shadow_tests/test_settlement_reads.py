@@ -85,6 +85,7 @@ def _close(wh: Warehouse, ticker: str) -> datetime:
         return conn.execute("SELECT close_ts FROM kalshi_contracts WHERE ticker = ?", [ticker]).fetchone()[0]
 
 
+@pytest.mark.slow
 def test_unknown_ticker_backs_off_then_is_flagged(manual_sim: SimHandle, tmp_path: Path) -> None:
     wh, api, known = _setup(manual_sim, tmp_path)
     gone = known + "-GONE"  # a stored contract the exchange no longer knows
@@ -127,6 +128,7 @@ def test_unknown_ticker_backs_off_then_is_flagged(manual_sim: SimHandle, tmp_pat
     assert check.metadata["flagged_tickers"].value == 1
 
 
+@pytest.mark.slow
 def test_never_finalizing_ticker_backs_off_then_is_flagged(manual_sim: SimHandle, tmp_path: Path) -> None:
     wh, api, stuck = _setup(manual_sim, tmp_path)
     manual_sim.set_outcome(stuck, "yes", status="determined")  # the simulator keeps an override status for good

@@ -7,6 +7,8 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from kalshi_shadow.sim.server import SimHandle
 from kalshi_shadow_tests.test_collectors import ScriptedFeed, _collector, _health, _rows, _stop
 from kalshi_shadow_tests.waiting import wait_for
@@ -37,6 +39,7 @@ def test_kraken_collector_rides_out_silence_and_counts_the_trades_it_missed(sim:
     assert gaps.height == h["gaps"] and gaps["detail"].str.starts_with("BTC/USD missed").all()
 
 
+@pytest.mark.slow
 def test_bitstamp_collector_keeps_alive_and_reconnects_when_asked(sim: SimHandle, tmp_path: Path) -> None:
     proc = _venue("collectors.bitstamp", sim.bitstamp_ws_url, tmp_path, "--silence-seconds", "5")
     try:
