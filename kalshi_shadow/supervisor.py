@@ -298,6 +298,8 @@ def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
     env["DB_PATH"] = str(settings.db_path)
     env["LOG_PATH"] = str(settings.log_path)
     env["DAGSTER_HOME"] = str(settings.dagster_home)
+    # live_tick_sensor executes most live runs itself (defs/live.py): give its evaluation room past the 60-s default
+    env.setdefault("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", "300")
     children: list[Child] = []
     use_sim = mode(args, settings) == "sim"
     keyed = settings.has_kalshi_credentials

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -136,22 +137,61 @@ def test_quote_consistency_check_fails_on_crossed_quotes(tmp_path: Path) -> None
     assert not check.passed and check.metadata["crossed"].value == 1
 
 
-def test_live_sensor_requests_one_run_for_today_only_for_new_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_live_sensor_runs_one_live_run_for_today_only_for_new_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KALSHI_SHADOW_DATA_DIR", str(tmp_path))
     instance = dg.DagsterInstance.ephemeral()
     ctx = dg.build_sensor_context(instance=instance)
     assert isinstance(live.live_tick_sensor(ctx), dg.SkipReason)
+    assert not instance.get_runs()
     _seed_raw(tmp_path / "raw")
+    # The warehouse is free: the sensor executes the live run itself (no process to launch) and says so.
     ctx = dg.build_sensor_context(instance=instance)
-    req = live.live_tick_sensor(ctx)
-    assert isinstance(req, dg.RunRequest) and req.run_key.startswith("live:")
-    assert req.partition_key == datetime.now(timezone.utc).date().isoformat() and req.tags == {"kalshi_shadow/trigger": "live"}
+    result = live.live_tick_sensor(ctx)
+    assert isinstance(result, dg.SkipReason) and "ran in the sensor and succeeded" in result.skip_message, result
+    (run,) = instance.get_runs()
+    today = datetime.now(timezone.utc).date().isoformat()
+    assert run.job_name == "live_job" and run.status == dg.DagsterRunStatus.SUCCESS and run.run_id[:8] in result.skip_message
+    assert run.tags["dagster/partition"] == today and run.tags["kalshi_shadow/trigger"] == "live" and run.tags[live.INLINE_TAG] == "yes"
+    assert instance.get_latest_materialization_event(dg.AssetKey("kalshi_quotes")).run_id == run.run_id
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM kalshi_quotes").fetchone()[0] > 0
     cursor = json.loads(ctx.cursor)
     assert set(cursor) == {"kalshi_markets", "kalshi_series", "kalshi_quotes", "spot_ticks"}
     ctx2 = dg.build_sensor_context(instance=instance, cursor=ctx.cursor)
-    assert isinstance(live.live_tick_sensor(ctx2), dg.SkipReason)
+    assert isinstance(live.live_tick_sensor(ctx2), dg.SkipReason) and len(instance.get_runs()) == 1
+    # Another run holds (or may take) the warehouse: the live run is requested and queues behind it instead.
     _write(tmp_path / "raw", "spot_ticks", [{"ts": NOW, "product_id": "BTC-USD", "sequence": 200, "price": Decimal("1")}])
-    assert isinstance(live.live_tick_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor)), dg.RunRequest)
+    instance.add_run(dg.DagsterRun(job_name="settlements_job", run_id="0" * 8 + "-busy", status=dg.DagsterRunStatus.STARTED))
+    req = live.live_tick_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
+    assert isinstance(req, dg.RunRequest) and req.run_key.startswith("live:") and req.partition_key == today
+    assert req.tags == {"kalshi_shadow/trigger": "live", live.INLINE_TAG: "no"}
+
+
+def test_an_inline_live_run_whose_process_died_is_failed_and_does_not_block_the_next_tick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KALSHI_SHADOW_DATA_DIR", str(tmp_path))
+    _seed_raw(tmp_path / "raw")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process that has ended: the code server killed mid-run
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_run(dg.DagsterRun(job_name="live_job", run_id="dead0000-inline", status=dg.DagsterRunStatus.STARTED,
+                                   tags={live.INLINE_TAG: "yes", live.PID_TAG: str(gone.pid)}))
+    result = live.live_tick_sensor(dg.build_sensor_context(instance=instance))
+    assert "ran in the sensor and succeeded" in result.skip_message, result
+    assert instance.get_run_by_id("dead0000-inline").status == dg.DagsterRunStatus.FAILURE
+    # a live run still going in a live process is waited for
+    instance.add_run(dg.DagsterRun(job_name="live_job", run_id="live0000-inline", status=dg.DagsterRunStatus.STARTED,
+                                   tags={live.INLINE_TAG: "yes", live.PID_TAG: str(os.getpid())}))
+    _write(tmp_path / "raw", "spot_ticks", [{"ts": NOW, "product_id": "BTC-USD", "sequence": 300, "price": Decimal("1")}])
+    assert "still going" in live.live_tick_sensor(dg.build_sensor_context(instance=instance)).skip_message
+
+
+def test_live_sensor_requests_the_run_when_inline_runs_are_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KALSHI_SHADOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("KALSHI_SHADOW_LIVE_INLINE", "0")
+    _seed_raw(tmp_path / "raw")
+    instance = dg.DagsterInstance.ephemeral()
+    assert isinstance(live.live_tick_sensor(dg.build_sensor_context(instance=instance)), dg.RunRequest)
+    assert not instance.get_runs()
 
 
 def test_definitions_validate() -> None:
