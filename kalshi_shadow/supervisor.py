@@ -270,13 +270,16 @@ def _wait_for_port(port: int, timeout: float) -> bool:
 
 
 def instance_yaml(home: Path) -> str:
-    """The repo's dagster.yaml plus one consolidated SQLite event log under `home`: Dagster's default keeps a ~330 KB
-    file per run, which at a run every 30 s is most of DAGSTER_HOME's growth. The path is written out, not read from
-    an env var, so the repo's file stays valid for the Dagster CLI run from the repo root."""
+    """The repo's dagster.yaml plus, under `home`, one consolidated SQLite event log (Dagster's default keeps a ~330 KB
+    file per run, which at a run every 30 s is most of DAGSTER_HOME's growth) and compute logs written without a
+    terminal mirror (kalshi_shadow/compute_logs.py: no `tail` processes per step). Paths are written out, not read
+    from env vars, so the repo's file stays valid for the Dagster CLI run from the repo root."""
     base = (REPO_ROOT / "dagster.yaml").read_text()
     return base + ("\nevent_log_storage:\n  module: dagster.core.storage.event_log\n"
                    "  class: ConsolidatedSqliteEventLogStorage\n  config:\n"
-                   f"    base_dir: {json.dumps(str(home.resolve()))}\n")
+                   f"    base_dir: {json.dumps(str(home.resolve()))}\n"
+                   "\ncompute_logs:\n  module: kalshi_shadow.compute_logs\n  class: FileComputeLogManager\n  config:\n"
+                   f"    base_dir: {json.dumps(str((home / 'storage').resolve()))}\n")
 
 
 def _prepare_dagster_home(home: Path) -> None:

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
+from kalshi_shadow.compute_logs import FileComputeLogManager
 from kalshi_shadow.supervisor import instance_yaml
 
 from kalshi_shadow.defs.housekeeping import (
@@ -87,6 +88,19 @@ def _assert_gone(instance: dg.DagsterInstance, run_id: str) -> None:
 def _assert_kept(instance: dg.DagsterInstance, run_id: str) -> None:
     assert instance.get_run_by_id(run_id) is not None
     assert instance.get_records_for_run(run_id).records
+
+
+def test_ups_instance_writes_compute_logs_to_files_the_ui_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    (home / "dagster.yaml").write_text(instance_yaml(home))
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        assert isinstance(inst.compute_log_manager, FileComputeLogManager)
+        run_id = ok_job.execute_in_process(instance=inst).run_id
+        (out,) = (_compute_log_dir(inst, run_id) / "compute_logs").glob("*.out")
+        assert "to stdout: captured in compute logs" in out.read_text()
+        assert (_compute_log_dir(inst, run_id) / "compute_logs" / out.name).with_suffix(".complete").exists()
 
 
 def test_prunes_old_finished_runs_keeps_failures_longer_and_never_touches_active(instance: dg.DagsterInstance) -> None:
