@@ -51,7 +51,7 @@ TARGET_ROWS_PER_S = 500_000     # full-day recompute throughput
 TARGET_CORES = 0.25             # average cores of everything but the simulator
 TARGET_LAG_P95_S = 45.0         # quote-to-snapshot lag
 LIVE_CHILDREN = ("sim", "collect-spot", "collect-kraken", "collect-bitstamp", "collect-index", "collect-books", "collect-quotes",
-                 "dagster-daemon", "dagster-webserver")
+                 "dagster-code-server", "dagster-daemon", "dagster-webserver")
 DROP_ENV = ("KALSHI_API_KEY_ID", "KALSHI_PRIVATE_KEY_PATH", "DB_PATH", "LOG_PATH")
 
 SUMMARY: list[str] = []

@@ -327,13 +327,31 @@ def build_children(args: argparse.Namespace, settings: Settings) -> list[Child]:
         children.append(Child("collect-books", _cli("collect-books"), env, settings.log_path / "collect-books.log"))
     children.append(Child("collect-quotes", _cli("collect-quotes", "--status", "active"), env, settings.log_path / "collect-quotes.log"))
     if not args.no_dagster:
-        workspace = REPO_ROOT / "workspace.yaml"
-        target = ["-w", str(workspace)] if workspace.exists() else ["-m", "kalshi_shadow.definitions"]
-        children.append(Child("dagster-daemon", [_bin("dagster-daemon"), "run", *target], env, settings.log_path / "dagster-daemon.log",
+        # One code server that lives as long as `up`: with a `python_module` workspace the daemon starts a fresh code
+        # server every 60 s (Dagster's workspace refresh), each importing the code location anew, and the webserver
+        # keeps its own. The live tick executes its runs in this server too (defs/live.py).
+        port = args.code_server_port or free_ports(1)[0]
+        target = ["-w", str(code_server_workspace(settings, port))]
+        children.append(Child("dagster-code-server", [_bin("dagster"), "api", "grpc", "-m", "kalshi_shadow.definitions",
+                                                      "--location-name", LOCATION_NAME, "-h", "127.0.0.1", "-p", str(port)],
+                              env, settings.log_path / "dagster-code-server.log",
                               before_first_start=lambda: migrate_warehouse(settings.db_path)))
+        children.append(Child("dagster-daemon", [_bin("dagster-daemon"), "run", *target], env, settings.log_path / "dagster-daemon.log"))
         children.append(Child("dagster-webserver", [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(args.dagster_port), *target],
                               env, settings.log_path / "dagster-webserver.log"))
     return children
+
+
+LOCATION_NAME = "kalshi_shadow"  # as in the repo's workspace.yaml
+
+
+def code_server_workspace(settings: Settings, port: int) -> Path:
+    """The workspace `up`'s daemon and webserver load: the code location served by `up`'s own code server."""
+    path = settings.data_dir / "run" / "workspace.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# written by kalshi-shadow up: the code server it runs on 127.0.0.1:{port}\n"
+                    f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {port}\n      location_name: {LOCATION_NAME}\n")
+    return path
 
 
 def mode(args: argparse.Namespace, settings: Settings) -> str:
@@ -426,6 +444,10 @@ def supervise(children: list[Child], *, stop_after: float | None = None, grace: 
             port = int(c.argv[c.argv.index("--kalshi-port") + 1])
             if not _wait_for_port(port, 20):
                 log.error("the simulator did not open port %d; see %s", port, c.log_path)
+        if c.name == "dagster-code-server":  # the daemon and webserver load the code location from it
+            port = int(c.argv[c.argv.index("-p") + 1])
+            if not _wait_for_port(port, 60):
+                log.error("the code server did not open port %d; see %s", port, c.log_path)
     deadline = time.monotonic() + stop_after if stop_after else None
     while not stopping and (deadline is None or time.monotonic() < deadline):
         now = time.monotonic()
@@ -513,6 +535,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--fast-clock", action="store_true", help="simulator cadence: 15-minute markets every 2 min, hourly ones every 5 min")
     ap.add_argument("--data-dir", type=Path, help="overrides KALSHI_SHADOW_DATA_DIR")
     ap.add_argument("--dagster-port", type=int, default=3000)
+    ap.add_argument("--code-server-port", type=int, default=0, help="the Dagster code server's port (default: a free one)")
     ap.add_argument("--kalshi-port", type=int, default=8765, help="simulator REST port")
     ap.add_argument("--coinbase-port", type=int, default=8766, help="simulator Coinbase WebSocket port")
     ap.add_argument("--kraken-port", type=int, default=0, help="simulator Kraken WebSocket port (default: Coinbase's + 1)")
