@@ -101,7 +101,7 @@ def test_a_clock_that_steps_back_is_counted_and_pricing_goes_on(setup, caplog: p
         clock.t += timedelta(seconds=5)
     # The live sensor sees the new files although their names sort before the old ones.
     monkeypatch.setenv("KALSHI_SHADOW_DATA_DIR", str(raw.parent))
-    monkeypatch.setenv("KALSHI_SHADOW_LIVE_INLINE", "0")  # the tick below runs the job itself
+    monkeypatch.setenv("KALSHI_SHADOW_INLINE_RUNS", "0")  # the tick below runs the job itself
     ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=sensor_cursor)
     assert isinstance(live.live_tick_sensor(ctx), dg.RunRequest)
 

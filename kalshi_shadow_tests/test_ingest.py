@@ -14,7 +14,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from kalshi_shadow.defs import ingest, live
+from kalshi_shadow.defs import ingest, inline, live
 from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.raw import RawWriter
 from kalshi_shadow.warehouse.connection import open_warehouse
@@ -151,10 +151,14 @@ def test_live_sensor_runs_one_live_run_for_today_only_for_new_files(tmp_path: Pa
     (run,) = instance.get_runs()
     today = datetime.now(timezone.utc).date().isoformat()
     assert run.job_name == "live_job" and run.status == dg.DagsterRunStatus.SUCCESS and run.run_id[:8] in result.skip_message
-    assert run.tags["dagster/partition"] == today and run.tags["kalshi_shadow/trigger"] == "live" and run.tags[live.INLINE_TAG] == "yes"
+    assert run.tags["dagster/partition"] == today and run.tags["kalshi_shadow/trigger"] == "live" and run.tags[inline.INLINE_TAG] == "yes"
     assert instance.get_latest_materialization_event(dg.AssetKey("kalshi_quotes")).run_id == run.run_id
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
-        assert conn.execute("SELECT count(*) FROM kalshi_quotes").fetchone()[0] > 0
+    # The run held the database open from step to step (Warehouse.hold_open) and let go at its end: another process
+    # can open it now.
+    other = subprocess.run([sys.executable, "-c", "import duckdb, sys; print(duckdb.connect(sys.argv[1]).execute("
+                            "'SELECT count(*) FROM kalshi_quotes').fetchone()[0])", str(tmp_path / "warehouse.duckdb")],
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0 and int(other.stdout) > 0, other.stderr[-500:]
     cursor = json.loads(ctx.cursor)
     assert set(cursor) == {"kalshi_markets", "kalshi_series", "kalshi_quotes", "spot_ticks"}
     ctx2 = dg.build_sensor_context(instance=instance, cursor=ctx.cursor)
@@ -164,7 +168,7 @@ def test_live_sensor_runs_one_live_run_for_today_only_for_new_files(tmp_path: Pa
     instance.add_run(dg.DagsterRun(job_name="settlements_job", run_id="0" * 8 + "-busy", status=dg.DagsterRunStatus.STARTED))
     req = live.live_tick_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
     assert isinstance(req, dg.RunRequest) and req.run_key.startswith("live:") and req.partition_key == today
-    assert req.tags == {"kalshi_shadow/trigger": "live", live.INLINE_TAG: "no"}
+    assert req.tags == {"kalshi_shadow/trigger": "live", inline.INLINE_TAG: "no"}
 
 
 def test_an_inline_live_run_whose_process_died_is_failed_and_does_not_block_the_next_tick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,20 +178,20 @@ def test_an_inline_live_run_whose_process_died_is_failed_and_does_not_block_the_
     gone.wait()  # a process that has ended: the code server killed mid-run
     instance = dg.DagsterInstance.ephemeral()
     instance.add_run(dg.DagsterRun(job_name="live_job", run_id="dead0000-inline", status=dg.DagsterRunStatus.STARTED,
-                                   tags={live.INLINE_TAG: "yes", live.PID_TAG: str(gone.pid)}))
+                                   tags={inline.INLINE_TAG: "yes", inline.PID_TAG: str(gone.pid)}))
     result = live.live_tick_sensor(dg.build_sensor_context(instance=instance))
     assert "ran in the sensor and succeeded" in result.skip_message, result
     assert instance.get_run_by_id("dead0000-inline").status == dg.DagsterRunStatus.FAILURE
     # a live run still going in a live process is waited for
     instance.add_run(dg.DagsterRun(job_name="live_job", run_id="live0000-inline", status=dg.DagsterRunStatus.STARTED,
-                                   tags={live.INLINE_TAG: "yes", live.PID_TAG: str(os.getpid())}))
+                                   tags={inline.INLINE_TAG: "yes", inline.PID_TAG: str(os.getpid())}))
     _write(tmp_path / "raw", "spot_ticks", [{"ts": NOW, "product_id": "BTC-USD", "sequence": 300, "price": Decimal("1")}])
     assert "still going" in live.live_tick_sensor(dg.build_sensor_context(instance=instance)).skip_message
 
 
 def test_live_sensor_requests_the_run_when_inline_runs_are_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KALSHI_SHADOW_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("KALSHI_SHADOW_LIVE_INLINE", "0")
+    monkeypatch.setenv("KALSHI_SHADOW_INLINE_RUNS", "0")
     _seed_raw(tmp_path / "raw")
     instance = dg.DagsterInstance.ephemeral()
     assert isinstance(live.live_tick_sensor(dg.build_sensor_context(instance=instance)), dg.RunRequest)

@@ -1,6 +1,6 @@
 """Settlements from the exchange and snapshot scores.
 
-`kalshi_settlements` runs on a schedule (every minute with the simulator's fast clock, else every 5): it reads
+`kalshi_settlements` runs from `settlements_sensor` (every minute with the simulator's fast clock, else every 5): it reads
 the closed contracts still lacking a final outcome, asks the exchange for exactly those tickers (with no DuckDB
 connection open), then writes outcomes and the observation history in one short transaction. A sensor then
 evaluates the snapshot days of contracts whose outcome is new or changed. Evaluate any day of scores in the UI;
@@ -14,10 +14,12 @@ warns while any ticker is flagged. A `since_seconds` re-read also reads flagged 
 
 import json
 import os
+import time
 from datetime import date
 
 import dagster as dg
 
+from kalshi_shadow.defs.inline import INLINE_TAG, active_runs, run_inline, why_not_inline
 from kalshi_shadow.defs.pricing import daily
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, KalshiAPI, Warehouse
 from kalshi_shadow.scoring.scores import score_day
@@ -122,24 +124,40 @@ def kalshi_edge_snapshot_scores(context: dg.AssetExecutionContext, warehouse: Wa
 settlements_job = dg.define_asset_job("settlements_job", selection=dg.AssetSelection.assets("kalshi_settlements"))
 scores_job = dg.define_asset_job("scores_job", selection=dg.AssetSelection.assets("kalshi_edge_snapshot_scores"))
 
-settlements_schedule = dg.ScheduleDefinition(
-    name="settlements_schedule", job=settlements_job,
-    cron_schedule="* * * * *" if os.environ.get("KALSHI_SHADOW_FAST_CLOCK") else "*/5 * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING, execution_timezone="UTC",
-    description="Reads outcomes of closed contracts from the exchange.",
-)
+def settlement_read_seconds() -> int:
+    """Every 5 minutes; every minute on the fast clock (15-minute markets close every 2 minutes there)."""
+    return 60 if os.environ.get("KALSHI_SHADOW_FAST_CLOCK") else 300
+
+
+@dg.sensor(name="settlements_sensor", job=settlements_job, minimum_interval_seconds=settlement_read_seconds(),
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Reads outcomes of closed contracts from the exchange: every 5 min (1 min on the fast clock), "
+                       "executed by the sensor itself when the warehouse is free, else requested (queued).")
+def settlements_sensor(context: dg.SensorEvaluationContext):
+    active = active_runs(context.instance, settlements_job.name)
+    if active:
+        return dg.SkipReason(f"settlements run {active[0].run_id[:8]} is still going")
+    why_queued = why_not_inline(context.instance)
+    if why_queued is None:
+        return dg.SkipReason("nothing to launch: " + run_inline(context.instance, settlements_job.name, tags={}))
+    context.log.info(f"settlements run requested (queued): {why_queued}")
+    return dg.RunRequest(run_key=f"settlements:{int(time.time())}", tags={INLINE_TAG: "no"})
 
 
 @dg.asset_sensor(asset_key=dg.AssetKey("kalshi_settlements"), job=scores_job, name="settlements_to_scores_sensor",
                  default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=15,
-                 description="Scores the snapshot days of contracts whose outcome is new or changed.")
+                 description="Scores the snapshot days of contracts whose outcome is new or changed (executed by the "
+                             "sensor itself when the warehouse is free, else requested).")
 def settlements_to_scores_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
     md = asset_event.dagster_event.event_specific_data.materialization.metadata
     days = json.loads(md["quote_dates"].value) if "quote_dates" in md else []
     if not days:
         return dg.SkipReason("no outcome changed")
-    return [dg.RunRequest(run_key=f"{asset_event.run_id}:{d}", partition_key=d) for d in days]
+    if why_not_inline(context.instance) is None:
+        return dg.SkipReason("nothing to launch: " + "; ".join(run_inline(context.instance, scores_job.name, tags={}, partition_key=d)
+                                                                for d in days))
+    return [dg.RunRequest(run_key=f"{asset_event.run_id}:{d}", partition_key=d, tags={INLINE_TAG: "no"}) for d in days]
 
 
 defs = dg.Definitions(assets=[kalshi_settlements, kalshi_edge_snapshot_scores], jobs=[settlements_job, scores_job],
-                      schedules=[settlements_schedule], sensors=[settlements_to_scores_sensor])
+                      sensors=[settlements_sensor, settlements_to_scores_sensor])

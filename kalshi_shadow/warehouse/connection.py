@@ -76,8 +76,9 @@ def close(conn: duckdb.DuckDBPyConnection, db_path: Path | str) -> None:
     is durable either way: a commit is on disk once it returns, checkpointed or not."""
     try:
         wal = Path(f"{db_path}.wal")
-        if wal.exists() and wal.stat().st_size < CHECKPOINT_MIN_WAL_BYTES:
-            conn.execute("PRAGMA disable_checkpoint_on_shutdown")
+        small = wal.exists() and wal.stat().st_size < CHECKPOINT_MIN_WAL_BYTES
+        # a database setting: an earlier connection of the same open database may have turned it off
+        conn.execute("PRAGMA disable_checkpoint_on_shutdown" if small else "PRAGMA enable_checkpoint_on_shutdown")
     except (OSError, duckdb.Error):
         pass  # then the close checkpoints as usual
     conn.close()
