@@ -152,6 +152,7 @@ def test_live_sensor_runs_one_live_run_for_today_only_for_new_files(tmp_path: Pa
     today = datetime.now(timezone.utc).date().isoformat()
     assert run.job_name == "live_job" and run.status == dg.DagsterRunStatus.SUCCESS and run.run_id[:8] in result.skip_message
     assert run.tags["dagster/partition"] == today and run.tags["kalshi_shadow/trigger"] == "live" and run.tags[inline.INLINE_TAG] == "yes"
+    assert run.tags["dagster/sensor_name"] == "live_tick_sensor"  # the UI: launched by the sensor
     assert instance.get_latest_materialization_event(dg.AssetKey("kalshi_quotes")).run_id == run.run_id
     # The run held the database open from step to step (Warehouse.hold_open) and let go at its end: another process
     # can open it now.

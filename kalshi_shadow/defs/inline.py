@@ -20,6 +20,7 @@ from kalshi_shadow.config import env_number
 
 INLINE_TAG = "kalshi_shadow/inline"     # yes: executed by a sensor in the code server; no: launched
 PID_TAG = "kalshi_shadow/inline_pid"    # the process executing an inline run
+SENSOR_TAG = "dagster/sensor_name"      # Dagster's own tag on a sensor's runs ("Launched by" in the UI)
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
@@ -61,10 +62,11 @@ def active_runs(instance: dg.DagsterInstance, job_name: str) -> list[dg.DagsterR
 _resolved: dict[str, dg.JobDefinition] = {}
 
 
-def run_inline(instance: dg.DagsterInstance, job_name: str, *, tags: dict[str, str], partition_key: str | None = None,
-               hold_warehouse_open: bool = False) -> str:
-    """Execute the job here, on the instance; returns what happened, for the sensor's tick. `hold_warehouse_open`:
-    the run's steps share one open database (Warehouse.hold_open), for a run that never waits on anything else."""
+def run_inline(instance: dg.DagsterInstance, job_name: str, *, sensor: str, tags: dict[str, str],
+               partition_key: str | None = None, hold_warehouse_open: bool = False) -> str:
+    """Execute the job here, on the instance, for `sensor` (the UI then says the sensor launched it, as it does for a
+    requested run); returns what happened, for the sensor's tick. `hold_warehouse_open`: the run's steps share one
+    open database (Warehouse.hold_open), for a run that never waits on anything else."""
     if job_name not in _resolved:
         from kalshi_shadow.definitions import defs  # the code location, already loaded in this process
 
@@ -78,6 +80,6 @@ def run_inline(instance: dg.DagsterInstance, job_name: str, *, tags: dict[str, s
     result = _resolved[job_name].execute_in_process(
         instance=instance, partition_key=partition_key, raise_on_error=False, resources=res,
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},  # not a DEBUG line per event in the server's log
-        tags={**tags, INLINE_TAG: "yes", PID_TAG: str(os.getpid())})
+        tags={**tags, SENSOR_TAG: sensor, INLINE_TAG: "yes", PID_TAG: str(os.getpid())})
     return (f"{job_name} run {result.run_id[:8]}{f' ({partition_key})' if partition_key else ''} ran in the sensor and "
             f"{'succeeded' if result.success else 'FAILED'} in {time.monotonic() - started:.1f} s")

@@ -82,8 +82,9 @@ def live_tick_sensor(context: dg.SensorEvaluationContext):
     why_queued = (f"a backlog of {new_files} files (over {INLINE_MAX_NEW_FILES})" if new_files > INLINE_MAX_NEW_FILES
                   else why_not_inline(context.instance))
     if why_queued is None:
-        return dg.SkipReason("nothing to launch: " + run_inline(context.instance, live_job.name, tags=tags, partition_key=today,
-                                                              hold_warehouse_open=True))
+        ran = run_inline(context.instance, live_job.name, sensor="live_tick_sensor", tags=tags, partition_key=today,
+                         hold_warehouse_open=True)
+        return dg.SkipReason(f"nothing to launch: {ran}")
     key = hashlib.sha1(json.dumps(now, sort_keys=True).encode()).hexdigest()[:16]
     context.log.info(f"live run requested (queued): {why_queued}")
     return dg.RunRequest(run_key=f"live:{key}", partition_key=today, tags={**tags, INLINE_TAG: "no"})

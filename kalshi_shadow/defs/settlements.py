@@ -139,7 +139,8 @@ def settlements_sensor(context: dg.SensorEvaluationContext):
         return dg.SkipReason(f"settlements run {active[0].run_id[:8]} is still going")
     why_queued = why_not_inline(context.instance)
     if why_queued is None:
-        return dg.SkipReason("nothing to launch: " + run_inline(context.instance, settlements_job.name, tags={}))
+        ran = run_inline(context.instance, settlements_job.name, sensor="settlements_sensor", tags={})
+        return dg.SkipReason(f"nothing to launch: {ran}")
     context.log.info(f"settlements run requested (queued): {why_queued}")
     return dg.RunRequest(run_key=f"settlements:{int(time.time())}", tags={INLINE_TAG: "no"})
 
@@ -154,8 +155,9 @@ def settlements_to_scores_sensor(context: dg.SensorEvaluationContext, asset_even
     if not days:
         return dg.SkipReason("no outcome changed")
     if why_not_inline(context.instance) is None:
-        return dg.SkipReason("nothing to launch: " + "; ".join(run_inline(context.instance, scores_job.name, tags={}, partition_key=d)
-                                                                for d in days))
+        ran = [run_inline(context.instance, scores_job.name, sensor="settlements_to_scores_sensor", tags={}, partition_key=d)
+               for d in days]
+        return dg.SkipReason(f"nothing to launch: {'; '.join(ran)}")
     return [dg.RunRequest(run_key=f"{asset_event.run_id}:{d}", partition_key=d, tags={INLINE_TAG: "no"}) for d in days]
 
 
