@@ -298,6 +298,13 @@ def _tree_ticks(root: int, table: dict[int, tuple[int, int, int]]) -> int | None
     return total
 
 
+def _rss_kib(pid: int) -> int | None:
+    try:
+        return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 class CpuMeter:
     """CPU ticks per up child over a window, sampled periodically. Each pid is tracked from its first sample (or from
     zero if it started inside the window, i.e. a restart) to its last, so restarts lose at most one sample interval."""
@@ -306,6 +313,7 @@ class CpuMeter:
         self.state_path = state_path
         self.first: dict[tuple[str, int], int] = {}
         self.last: dict[tuple[str, int], int] = {}
+        self.rss: dict[str, list[int]] = {}  # child name -> resident KiB of its root process at each sample
         self.started = False
 
     def _roots(self) -> dict[str, int]:
@@ -323,6 +331,9 @@ class CpuMeter:
                 continue
             self.first.setdefault((name, pid), ticks if not self.started else 0)
             self.last[(name, pid)] = ticks
+            rss = _rss_kib(pid)
+            if rss is not None:
+                self.rss.setdefault(name, []).append(rss)
         self.started = True
 
     def seconds(self) -> dict[str, float]:
@@ -478,6 +489,10 @@ def live(minutes: float, warmup_minutes: float, sample_seconds: float = 5.0, key
         if name in cpu:
             extra = f"  [{pids[name]} pids: restarted]" if pids[name] > 1 else ""
             _figure(f"live CPU {name}", f"{cpu[name] * per_hour:,.0f} CPU-s/h = {cpu[name] / window:.3f} cores{extra}")
+    if meter.rss.get("dagster-code-server"):  # it executes the inline runs all day: its memory must not creep
+        rss = meter.rss["dagster-code-server"]
+        _figure("live code server memory (RSS)", f"{rss[0] / 1024:,.0f} MiB at the window's start, {max(rss) / 1024:,.0f} MiB peak, "
+                                                  f"{rss[-1] / 1024:,.0f} MiB at its end")
     rest = sum(v for k, v in cpu.items() if k != "sim")
     _figure("live CPU all but the simulator", f"{rest * per_hour:,.0f} CPU-s/h = {rest / window:.3f} cores", f"<= {TARGET_CORES} core")
     failed = by_status.get("FAILURE", 0)
