@@ -71,11 +71,11 @@ def run_inline(instance: dg.DagsterInstance, job_name: str, *, sensor: str, tags
         from kalshi_shadow.definitions import defs  # the code location, already loaded in this process
 
         _resolved[job_name] = defs.resolve_job_def(job_name)
-    from kalshi_shadow.defs.resources import resources
+    from kalshi_shadow.defs.resources import resources, warehouse_from_settings
 
     res = resources()  # as the environment says now, as a launched run's would be
-    if hold_warehouse_open:
-        res["warehouse"] = res["warehouse"].model_copy(update={"hold_open": True})
+    if hold_warehouse_open:  # (a constructor argument: Dagster rebuilds a resource from those, not from a copy)
+        res["warehouse"] = warehouse_from_settings(hold_open=True)
     started = time.monotonic()
     result = _resolved[job_name].execute_in_process(
         instance=instance, partition_key=partition_key, raise_on_error=False, resources=res,

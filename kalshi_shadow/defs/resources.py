@@ -52,9 +52,9 @@ class Warehouse(DuckDBResource):
         return Path(self.raw_dir)
 
 
-def warehouse_from_settings(settings: Settings | None = None) -> Warehouse:
+def warehouse_from_settings(settings: Settings | None = None, *, hold_open: bool = False) -> Warehouse:
     settings = settings or Settings.from_env()
-    return Warehouse(database=str(settings.db_path), raw_dir=str(settings.raw_dir))
+    return Warehouse(database=str(settings.db_path), raw_dir=str(settings.raw_dir), hold_open=hold_open)
 
 
 
