@@ -20,6 +20,7 @@ from kalshi_shadow.config import env_number
 from kalshi_shadow.decisions import state
 from kalshi_shadow.decisions.engine import CHUNK, cash_mismatches, decide, ensure_state, rerun_from, settle
 from kalshi_shadow.decisions.rulesets import load_rule_sets
+from kalshi_shadow.defs.inline import active_runs
 from kalshi_shadow.defs.pricing import LIVE_TAG
 from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
 
@@ -132,9 +133,6 @@ decision_replay_job = dg.define_asset_job(
     description="A bounded slice of decision replay for new or edited rule sets (and rerun_from); launched by "
                 "decision_replay_sensor until every version has caught up.")
 
-ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-
-
 @dg.sensor(name="decision_replay_sensor", job=decision_replay_job, minimum_interval_seconds=10,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Launches the next replay slice while the latest decisions materialization lists a replaying "
@@ -145,7 +143,7 @@ def decision_replay_sensor(context: dg.SensorEvaluationContext):
     replaying = mat.metadata["replaying"].value if mat and "replaying" in mat.metadata else []
     if not replaying:
         return dg.SkipReason("no rule set version is replaying")
-    if context.instance.get_runs(dg.RunsFilter(job_name=decision_replay_job.name, statuses=ACTIVE), limit=1):
+    if active_runs(context.instance, decision_replay_job.name):
         return dg.SkipReason("a replay slice is still running")
     return dg.RunRequest(run_key=f"replay:{event.run_id}", tags={REPLAY_TAG: "replay"})
 
