@@ -72,6 +72,7 @@ haircut_window_days = 7
 
 
 DEPTH = Settings.book_depth  # the default the collector runs with
+VENUES = ("spot_ticks", "kraken_trades", "bitstamp_trades")  # the index proxy's inputs
 
 
 def _now() -> datetime:
@@ -92,7 +93,6 @@ def test_the_book_stream_records_the_exchanges_books_repairs_gaps_and_honours_pa
     key_file.write_bytes(rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     keyed = {"KALSHI_API_KEY_ID": "test-key", "KALSHI_PRIVATE_KEY_PATH": str(key_file), "KALSHI_BASE_URL": sim.kalshi_base_url}
-    started = _now()
     procs = _keyed_platform(sim, tmp_path, "collectors.books", keyed)
     try:
         wait_for(lambda: _health(tmp_path, "books").get("streaming") is True, timeout=30, what="the book stream")
@@ -110,10 +110,12 @@ def test_the_book_stream_records_the_exchanges_books_repairs_gaps_and_honours_pa
         paused_at = _now()
         wait_for(lambda: _now() > paused_at + timedelta(seconds=10), timeout=15, what="the pause and after")
         # Takes need a model price, which needs the vol grid: its first point is the first whole minute after the
-        # index started. Run on until some seconds after it.
-        priced = (started + timedelta(seconds=3)).replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=10)
-        # (and at least 25 s of stream to compare with the simulator's books)
-        wait_for(lambda: _now() > max(priced, t0 + timedelta(seconds=25)), timeout=80, what="quotes priced with a vol")
+        # index had its first price. Run on until some seconds after it, counted from when every venue had written
+        # (a loaded machine may start a collector seconds late), and for at least 25 s of stream to compare.
+        wait_for(lambda: all(_rows(tmp_path, t).height for t in VENUES), timeout=30, what="every venue's first trade")
+        indexed = max(_rows(tmp_path, t)["received_ts"].min() for t in VENUES)
+        priced = indexed.replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=10)
+        wait_for(lambda: _now() > max(priced, t0 + timedelta(seconds=25)), timeout=90, what="quotes priced with a vol")
         t1 = _now()
     finally:
         codes = [_stop(p) for p in procs]
@@ -191,7 +193,10 @@ def test_the_book_stream_records_the_exchanges_books_repairs_gaps_and_honours_pa
             FROM kalshi_would_trades AS w JOIN kalshi_edge_snapshots AS s USING (snapshot_id)
             JOIN kalshi_quotes AS q ON q.quote_key = s.quote_key AND q.ts = s.quote_ts
             WHERE w.action = 'take' AND q.no_bid_levels IS NOT NULL""").fetchall()
-    assert len(takes) >= 1, takes
+        why = conn.execute("""SELECT w.action, w.reason, min(s.quote_ts), max(s.quote_ts), count(*) FROM kalshi_would_trades AS w
+                              JOIN kalshi_edge_snapshots AS s USING (snapshot_id) GROUP BY ALL ORDER BY ALL""").fetchall()
+        vol = conn.execute("SELECT min(grid_ts), max(grid_ts) FROM spot_vol").fetchall()
+    assert len(takes) >= 1, (why, vol)  # (what the decisions were instead, and the vol grid's span)
     walked = 0
     for side, contracts, fee, cost, avg, used, bids in takes:
         asks = sorted((1 - lv["price"], lv["size"]) for lv in bids)
