@@ -81,7 +81,7 @@ def build(data_dir: Path, days: int, strikes: int, quote_every: int, end: dateti
         record_observations(conn)
         # What the live runs would have stamped: created a few seconds after the quote was seen, and a ledger of a
         # day's raw files (one per table every few seconds), loaded as they came and archived.
-        conn.execute("UPDATE kalshi_edge_snapshots SET created_at = seen_ts + INTERVAL 20 SECOND WHERE quote_date >= ?",
+        conn.execute("UPDATE kalshi_edge_snapshot_quotes SET created_at = seen_ts + INTERVAL 20 SECOND WHERE quote_date >= ?",
                      [(day - timedelta(days=1)).date()])
         conn.execute(LEDGER_SQL, {"start": day, "n": FILES_PER_DAY, "every": SLOT_SECONDS, "k": k})
     t_priced = time.perf_counter() - t_build

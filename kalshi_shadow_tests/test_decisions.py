@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 import tomllib
+import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +23,7 @@ from kalshi_shadow.decisions.sizing import order_cost, size_take
 from kalshi_shadow.defs import decisions as decisions_defs
 from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.pricing.fees import order_fee
-from kalshi_shadow.pricing.snapshots import STATE_FRONTIER
+from kalshi_shadow.pricing.snapshots import STATE_FRONTIER, insert_wide_snapshots
 from kalshi_shadow.scoring.settlements import Observation, apply_observations
 from kalshi_shadow.warehouse.connection import utc
 from kalshi_shadow.warehouse.ddl import ensure_schema
@@ -65,17 +66,18 @@ def _snap(conn: duckdb.DuckDBPyConnection, ticker: str, at: datetime, *, event: 
     fee = lambda a: None if a is None else float(order_fee(Decimal(a), 100, "quadratic")) / 100  # noqa: E731
     ev_yes = None if p is None or yes_ask is None else p - float(yes_ask) - fee(yes_ask)
     ev_no = None if p is None or no_ask is None else (1 - p) - float(no_ask) - fee(no_ask)
-    conn.execute("""
+    key = str(uuid.uuid4())
+    insert_wide_snapshots(conn, """
         INSERT INTO kalshi_edge_snapshots (quote_key, quote_date, ticker, series_ticker, event_ticker, model_version,
             quote_ts, seen_ts, created_at, tau_seconds, spot_age_seconds, quote_age_seconds, yes_bid, yes_ask, no_bid, no_ask,
             yes_bid_size, yes_ask_size, lot_size, fee_type, fee_multiplier, fee_yes, fee_no, p_model, reasons, rules_version,
             trading_active)
-        VALUES (uuid(), ?::DATE, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, 100, 'quadratic', 1.0, ?, ?, ?, [], 't', ?)""",
-                 [at.date(), ticker, series, event or ticker.rsplit("-", 1)[0], model, at - timedelta(seconds=quote_age), at,
+        VALUES (?, ?::DATE, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, 100, 'quadratic', 1.0, ?, ?, ?, [], 't', ?)""",
+                 [key, at.date(), ticker, series, event or ticker.rsplit("-", 1)[0], model, at - timedelta(seconds=quote_age), at,
                   tau, spot_age, quote_age, yes_bid, yes_ask, no_bid, no_ask, ask_size, ask_size, fee(yes_ask), fee(no_ask), p,
                   trading_active])
     if p is not None:  # the stored EVs are the pricing step's: check them against this helper's arithmetic
-        got = conn.execute("SELECT ev_yes, ev_no FROM kalshi_edge_snapshots ORDER BY rowid DESC LIMIT 1").fetchall()[0]
+        got = conn.execute("SELECT ev_yes, ev_no FROM kalshi_edge_snapshots WHERE quote_key = ?", [key]).fetchall()[0]
         assert got == (pytest.approx(ev_yes) if ev_yes is not None else None, pytest.approx(ev_no) if ev_no is not None else None)
 
 

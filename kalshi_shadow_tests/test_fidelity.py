@@ -20,6 +20,7 @@ from kalshi_shadow.defs import ingest
 from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.kalshi.client import KalshiClient
 from kalshi_shadow.pricing.fees import order_fee
+from kalshi_shadow.pricing.snapshots import insert_wide_snapshots
 from kalshi_shadow.pricing.rules import RULES
 from kalshi_shadow.pricing.snapshots import price_new_quotes, refresh_spot
 from kalshi_shadow.pricing.synthetic import generate, publish_until
@@ -99,7 +100,7 @@ def test_unpaired_averaging_would_flip_the_verdict_the_summary_does_not(tmp_path
     ensure_schema(conn)
     conn.execute("""INSERT INTO kalshi_contracts (ticker, series_ticker, event_ticker, outcome, settlement_value)
                     VALUES ('YES-1', 'KXBTCD', 'E', 'yes', 1), ('NO-1', 'KXBTCD', 'E', 'no', 0)""")
-    conn.execute("""
+    insert_wide_snapshots(conn, """
         INSERT INTO kalshi_edge_snapshots (quote_key, quote_date, ticker, series_ticker, event_ticker, model_version,
             quote_ts, created_at, lot_size, p_model, p_mid, reasons, rules_version, tau_seconds)
         SELECT uuid(), ?::DATE, ticker, 'KXBTCD', 'E', 'avg60-v1', ?::TIMESTAMPTZ + to_seconds(i), now(), 100, p_model, p_mid, [], 't', 600

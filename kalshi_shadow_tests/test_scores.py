@@ -18,6 +18,7 @@ from kalshi_shadow.defs import ingest, settlements
 from kalshi_shadow.defs.resources import KalshiAPI, Warehouse
 from kalshi_shadow.kalshi.client import KalshiClient
 from kalshi_shadow.pricing.fees import order_fee
+from kalshi_shadow.pricing.snapshots import insert_wide_snapshots
 from kalshi_shadow.scoring.scores import EPS
 from kalshi_shadow.sim.server import SimHandle
 from kalshi_shadow.warehouse.connection import utc
@@ -46,7 +47,7 @@ def _snapshot(conn: duckdb.DuckDBPyConnection, ticker: str, day: str, *, p_model
     fee_yes = float(order_fee(Decimal(yes_ask), lot, "quadratic")) / lot
     fee_no = float(order_fee(Decimal(no_ask), lot, "quadratic")) / lot
     ev_yes = None if p_model is None else p_model - float(yes_ask) - fee_yes
-    conn.execute("""
+    insert_wide_snapshots(conn, """
         INSERT INTO kalshi_edge_snapshots (quote_key, quote_date, ticker, series_ticker, event_ticker, model_version, quote_ts,
             created_at, yes_ask, no_ask, lot_size, fee_yes, fee_no, p_model, p_mid, reasons, rules_version, tau_seconds)
         SELECT md5(ticker || ?)::UUID, ?::DATE, ticker, series_ticker, event_ticker, ?, ?::DATE + to_seconds(?), now(), ?, ?, ?, ?, ?, ?, ?, [], 'test', 600

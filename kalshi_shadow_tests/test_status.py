@@ -100,6 +100,7 @@ def test_a_collector_that_cannot_start_is_recorded_as_a_crash_loop(ups: Ups) -> 
 def test_status_reads_firing_checks_and_the_last_delivery_from_alerts_jsonl_and_table_freshness(ups: Ups) -> None:
     from datetime import datetime, timezone
 
+    from kalshi_shadow.pricing.snapshots import insert_wide_snapshots
     from kalshi_shadow.warehouse.connection import connect
     from kalshi_shadow.warehouse.ddl import ensure_schema
 
@@ -117,7 +118,7 @@ def test_status_reads_firing_checks_and_the_last_delivery_from_alerts_jsonl_and_
     conn = connect(ups.data_dir / "warehouse.duckdb")
     ensure_schema(conn)
     conn.execute("DROP TABLE kalshi_would_trades CASCADE")  # a warehouse from before that table: tolerated
-    conn.execute("INSERT INTO kalshi_edge_snapshots (quote_key, quote_date, ticker, series_ticker, event_ticker, "
+    insert_wide_snapshots(conn, "INSERT INTO kalshi_edge_snapshots (quote_key, quote_date, ticker, series_ticker, event_ticker, "
                  "model_version, quote_ts, created_at, lot_size, reasons, rules_version) SELECT uuid(), current_date, "
                  "'T', 'S', 'E', 'm', now() - INTERVAL (i) SECOND - INTERVAL 10 SECOND, now() - INTERVAL (i) SECOND, 100, [], 'r' "
                  "FROM range(20) t(i)")

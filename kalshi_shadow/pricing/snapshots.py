@@ -48,6 +48,7 @@ STATUS_LOOKBACK = 60  # seconds: an exchange status older than this (vs the quot
 STATE_LOAD_ID = "kalshi_edge_snapshots.load_id"
 STATE_FRONTIER = "kalshi_edge_snapshots.frontier_us"
 STATE_MIN_PENDING = "kalshi_edge_snapshots.min_pending_load_id"  # no quote of an older load is still waiting
+STATE_NEXT_SEQ = "kalshi_edge_snapshots.next_seq"  # the next quote's snapshot_seq (migration 016)
 NEG_INF = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # Reasons that leave p_model NULL: the model cannot price, or would price from stale inputs. Such a row keeps its
@@ -263,34 +264,102 @@ FROM (
 WHERE b.close_ts = w.close_ts AND b.quote_ts = w.quote_ts AND b.seen_ts = w.seen_ts
 """
 
-# Every model's rows from one scan of the chunk: unnest in the select list turns each quote into one row per model.
-PER_MODEL_SQL = (
-    "SELECT * EXCLUDE (p), CASE WHEN list_has_any(base_reasons, $unpriceable) THEN NULL ELSE p END AS p_model FROM ("
-    "SELECT b.*, unnest({names}) AS model_version, unnest([{columns}]) AS p "
-    "FROM _base AS b JOIN _p ON b.rowid = _p.rid)")
+# A priced chunk is stored as two tables (migration 016): each quote's inputs once, in `kalshi_edge_snapshot_quotes`,
+# and each model's price of it, in `kalshi_edge_snapshot_models`; the view `kalshi_edge_snapshots` joins them. A
+# quote's `snapshot_seq` is the next counter value (STATE_NEXT_SEQ) plus its row in `_base`.
+INSERT_QUOTES_SQL = """
+INSERT INTO kalshi_edge_snapshot_quotes BY NAME
+SELECT $next + rowid AS snapshot_seq, * EXCLUDE (base_reasons), base_reasons AS quote_reasons,
+       $rules_version AS rules_version, now() AS created_at
+FROM _base ORDER BY rowid
+"""
 
-INSERT_SQL = """
-INSERT INTO kalshi_edge_snapshots BY NAME
-WITH per_model AS ({per_model}
+# Every model's rows from one scan of the chunk: unnest in the select list turns each quote into one row per model.
+# The reasons a model adds to its quote's: it could not price (e.g. no fit yet), it prices deep in or out of the
+# money, or neither side's EV after fees reaches min_ev.
+INSERT_MODELS_SQL = """
+INSERT INTO kalshi_edge_snapshot_models BY NAME
+WITH per_model AS (
+    SELECT $next + b.rowid AS snapshot_seq, b.base_reasons, b.yes_ask, b.no_ask, b.fee_yes, b.fee_no,
+           unnest({names}) AS model_version, unnest([{columns}]) AS p
+    FROM _base AS b JOIN _p ON b.rowid = _p.rid
+), priced AS (
+    SELECT *, CASE WHEN list_has_any(base_reasons, $unpriceable) THEN NULL ELSE p END AS p_model FROM per_model
 ), ev AS (
-    SELECT *, p_model - yes_ask::DOUBLE - fee_yes AS ev_yes, (1 - p_model) - no_ask::DOUBLE - fee_no AS ev_no FROM per_model
+    SELECT *, p_model - yes_ask::DOUBLE - fee_yes AS ev_yes, (1 - p_model) - no_ask::DOUBLE - fee_no AS ev_no FROM priced
 )
-SELECT * EXCLUDE (base_reasons, ev_yes, ev_no),  -- snapshot_id, the EVs, model_minus_mid: virtual columns
-       list_concat(base_reasons,
-                   CASE WHEN p_model IS NULL AND NOT list_has_any(base_reasons, $unpriceable) THEN ['model_unpriced']
-                        ELSE []::VARCHAR[] END,  -- the model itself could not price it (e.g. no fit yet)
+SELECT snapshot_seq, model_version, p_model,
+       list_concat(CASE WHEN p_model IS NULL AND NOT list_has_any(base_reasons, $unpriceable) THEN ['model_unpriced']
+                        ELSE []::VARCHAR[] END,
                    CASE WHEN p_model < $min_p THEN ['deep_out_of_money'] WHEN p_model > 1 - $min_p THEN ['deep_in_money']
                         ELSE []::VARCHAR[] END,
                    CASE WHEN p_model IS NOT NULL AND greatest(coalesce(ev_yes, -1), coalesce(ev_no, -1)) < $min_ev
-                        THEN ['no_edge'] ELSE []::VARCHAR[] END) AS reasons,
-       $rules_version AS rules_version, now() AS created_at
-FROM ev
+                        THEN ['no_edge'] ELSE []::VARCHAR[] END) AS model_reasons
+FROM ev ORDER BY snapshot_seq
 """
 
 
-def _insert_sql(names: list[str]) -> str:
-    per_model = PER_MODEL_SQL.format(names=repr(names), columns=", ".join(f"_p.p{i}" for i in range(len(names))))
-    return INSERT_SQL.format(per_model=per_model)
+def _insert_models_sql(names: list[str]) -> str:
+    return INSERT_MODELS_SQL.format(names=repr(names), columns=", ".join(f"_p.p{i}" for i in range(len(names))))
+
+
+def _store_chunk(conn: duckdb.DuckDBPyConnection, names: list[str], rules: Rules) -> None:
+    """Write `_base` (the chunk's quotes) and `_p` (each model's probabilities by row) as snapshot rows."""
+    next_seq = conn.execute("SELECT coalesce(max(value), 1) FROM asset_watermarks WHERE asset = ?", [STATE_NEXT_SEQ]).fetchall()[0][0]
+    n = conn.execute("SELECT coalesce(max(rowid), -1) + 1 FROM _base").fetchall()[0][0]
+    conn.execute(INSERT_QUOTES_SQL, {"next": next_seq, "rules_version": rules.version})
+    conn.execute(_insert_models_sql(names), {"next": next_seq, "unpriceable": list(UNPRICEABLE), "min_p": rules.min_p,
+                                             "min_ev": rules.min_ev})
+    conn.execute("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
+                 [STATE_NEXT_SEQ, next_seq + n])
+
+
+MODEL_REASONS = ("model_unpriced", "deep_out_of_money", "deep_in_money", "no_edge")  # INSERT_MODELS_SQL's own
+
+
+def insert_wide_snapshots(conn: duckdb.DuckDBPyConnection, insert_sql: str, params: list | dict | None = None) -> None:
+    """Run `insert_sql`, written as `INSERT INTO kalshi_edge_snapshots (...)` the way the table was before the view,
+    and store its rows split as the pricing step does: for hand-made snapshots (tests, notebooks). Rows of one
+    quote_key must agree on the quote's columns."""
+    conn.execute("""CREATE OR REPLACE TEMP TABLE _wide AS
+                    SELECT * EXCLUDE (snapshot_id, model_minus_mid, ev_yes, ev_no) FROM kalshi_edge_snapshots LIMIT 0""")
+    try:
+        conn.execute(insert_sql.replace("INSERT INTO kalshi_edge_snapshots", "INSERT INTO _wide", 1), params)
+        next_seq = conn.execute("SELECT coalesce(max(value), 1) FROM asset_watermarks WHERE asset = ?", [STATE_NEXT_SEQ]).fetchall()[0][0]
+        conn.execute("""CREATE OR REPLACE TEMP TABLE _wide_q AS
+                        SELECT $next + row_number() OVER (ORDER BY quote_ts, quote_key) - 1 AS snapshot_seq, *
+                        FROM (SELECT DISTINCT ON (quote_key) * FROM _wide ORDER BY quote_key)""", {"next": next_seq})
+        conn.execute("""INSERT INTO kalshi_edge_snapshot_quotes BY NAME
+                        SELECT * EXCLUDE (model_version, p_model, reasons),
+                               list_filter(reasons, lambda r: NOT list_contains($m, r)) AS quote_reasons
+                        FROM _wide_q ORDER BY snapshot_seq""", {"m": list(MODEL_REASONS)})
+        conn.execute("""INSERT INTO kalshi_edge_snapshot_models BY NAME
+                        SELECT q.snapshot_seq, w.model_version, w.p_model,
+                               list_filter(w.reasons, lambda r: list_contains($m, r)) AS model_reasons
+                        FROM _wide AS w JOIN _wide_q AS q USING (quote_key) ORDER BY q.snapshot_seq""", {"m": list(MODEL_REASONS)})
+        n = conn.execute("SELECT count(*) FROM _wide_q").fetchall()[0][0]
+        conn.execute("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
+                     [STATE_NEXT_SEQ, next_seq + n])
+    finally:
+        conn.execute("DROP TABLE IF EXISTS _wide")
+        conn.execute("DROP TABLE IF EXISTS _wide_q")
+
+
+def delete_snapshots(conn: duckdb.DuckDBPyConnection, where: str, params: list) -> int:
+    """Delete the snapshot rows of the quotes matching `where` (over `kalshi_edge_snapshot_quotes`); returns the
+    snapshot rows deleted (quote x model, as the view counts them)."""
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _gone AS SELECT snapshot_seq FROM kalshi_edge_snapshot_quotes WHERE {where}", params)
+    try:
+        lo, hi = conn.execute("SELECT min(snapshot_seq), max(snapshot_seq) FROM _gone").fetchall()[0]
+        if lo is None:
+            return 0
+        n = conn.execute("""DELETE FROM kalshi_edge_snapshot_models WHERE snapshot_seq BETWEEN ? AND ?
+                            AND snapshot_seq IN (SELECT snapshot_seq FROM _gone)""", [lo, hi]).fetchall()[0][0]
+        conn.execute("""DELETE FROM kalshi_edge_snapshot_quotes WHERE snapshot_seq BETWEEN ? AND ?
+                        AND snapshot_seq IN (SELECT snapshot_seq FROM _gone)""", [lo, hi])
+        return n
+    finally:
+        conn.execute("DROP TABLE _gone")
 
 
 @dataclass
@@ -393,8 +462,7 @@ def _price_chunk(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, lo: d
         conn.register("_p", pa.table({"rid": np.asarray(b["rid"], dtype=np.int64),
                                       **{f"p{i}": pa.array(p, mask=np.isnan(p)) for i, p in enumerate(probs)}}))
         try:
-            conn.execute(_insert_sql([m.name for m in models]), {"unpriceable": list(UNPRICEABLE), "min_p": rules.min_p,
-                                                                  "min_ev": rules.min_ev, "rules_version": rules.version})
+            _store_chunk(conn, [m.name for m in models], rules)
         finally:
             conn.unregister("_p")
         run.days = sorted(set(run.days) | {d for (d,) in conn.execute("SELECT DISTINCT quote_date FROM _base").fetchall()})
@@ -478,13 +546,11 @@ def recompute_day(conn: duckdb.DuckDBPyConnection, day: date, *, lot: int, rules
     params = {"day_start": start, "day_end": start + timedelta(days=1), "done_load": done_load, "done_frontier": done_frontier}
     for lo, hi in _chunks(conn, pred, params):
         def delete_old(lo=lo, hi=hi) -> None:
-            run.deleted += conn.execute("DELETE FROM kalshi_edge_snapshots WHERE quote_date = ? AND quote_ts >= ? AND quote_ts < ?",
-                                        [day, lo, hi]).fetchall()[0][0]
+            run.deleted += delete_snapshots(conn, "quote_date = ? AND quote_ts >= ? AND quote_ts < ?", [day, lo, hi])
 
         with transaction(conn):
             _price_chunk(conn, pred, params, lo, hi, lot=lot, rules=rules, run=run, before_insert=delete_old)
     with transaction(conn):  # rows of the day that no chunk rewrote (their quotes are outside the live rectangle)
-        run.deleted += conn.execute("DELETE FROM kalshi_edge_snapshots WHERE quote_date = ? AND created_at < ?",
-                                    [day, started]).fetchall()[0][0]
+        run.deleted += delete_snapshots(conn, "quote_date = ? AND created_at < ?", [day, started])
         run.duplicates = _duplicates(conn, run)
     return run
