@@ -1,5 +1,5 @@
-"""The warehouse schema as numbered migrations: `sql/NNN_<what>.sql`, applied once each, in number order, and
-recorded in `schema_migrations`.
+"""The warehouse schema as numbered migrations: `sql/NNN_<what>.sql` (or `.py`, for a change that moves rows in
+bounded steps), applied once each, in number order, and recorded in `schema_migrations`.
 
 Why migrations: users keep one warehouse for months, and a release that changes a table must upgrade the file they
 have, in place, without losing a row; creating only what is missing (the old way) broke inserts as soon as a
@@ -15,6 +15,7 @@ so a long one (a table rebuilt) runs once, visibly, and not inside a live run.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import time
@@ -47,17 +48,28 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 class Migration:
     version: int
     name: str
-    sql: str
+    path: Path
+
+    def apply(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """A .sql file runs as one script; a .py file's `migrate(conn)` runs, for a change too big for one statement
+        (it moves rows in bounded steps). Either way inside the caller's transaction."""
+        if self.path.suffix == ".sql":
+            conn.execute(self.path.read_text())
+            return
+        spec = importlib.util.spec_from_file_location(f"kalshi_shadow_migration_{self.version:03d}", self.path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.migrate(conn)
 
 
 @cache
 def migrations() -> tuple[Migration, ...]:
     out = []
-    for p in sorted(SQL_DIR.glob("*.sql")):
-        m = re.fullmatch(r"(\d{3})_(\w+)\.sql", p.name)
+    for p in sorted([*SQL_DIR.glob("*.sql"), *SQL_DIR.glob("*.py")]):
+        m = re.fullmatch(r"(\d{3})_(\w+)\.(sql|py)", p.name)
         if not m:
-            raise RuntimeError(f"{p}: migration files are named NNN_<name>.sql")
-        out.append(Migration(int(m.group(1)), m.group(2), p.read_text()))
+            raise RuntimeError(f"{p}: migration files are named NNN_<name>.sql or NNN_<name>.py")
+        out.append(Migration(int(m.group(1)), m.group(2), p))
     versions = [m.version for m in out]
     if versions != list(range(1, len(out) + 1)):
         raise RuntimeError(f"migrations in {SQL_DIR} must be numbered 1..n without gaps, got {versions}")
@@ -95,7 +107,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> list[Migration]:
     for m in todo:
         started = time.monotonic()
         with transaction(conn):
-            conn.execute(m.sql)
+            m.apply(conn)
             conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now(), ?)", [m.version, m.name, time.monotonic() - started])
         if m.version > BASELINE:
             log.info("warehouse migrated to %03d_%s in %.1f s", m.version, m.name, time.monotonic() - started)

@@ -1,18 +1,26 @@
--- A quote's inputs are stored once, not once per model (issue 17: the months bench's disk budget). With four models,
--- each quote's prices, sizes, fees, strikes and spot were written four times: 291 of 430 MiB a day. Now
---   * kalshi_edge_snapshot_quotes holds one row per priced quote: its inputs and the reasons that do not depend on
---     a model;
---   * kalshi_edge_snapshot_models holds one row per (quote, model): p_model and the model's own reasons
---     (model_unpriced, deep_out_of_money, deep_in_money, no_edge);
---   * kalshi_edge_snapshots, the name users query, becomes a view joining them, with the same columns in the same
---     order, and snapshot_id, the EVs and model_minus_mid computed as before.
--- snapshot_seq joins the two: it grows with insertion (the next value is kept in asset_watermarks), so a filter on
--- the quotes' time reaches the models' rows through the join's min/max filter and their zone maps.
--- Every row is kept: a quote's inputs were written by one statement for all its models, so they agree; the reasons
--- split into the model's own and the rest, and concatenate back in the order they were written.
+"""A quote's inputs are stored once, not once per model (issue 17: the months bench's disk budget). With four models,
+each quote's prices, sizes, fees, strikes and spot were written four times: 291 of 430 MiB a day. Now
+  * kalshi_edge_snapshot_quotes holds one row per priced quote: its inputs and the reasons that do not depend on
+    a model;
+  * kalshi_edge_snapshot_models holds one row per (quote, model): p_model and the model's own reasons
+    (model_unpriced, deep_out_of_money, deep_in_money, no_edge);
+  * kalshi_edge_snapshots, the name users query, becomes a view joining them, with the same columns in the same
+    order, and snapshot_id, the EVs and model_minus_mid computed as before.
+snapshot_seq joins the two: it grows with insertion (the next value is kept in asset_watermarks), so a filter on
+the quotes' time reaches the models' rows through the join's min/max filter and their zone maps.
+Every row is kept: a quote's inputs were written by one statement for all its models, so they agree; the reasons
+split into the model's own and the rest, and concatenate back in the order they were written. The rows move an
+hour of quote time at a time: in one statement, the dedup of a single day's 7M rows ran out of the connection's
+1 GB memory limit.
+"""
 
-SET preserve_insertion_order = true;  -- keep the time order zone maps rely on
+from __future__ import annotations
 
+from datetime import timedelta
+
+import duckdb
+
+TABLES_SQL = """
 CREATE TABLE kalshi_edge_snapshot_quotes (
     snapshot_seq      BIGINT NOT NULL,       -- joins kalshi_edge_snapshot_models; grows with insertion
     quote_key         UUID NOT NULL,         -- the quote's natural key (kalshi_quotes.quote_key)
@@ -62,27 +70,30 @@ CREATE TABLE kalshi_edge_snapshot_models (
     p_model           DOUBLE,                -- model P(YES); NULL when the model cannot price (see reasons)
     model_reasons     VARCHAR[] NOT NULL     -- model_unpriced, deep_out_of_money, deep_in_money, no_edge
 );
+"""
 
-CREATE TEMP TABLE _snap_quotes AS
-SELECT row_number() OVER (ORDER BY quote_ts, quote_key) AS snapshot_seq, *
-FROM (SELECT DISTINCT ON (quote_key) * FROM kalshi_edge_snapshots ORDER BY quote_key, created_at DESC);
+# One hour of the old table's quotes: each quote once (its inputs agree across models; the newest row if not),
+# numbered in quote time, then each (quote, model) row pointing at it.
+WINDOW_SQL = (
+    "CREATE OR REPLACE TEMP TABLE _old AS SELECT * FROM kalshi_edge_snapshots WHERE quote_ts >= $lo AND quote_ts < $hi",
+    """CREATE OR REPLACE TEMP TABLE _quotes AS
+       SELECT $next + row_number() OVER (ORDER BY quote_ts, quote_key) - 1 AS snapshot_seq, *
+       FROM (SELECT DISTINCT ON (quote_key) * FROM _old ORDER BY quote_key, created_at DESC)""",
+    """INSERT INTO kalshi_edge_snapshot_quotes BY NAME
+       SELECT * EXCLUDE (snapshot_id, model_version, p_model, model_minus_mid, ev_yes, ev_no, reasons),
+              list_filter(reasons, lambda r: r NOT IN ('model_unpriced', 'deep_out_of_money', 'deep_in_money', 'no_edge'))
+                  AS quote_reasons
+       FROM _quotes ORDER BY snapshot_seq""",
+    """INSERT INTO kalshi_edge_snapshot_models
+       SELECT q.snapshot_seq, o.model_version, o.p_model,
+              list_filter(o.reasons, lambda r: r IN ('model_unpriced', 'deep_out_of_money', 'deep_in_money', 'no_edge'))
+       FROM _old AS o JOIN _quotes AS q USING (quote_key)
+       ORDER BY q.snapshot_seq, o.model_version""",
+)
 
-INSERT INTO kalshi_edge_snapshot_quotes BY NAME
-SELECT * EXCLUDE (snapshot_id, model_version, p_model, model_minus_mid, ev_yes, ev_no, reasons),
-       list_filter(reasons, lambda r: r NOT IN ('model_unpriced', 'deep_out_of_money', 'deep_in_money', 'no_edge')) AS quote_reasons
-FROM _snap_quotes ORDER BY snapshot_seq;
-
-INSERT INTO kalshi_edge_snapshot_models
-SELECT q.snapshot_seq, s.model_version, s.p_model,
-       list_filter(s.reasons, lambda r: r IN ('model_unpriced', 'deep_out_of_money', 'deep_in_money', 'no_edge'))
-FROM kalshi_edge_snapshots AS s JOIN _snap_quotes AS q USING (quote_key)
-ORDER BY q.snapshot_seq, s.model_version;
-
-INSERT INTO asset_watermarks
-SELECT 'kalshi_edge_snapshots.next_seq', coalesce(max(snapshot_seq), 0) + 1 FROM _snap_quotes
-ON CONFLICT (asset) DO UPDATE SET value = excluded.value;
-
-DROP TABLE _snap_quotes;
+VIEWS_SQL = """
+DROP TABLE IF EXISTS _old;
+DROP TABLE IF EXISTS _quotes;
 DROP VIEW IF EXISTS kalshi_edges;
 DROP TABLE kalshi_edge_snapshots;
 
@@ -106,3 +117,19 @@ SELECT * EXCLUDE (rn) FROM (
     FROM kalshi_edge_snapshots
     WHERE quote_date >= CAST(now() AT TIME ZONE 'UTC' AS DATE) - 1
 ) WHERE rn = 1;
+"""
+
+
+def migrate(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute("SET preserve_insertion_order = true")  # keep the time order zone maps rely on
+    conn.execute(TABLES_SQL)
+    next_seq = 1
+    hours = [h for (h,) in conn.execute("SELECT DISTINCT time_bucket(INTERVAL 1 HOUR, quote_ts) FROM kalshi_edge_snapshots ORDER BY 1").fetchall()]
+    for h in hours:
+        for sql in WINDOW_SQL:
+            params = {"lo": h, "hi": h + timedelta(hours=1), "next": next_seq}
+            conn.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+        next_seq += conn.execute("SELECT count(*) FROM _quotes").fetchall()[0][0]
+    conn.execute("""INSERT INTO asset_watermarks VALUES ('kalshi_edge_snapshots.next_seq', ?)
+                    ON CONFLICT (asset) DO UPDATE SET value = excluded.value""", [next_seq])
+    conn.execute(VIEWS_SQL)
