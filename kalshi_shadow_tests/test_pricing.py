@@ -138,6 +138,32 @@ def test_future_spot_ticks_cannot_change_a_snapshot(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM kalshi_edge_snapshots WHERE spot_ts > quote_ts").fetchall()[0][0] == 0
 
 
+def test_each_quote_is_stored_once_and_numbered_on_from_run_to_run(tmp_path: Path) -> None:
+    """Migration 016's layout: one inputs row per quote, one row per (quote, model), joined on snapshot_seq, which
+    goes on from the counter across runs (each run its own transaction) and a backfill's rewrite, leaving no orphan."""
+    conn = _warehouse(tmp_path)
+
+    def layout() -> tuple:
+        return conn.execute("""
+            SELECT (SELECT count(*) FROM kalshi_edge_snapshot_quotes), (SELECT count(DISTINCT snapshot_seq) FROM kalshi_edge_snapshot_quotes),
+                   (SELECT min(snapshot_seq) FROM kalshi_edge_snapshot_quotes), (SELECT max(snapshot_seq) FROM kalshi_edge_snapshot_quotes),
+                   (SELECT count(*) FROM kalshi_edge_snapshot_models), (SELECT count(*) FROM kalshi_edge_snapshots),
+                   (SELECT value FROM asset_watermarks WHERE asset = 'kalshi_edge_snapshots.next_seq')""").fetchall()[0]
+
+    for k, until in enumerate((START + timedelta(minutes=30), START + timedelta(hours=1)), start=1):
+        publish_until(conn, until, load_id=k)
+        refresh_spot(conn)
+        price_new_quotes(conn, lot=100)
+    n, distinct, lo, hi, model_rows, view_rows, next_seq = layout()
+    assert n > 1000 and (distinct, lo, hi, next_seq) == (n, 1, n, n + 1)  # dense from 1, the counter just past it
+    assert model_rows == view_rows == n * len(model_names())  # no model row without its quote, none missing
+    before = _rows(conn)
+    recompute_day(conn, START.date(), lot=100)
+    n2, distinct2, lo2, hi2, model_rows2, view_rows2, next_seq2 = layout()
+    assert (n2, distinct2, lo2, hi2, next_seq2) == (n, n, n + 1, 2 * n, 2 * n + 1)  # rewritten under new numbers
+    assert model_rows2 == view_rows2 == model_rows and _rows(conn) == before
+
+
 def test_strike_unknown_and_missing_asks_are_reasons_not_numbers(tmp_path: Path) -> None:
     conn = _warehouse(tmp_path, hours=1)
     publish_until(conn, START + timedelta(hours=1), load_id=1)

@@ -265,13 +265,14 @@ WHERE b.close_ts = w.close_ts AND b.quote_ts = w.quote_ts AND b.seen_ts = w.seen
 """
 
 # A priced chunk is stored as two tables (migration 016): each quote's inputs once, in `kalshi_edge_snapshot_quotes`,
-# and each model's price of it, in `kalshi_edge_snapshot_models`; the view `kalshi_edge_snapshots` joins them. A
-# quote's `snapshot_seq` is the next counter value (STATE_NEXT_SEQ) plus its row in `_base`.
+# and each model's price of it, in `kalshi_edge_snapshot_models`; the view `kalshi_edge_snapshots` joins them. `_p`
+# carries each `_base` row's `snapshot_seq`: the counter (STATE_NEXT_SEQ) onwards, in row order. (Not DuckDB's
+# rowid: rows appended inside a transaction have rowids from 2^62 until it commits.)
 INSERT_QUOTES_SQL = """
 INSERT INTO kalshi_edge_snapshot_quotes BY NAME
-SELECT $next + rowid AS snapshot_seq, * EXCLUDE (base_reasons), base_reasons AS quote_reasons,
+SELECT _p.snapshot_seq, b.* EXCLUDE (base_reasons), b.base_reasons AS quote_reasons,
        $rules_version AS rules_version, now() AS created_at
-FROM _base ORDER BY rowid
+FROM _base AS b JOIN _p ON b.rowid = _p.rid ORDER BY _p.snapshot_seq
 """
 
 # Every model's rows from one scan of the chunk: unnest in the select list turns each quote into one row per model.
@@ -280,7 +281,7 @@ FROM _base ORDER BY rowid
 INSERT_MODELS_SQL = """
 INSERT INTO kalshi_edge_snapshot_models BY NAME
 WITH per_model AS (
-    SELECT $next + b.rowid AS snapshot_seq, b.base_reasons, b.yes_ask, b.no_ask, b.fee_yes, b.fee_no,
+    SELECT _p.snapshot_seq, b.base_reasons, b.yes_ask, b.no_ask, b.fee_yes, b.fee_no,
            unnest({names}) AS model_version, unnest([{columns}]) AS p
     FROM _base AS b JOIN _p ON b.rowid = _p.rid
 ), priced AS (
@@ -303,15 +304,18 @@ def _insert_models_sql(names: list[str]) -> str:
     return INSERT_MODELS_SQL.format(names=repr(names), columns=", ".join(f"_p.p{i}" for i in range(len(names))))
 
 
-def _store_chunk(conn: duckdb.DuckDBPyConnection, names: list[str], rules: Rules) -> None:
-    """Write `_base` (the chunk's quotes) and `_p` (each model's probabilities by row) as snapshot rows."""
+def _store_chunk(conn: duckdb.DuckDBPyConnection, rid: np.ndarray, probs: list[np.ndarray], names: list[str], rules: Rules) -> None:
+    """Write the chunk's quotes (`_base`, rows `rid`) and each model's probabilities of them as snapshot rows."""
     next_seq = conn.execute("SELECT coalesce(max(value), 1) FROM asset_watermarks WHERE asset = ?", [STATE_NEXT_SEQ]).fetchall()[0][0]
-    n = conn.execute("SELECT coalesce(max(rowid), -1) + 1 FROM _base").fetchall()[0][0]
-    conn.execute(INSERT_QUOTES_SQL, {"next": next_seq, "rules_version": rules.version})
-    conn.execute(_insert_models_sql(names), {"next": next_seq, "unpriceable": list(UNPRICEABLE), "min_p": rules.min_p,
-                                             "min_ev": rules.min_ev})
+    conn.register("_p", pa.table({"rid": np.asarray(rid, dtype=np.int64), "snapshot_seq": next_seq + np.arange(len(rid), dtype=np.int64),
+                                  **{f"p{i}": pa.array(p, mask=np.isnan(p)) for i, p in enumerate(probs)}}))
+    try:
+        conn.execute(INSERT_QUOTES_SQL, {"rules_version": rules.version})
+        conn.execute(_insert_models_sql(names), {"unpriceable": list(UNPRICEABLE), "min_p": rules.min_p, "min_ev": rules.min_ev})
+    finally:
+        conn.unregister("_p")
     conn.execute("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
-                 [STATE_NEXT_SEQ, next_seq + n])
+                 [STATE_NEXT_SEQ, next_seq + len(rid)])
 
 
 MODEL_REASONS = ("model_unpriced", "deep_out_of_money", "deep_in_money", "no_edge")  # INSERT_MODELS_SQL's own
@@ -459,12 +463,7 @@ def _price_chunk(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, lo: d
             run.model_seconds[m.name] = run.model_seconds.get(m.name, 0.0) + perf_counter() - started
         if before_insert is not None:
             before_insert()
-        conn.register("_p", pa.table({"rid": np.asarray(b["rid"], dtype=np.int64),
-                                      **{f"p{i}": pa.array(p, mask=np.isnan(p)) for i, p in enumerate(probs)}}))
-        try:
-            _store_chunk(conn, [m.name for m in models], rules)
-        finally:
-            conn.unregister("_p")
+        _store_chunk(conn, b["rid"], probs, [m.name for m in models], rules)
         run.days = sorted(set(run.days) | {d for (d,) in conn.execute("SELECT DISTINCT quote_date FROM _base").fetchall()})
         lo_ts, hi_ts = conn.execute("SELECT min(quote_ts), max(quote_ts) FROM _base").fetchall()[0]
         if run.quote_ts_range:
