@@ -267,7 +267,7 @@ WHERE b.close_ts = w.close_ts AND b.quote_ts = w.quote_ts AND b.seen_ts = w.seen
 # A priced chunk is stored as two tables (migration 016): each quote's inputs once, in `kalshi_edge_snapshot_quotes`,
 # and each model's price of it, in `kalshi_edge_snapshot_models`; the view `kalshi_edge_snapshots` joins them. `_p`
 # carries each `_base` row's `snapshot_seq`: the counter (STATE_NEXT_SEQ) onwards, in row order. (Not DuckDB's
-# rowid: rows appended inside a transaction have rowids from 2^62 until it commits.)
+# rowid: rows appended inside a transaction are numbered from a large offset, ~2^55 here, until it commits.)
 INSERT_QUOTES_SQL = """
 INSERT INTO kalshi_edge_snapshot_quotes BY NAME
 SELECT _p.snapshot_seq, b.* EXCLUDE (base_reasons), b.base_reasons AS quote_reasons,
@@ -304,9 +304,17 @@ def _insert_models_sql(names: list[str]) -> str:
     return INSERT_MODELS_SQL.format(names=repr(names), columns=", ".join(f"_p.p{i}" for i in range(len(names))))
 
 
+def _reserve_seq(conn: duckdb.DuckDBPyConnection, n: int) -> int:
+    """The first of `n` new snapshot_seq values; the counter moves past them (in the caller's transaction)."""
+    first = conn.execute("SELECT coalesce(max(value), 1) FROM asset_watermarks WHERE asset = ?", [STATE_NEXT_SEQ]).fetchall()[0][0]
+    conn.execute("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
+                 [STATE_NEXT_SEQ, first + n])
+    return first
+
+
 def _store_chunk(conn: duckdb.DuckDBPyConnection, rid: np.ndarray, probs: list[np.ndarray], names: list[str], rules: Rules) -> None:
     """Write the chunk's quotes (`_base`, rows `rid`) and each model's probabilities of them as snapshot rows."""
-    next_seq = conn.execute("SELECT coalesce(max(value), 1) FROM asset_watermarks WHERE asset = ?", [STATE_NEXT_SEQ]).fetchall()[0][0]
+    next_seq = _reserve_seq(conn, len(rid))
     conn.register("_p", pa.table({"rid": np.asarray(rid, dtype=np.int64), "snapshot_seq": next_seq + np.arange(len(rid), dtype=np.int64),
                                   **{f"p{i}": pa.array(p, mask=np.isnan(p)) for i, p in enumerate(probs)}}))
     try:
@@ -314,8 +322,6 @@ def _store_chunk(conn: duckdb.DuckDBPyConnection, rid: np.ndarray, probs: list[n
         conn.execute(_insert_models_sql(names), {"unpriceable": list(UNPRICEABLE), "min_p": rules.min_p, "min_ev": rules.min_ev})
     finally:
         conn.unregister("_p")
-    conn.execute("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
-                 [STATE_NEXT_SEQ, next_seq + len(rid)])
 
 
 MODEL_REASONS = ("model_unpriced", "deep_out_of_money", "deep_in_money", "no_edge")  # INSERT_MODELS_SQL's own
@@ -329,7 +335,7 @@ def insert_wide_snapshots(conn: duckdb.DuckDBPyConnection, insert_sql: str, para
                     SELECT * EXCLUDE (snapshot_id, model_minus_mid, ev_yes, ev_no) FROM kalshi_edge_snapshots LIMIT 0""")
     try:
         conn.execute(insert_sql.replace("INSERT INTO kalshi_edge_snapshots", "INSERT INTO _wide", 1), params)
-        next_seq = conn.execute("SELECT coalesce(max(value), 1) FROM asset_watermarks WHERE asset = ?", [STATE_NEXT_SEQ]).fetchall()[0][0]
+        next_seq = _reserve_seq(conn, conn.execute("SELECT count(DISTINCT quote_key) FROM _wide").fetchall()[0][0])
         conn.execute("""CREATE OR REPLACE TEMP TABLE _wide_q AS
                         SELECT $next + row_number() OVER (ORDER BY quote_ts, quote_key) - 1 AS snapshot_seq, *
                         FROM (SELECT DISTINCT ON (quote_key) * FROM _wide ORDER BY quote_key)""", {"next": next_seq})
@@ -341,9 +347,6 @@ def insert_wide_snapshots(conn: duckdb.DuckDBPyConnection, insert_sql: str, para
                         SELECT q.snapshot_seq, w.model_version, w.p_model,
                                list_filter(w.reasons, lambda r: list_contains($m, r)) AS model_reasons
                         FROM _wide AS w JOIN _wide_q AS q USING (quote_key) ORDER BY q.snapshot_seq""", {"m": list(MODEL_REASONS)})
-        n = conn.execute("SELECT count(*) FROM _wide_q").fetchall()[0][0]
-        conn.execute("INSERT INTO asset_watermarks VALUES (?, ?) ON CONFLICT (asset) DO UPDATE SET value = excluded.value",
-                     [STATE_NEXT_SEQ, next_seq + n])
     finally:
         conn.execute("DROP TABLE IF EXISTS _wide")
         conn.execute("DROP TABLE IF EXISTS _wide_q")
