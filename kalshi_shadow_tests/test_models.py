@@ -19,7 +19,7 @@ from kalshi_shadow.defs import pricing
 from kalshi_shadow.defs.resources import Warehouse
 from kalshi_shadow.models import ModelInputs, model_names
 from kalshi_shadow.models.anchored import MarketAnchored
-from kalshi_shadow.models.recalibrated import Recalibrated, fit_platt
+from kalshi_shadow.models.recalibrated import TRAIN_SQL, Recalibrated, fit_platt, window_days
 from kalshi_shadow.pricing.probability import CHAMPION, prob_yes
 from kalshi_shadow.pricing.snapshots import recompute_day
 from kalshi_shadow.reports.build import build
@@ -200,8 +200,8 @@ def test_the_recalibrated_model_is_walk_forward_and_leak_free(tmp_path: Path) ->
         shutil.copy(base, tmp_path / f"{name}.duckdb")
     conns = {n: utc(duckdb.connect(str(tmp_path / f"{n}.duckdb"))) for n in ("a", "b")}
     # In b, every outcome that became known after the cut is the opposite: the future differs, the past does not.
-    flipped = conns["b"].execute("""UPDATE kalshi_contracts SET outcome = CASE outcome WHEN 'yes' THEN 'no' ELSE 'yes' END
-                                    WHERE outcome IN ('yes', 'no') AND outcome_known_ts >= ?""", [cut]).fetchall()[0][0]
+    flipped = conns["b"].execute("""UPDATE kalshi_contracts SET first_outcome = CASE first_outcome WHEN 'yes' THEN 'no' ELSE 'yes' END
+                                    WHERE first_outcome IN ('yes', 'no') AND outcome_known_ts >= ?""", [cut]).fetchall()[0][0]
     assert flipped > 20
     for c in conns.values():  # re-price each day in order, as a backfill after the fact: the fits are made walk-forward
         c.execute("DELETE FROM kalshi_model_fits")  # the empty fits stored while nothing was known, rebuilt
@@ -216,6 +216,15 @@ def test_the_recalibrated_model_is_walk_forward_and_leak_free(tmp_path: Path) ->
     assert sum(a[k] != b[k] for k in late) > 100  # and the test can tell: later outcomes do move later fits
     fits = conns["a"].execute("SELECT count(*), count(a), min(refit_ts) FROM kalshi_model_fits").fetchall()[0]
     assert fits[1] > 10 and fits[2] >= START.replace(tzinfo=timezone.utc)
+    # The fits summed the training bins; read from the snapshots instead, every fit is the same to the last bit.
+    stored = conns["a"].execute("SELECT series_ticker, refit_ts, a, b, n_rows, n_events FROM kalshi_model_fits ORDER BY ALL").fetchall()
+    for series, at, fa, fb, n, events in stored:
+        rows = conns["a"].execute(TRAIN_SQL, {"champion": CHAMPION, "series": series, "boundary": at,
+                                              "window": window_days() * 86400}).fetchnumpy()
+        assert (int(rows["n"].sum()), int(rows["events"][0]) if len(rows["n"]) else 0) == (n, events)
+        if fa is not None:
+            assert fit_platt(*(np.asarray(rows[c], dtype=float) for c in ("x", "n", "k"))) == (fa, fb)
+    assert sum(n for *_, n, _ in stored) > 10_000
     # A second backfill reads the stored fits: the same rows.
     again = conns["a"]
     recompute_day(again, (START + timedelta(days=1)).date(), lot=100)
