@@ -42,7 +42,7 @@ FRESHNESS = {
     "cfb_index_values": ("cfb_index_values", "ts"),  # the official index (keyed only)
     "spot_index": ("spot_index", "ts"),
     "kalshi_quotes": ("kalshi_quotes", "ts"),
-    "kalshi_edge_snapshots": ("kalshi_edge_snapshots", "created_at"),
+    "kalshi_edge_snapshots": ("kalshi_edge_snapshot_quotes", "created_at"),  # the view's model rows are not needed
     "kalshi_would_trades": ("kalshi_would_trades", "decided_ts"),
     "settlements": ("kalshi_contracts", "outcome_known_ts"),  # scores are a view of them: always current
 }
@@ -182,8 +182,8 @@ def warehouse(db_path: Path, lock_timeout: float, now: datetime) -> dict[str, An
             tables[label] = {"newest_age_seconds": None if newest is None else round((now - newest).total_seconds(), 1),
                              "column": f"{table}.{col}" if table != label else col}
         lag = None
-        if "kalshi_edge_snapshots" in existing:
-            lag = conn.execute("""SELECT quantile_cont(epoch(created_at - quote_ts), 0.95) FROM kalshi_edge_snapshots
+        if "kalshi_edge_snapshot_quotes" in existing:
+            lag = conn.execute("""SELECT quantile_cont(epoch(created_at - quote_ts), 0.95) FROM kalshi_edge_snapshot_quotes
                                   WHERE created_at > ?""", [now - timedelta(minutes=LAG_WINDOW_MINUTES)]).fetchall()[0][0]
         try:
             index = _index(conn, since) if "spot_index" in existing else None

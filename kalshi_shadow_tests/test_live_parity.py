@@ -128,7 +128,7 @@ def _deliveries(files: list[tuple[datetime, str, Path]], ticks: int) -> list[lis
 def _snapshots(db: Path) -> list[tuple]:
     conn = connect(db, read_only=True)
     try:
-        rows = conn.execute("SELECT * EXCLUDE (created_at) FROM kalshi_edge_snapshots ORDER BY snapshot_id").fetchall()
+        rows = conn.execute("SELECT * EXCLUDE (created_at, snapshot_seq) FROM kalshi_edge_snapshots ORDER BY snapshot_id").fetchall()
     finally:
         conn.close()
     return [tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in rows]

@@ -29,7 +29,7 @@ from kalshi_shadow.warehouse.connection import utc
 from kalshi_shadow.warehouse.ddl import ensure_schema
 
 RULES = Path(__file__).parents[1] / "kalshi_shadow" / "decisions" / "rules.toml"
-SNAPSHOT_COLUMNS = "* EXCLUDE (created_at)"
+SNAPSHOT_COLUMNS = "* EXCLUDE (created_at, snapshot_seq)"  # both say when and where a row was stored
 
 
 def _inputs(n: int, rng: np.random.Generator, **over) -> ModelInputs:

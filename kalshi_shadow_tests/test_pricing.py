@@ -118,7 +118,7 @@ def _warehouse(tmp_path: Path, hours: int = 2) -> duckdb.DuckDBPyConnection:
 
 
 def _rows(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
-    return conn.execute("SELECT * EXCLUDE (created_at) FROM kalshi_edge_snapshots ORDER BY snapshot_id").fetchall()
+    return conn.execute("SELECT * EXCLUDE (created_at, snapshot_seq) FROM kalshi_edge_snapshots ORDER BY snapshot_id").fetchall()
 
 
 def test_future_spot_ticks_cannot_change_a_snapshot(tmp_path: Path) -> None:

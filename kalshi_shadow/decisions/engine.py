@@ -38,7 +38,7 @@ import pyarrow as pa
 from kalshi_shadow.decisions import rules, state
 from kalshi_shadow.decisions.rulesets import RuleSet
 from kalshi_shadow.decisions.sizing import size_take
-from kalshi_shadow.pricing.snapshots import NEG_INF
+from kalshi_shadow.pricing.snapshots import NEG_INF, seq_range
 from kalshi_shadow.warehouse.connection import transaction
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ CREATE OR REPLACE TEMP TABLE _cand AS
 WITH s AS (
     SELECT s.*, CASE WHEN coalesce(ev_yes, -1e9) >= coalesce(ev_no, -1e9) THEN 'yes' ELSE 'no' END AS side
     FROM kalshi_edge_snapshots AS s
-    WHERE s.model_version = $model AND s.seen_ts > $lo AND s.seen_ts <= $hi
-      AND s.quote_ts > $lo - INTERVAL 1 DAY AND s.quote_ts <= $hi   -- a quote is sent before it is seen: prunes by date
+    WHERE s.model_version = $model AND {chunk_rows} AND s.snapshot_seq BETWEEN $seq_lo AND $seq_hi
       AND s.ticker NOT IN (SELECT ticker FROM kalshi_decision_positions WHERE rule_set_version = $version)
 ), errors AS (  -- cumulative evidence of the window, so any window is a difference of two ASOF lookups
     SELECT known_ts, sum(n) OVER w AS cum_n, sum(sum_abs_error) OVER w AS cum_err
@@ -82,6 +81,9 @@ SELECT c.*, {first_blocking} AS reason FROM c
 # The candidates that pass every stateless rule, in seen order, with their contract's outcome as first recorded and,
 # where the quote carries depth (the book stream), the asks of the side bought: a YES buyer takes the NO bids at
 # 1 - price, a NO buyer the YES bids.
+# The quotes a chunk decides on: seen in it (a quote is sent before it is seen: the quote_ts bound prunes by date).
+CHUNK_ROWS = "seen_ts > $lo AND seen_ts <= $hi AND quote_ts > $lo - INTERVAL 1 DAY AND quote_ts <= $hi"
+
 CANDIDATE_ROWS_SQL = """
 SELECT c.snapshot_id::VARCHAR AS snapshot_id, c.seen_ts, c.decision_date, c.ticker, c.event_ticker, c.side, c.p_side,
        c.ask, c.ask_size, c.haircut, c.ev_per_contract, c.fee_type, c.fee_multiplier,
@@ -402,7 +404,8 @@ def _decide_chunk(conn: duckdb.DuckDBPyConnection, rs: RuleSet, st: state.Versio
               "min_tau_seconds": rs.min_tau_seconds, "max_tau_seconds": rs.max_tau_seconds,
               "max_spot_age_seconds": rs.max_spot_age_seconds, "max_quote_age_seconds": rs.max_quote_age_seconds,
               "max_spread": rs.max_spread, "min_ev": rs.min_ev, "min_ask_size": rs.min_ask_size}
-    conn.execute(CANDIDATES_SQL.format(first_blocking=rules.first_blocking_sql()), params)
+    params["seq_lo"], params["seq_hi"] = seq_range(conn, CHUNK_ROWS, {"lo": lo, "hi": hi})
+    conn.execute(CANDIDATES_SQL.format(first_blocking=rules.first_blocking_sql(), chunk_rows=CHUNK_ROWS), params)
     qlo, qhi = conn.execute("SELECT min(quote_ts), max(quote_ts) FROM _cand WHERE reason IS NULL").fetchall()[0]
     cands = [dict(zip(CANDIDATE_COLUMNS, c))
              for c in conn.execute(CANDIDATE_ROWS_SQL, {"lo": lo, "qlo": qlo or lo, "qhi": qhi or lo}).fetchall()]

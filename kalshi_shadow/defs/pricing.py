@@ -14,7 +14,7 @@ from kalshi_shadow.defs.resources import WAREHOUSE_POOL, Warehouse
 from kalshi_shadow.pricing.index import MAX_DEVIATION_BP, QUORUM, VENUES, index_frontier, refresh_spot_index, venue_stale_seconds
 from kalshi_shadow.models import model_names
 from kalshi_shadow.pricing.rules import RULES, lot_size
-from kalshi_shadow.pricing.snapshots import price_new_quotes, recompute_day, refresh_spot_vol
+from kalshi_shadow.pricing.snapshots import RUN_ROWS, price_new_quotes, recompute_day, refresh_spot_vol, run_params, seq_range
 
 GROUP = "pricing"
 # end_offset=1: the UTC day in progress is a partition too, so live runs can write it.
@@ -118,14 +118,15 @@ def kalshi_edge_snapshots(context: dg.AssetExecutionContext, warehouse: Warehous
         bad_p = future_spot = 0
         p50 = p95 = None
         if run.quote_ts_range:
-            params = {"d0": min(run.days), "d1": max(run.days), "lo": run.quote_ts_range[0], "hi": run.quote_ts_range[1]}
+            params = run_params(run)
+            params["seq_lo"], params["seq_hi"] = seq_range(conn, RUN_ROWS, params)
             bad_p, future_spot, p50, p95 = conn.execute("""
                 SELECT count(*) FILTER (WHERE p_model < 0 OR p_model > 1 OR isnan(p_model)),
                        count(*) FILTER (WHERE spot_age_seconds < 0),
                        quantile_cont(epoch(created_at) - epoch(quote_ts), 0.5) FILTER (WHERE created_at >= now() - INTERVAL 10 MINUTE),
                        quantile_cont(epoch(created_at) - epoch(quote_ts), 0.95) FILTER (WHERE created_at >= now() - INTERVAL 10 MINUTE)
                 FROM kalshi_edge_snapshots
-                WHERE quote_date BETWEEN $d0 AND $d1 AND quote_ts BETWEEN $lo AND $hi""", params).fetchall()[0]
+                WHERE {RUN_ROWS} AND snapshot_seq BETWEEN $seq_lo AND $seq_hi""".format(RUN_ROWS=RUN_ROWS), params).fetchall()[0]
     if run.held_back:
         context.log.info(f"nothing priced: {run.held_back}")
     # A live run may write several days (midnight, a late file): each gets its own materialization event.

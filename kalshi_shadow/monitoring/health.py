@@ -121,7 +121,7 @@ def freshness(conn: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
     day = now - timedelta(days=1)
     spot = conn.execute("SELECT max(coalesce(received_ts, ts)) FROM spot_ticks WHERE ts > ?", [day]).fetchall()[0][0]
     quotes = conn.execute("SELECT max(received_ts) FROM kalshi_quotes WHERE ts > ?", [day]).fetchall()[0][0]
-    snaps = conn.execute("SELECT max(created_at) FROM kalshi_edge_snapshots WHERE created_at > ?", [day]).fetchall()[0][0]
+    snaps = conn.execute("SELECT max(created_at) FROM kalshi_edge_snapshot_quotes WHERE created_at > ?", [day]).fetchall()[0][0]
     out = [
         # One venue stale is degradation (the index goes on without it); the index stale is blindness (index_fresh).
         Finding("spot_ticks", "spot_fresh", (_age(now, spot) or 1e18) < limit, WARN,

@@ -332,7 +332,7 @@ def insert_wide_snapshots(conn: duckdb.DuckDBPyConnection, insert_sql: str, para
     and store its rows split as the pricing step does: for hand-made snapshots (tests, notebooks). Rows of one
     quote_key must agree on the quote's columns."""
     conn.execute("""CREATE OR REPLACE TEMP TABLE _wide AS
-                    SELECT * EXCLUDE (snapshot_id, model_minus_mid, ev_yes, ev_no) FROM kalshi_edge_snapshots LIMIT 0""")
+                    SELECT * EXCLUDE (snapshot_id, model_minus_mid, ev_yes, ev_no, snapshot_seq) FROM kalshi_edge_snapshots LIMIT 0""")
     try:
         conn.execute(insert_sql.replace("INSERT INTO kalshi_edge_snapshots", "INSERT INTO _wide", 1), params)
         next_seq = _reserve_seq(conn, conn.execute("SELECT count(DISTINCT quote_key) FROM _wide").fetchall()[0][0])
@@ -350,6 +350,15 @@ def insert_wide_snapshots(conn: duckdb.DuckDBPyConnection, insert_sql: str, para
     finally:
         conn.execute("DROP TABLE IF EXISTS _wide")
         conn.execute("DROP TABLE IF EXISTS _wide_q")
+
+
+def seq_range(conn: duckdb.DuckDBPyConnection, where: str, params: list | dict | None = None) -> tuple[int, int]:
+    """The snapshot_seq range of the stored quotes matching `where` (over `kalshi_edge_snapshot_quotes`; give it
+    constant time bounds, so zone maps prune); (0, -1) when there are none. Filter `kalshi_edge_snapshots` on it too:
+    DuckDB pushes a filter on snapshot_seq into both of the view's tables, while the join's own filter does not prune
+    the model rows, so a time filter alone reads every model row ever stored (migration 018)."""
+    lo, hi = conn.execute(f"SELECT min(snapshot_seq), max(snapshot_seq) FROM kalshi_edge_snapshot_quotes WHERE {where}", params).fetchall()[0]
+    return (0, -1) if lo is None else (lo, hi)
 
 
 def delete_snapshots(conn: duckdb.DuckDBPyConnection, where: str, params: list) -> int:
@@ -483,9 +492,17 @@ def _duplicates(conn: duckdb.DuckDBPyConnection, run: SnapshotRun) -> int:
     An id encodes its quote's time, so a duplicate of a new row can only lie in that range."""
     if run.quote_ts_range is None:
         return 0
-    return conn.execute("""SELECT count(*) - count(DISTINCT snapshot_id) FROM kalshi_edge_snapshots
-                           WHERE quote_date BETWEEN ? AND ? AND quote_ts BETWEEN ? AND ?""",  # constants: zone maps prune
-                        [min(run.days), max(run.days), *run.quote_ts_range]).fetchall()[0][0]
+    lo, hi = seq_range(conn, RUN_ROWS, run_params(run))
+    return conn.execute(f"""SELECT count(*) - count(DISTINCT snapshot_id) FROM kalshi_edge_snapshots
+                            WHERE {RUN_ROWS} AND snapshot_seq BETWEEN $seq_lo AND $seq_hi""",
+                        {**run_params(run), "seq_lo": lo, "seq_hi": hi}).fetchall()[0][0]
+
+
+RUN_ROWS = "quote_date BETWEEN $d0 AND $d1 AND quote_ts BETWEEN $lo AND $hi"  # a run's quote times (constants: zone maps)
+
+
+def run_params(run: SnapshotRun) -> dict:
+    return {"d0": min(run.days), "d1": max(run.days), "lo": run.quote_ts_range[0], "hi": run.quote_ts_range[1]}
 
 
 def _capped(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, frontier: datetime) -> datetime:

@@ -100,7 +100,7 @@ SQL: dict[str, str] = {
              s AS (SELECT series_ticker, model_version, count(*) AS snapshots, count(p_model) AS priceable,
                           count(*) FILTER (WHERE len(reasons) = 0) AS tradable,
                           count(*) FILTER (WHERE p_model IS NOT NULL AND p_mid IS NOT NULL) AS paired_priced
-                   FROM kalshi_edge_snapshots WHERE quote_date >= $lo AND quote_date < $hi GROUP BY 1, 2),
+                   FROM kalshi_edge_snapshots WHERE quote_date >= $lo AND quote_date < $hi AND snapshot_seq BETWEEN $seq_lo AND $seq_hi GROUP BY 1, 2),
              c AS (SELECT q.series_ticker, count(*) FILTER (WHERE c.outcome IS NOT NULL) AS settled,
                           count(*) FILTER (WHERE c.outcome IS NULL AND c.close_ts <= now()) AS pending_closed,
                           count(*) FILTER (WHERE c.outcome IS NULL AND (c.close_ts > now() OR c.close_ts IS NULL)) AS pending_open,
@@ -108,7 +108,7 @@ SQL: dict[str, str] = {
                    FROM (SELECT DISTINCT series_ticker, ticker FROM kalshi_quotes WHERE ts >= $t0 AND ts < $t1) AS q
                    LEFT JOIN kalshi_contracts AS c USING (ticker) GROUP BY 1),
              sc AS (SELECT series_ticker, model_version, count(*) AS scored, count(*) FILTER (WHERE excluded_reason IS NULL) AS paired
-                    FROM kalshi_edge_snapshot_scores WHERE quote_date >= $lo AND quote_date < $hi GROUP BY 1, 2)
+                    FROM kalshi_edge_snapshot_scores WHERE quote_date >= $lo AND quote_date < $hi AND snapshot_seq BETWEEN $seq_lo AND $seq_hi GROUP BY 1, 2)
         SELECT s.series_ticker AS series, s.model_version AS model, q.contracts_seen, c.settled, c.pending_closed, c.pending_open,
                c.void, q.quotes, s.snapshots, s.priceable, s.tradable, coalesce(sc.scored, 0) AS scored, coalesce(sc.paired, 0) AS paired
         FROM s LEFT JOIN q USING (series_ticker) LEFT JOIN c USING (series_ticker) LEFT JOIN sc USING (series_ticker, model_version)
@@ -119,18 +119,18 @@ SQL: dict[str, str] = {
                c.event_ticker AS event, count(*) AS n, sum(brier_model) AS brier_model, sum(brier_mid) AS brier_mid,
                sum(logloss_model) AS logloss_model, sum(logloss_mid) AS logloss_mid
         FROM kalshi_edge_snapshot_scores AS x JOIN kalshi_contracts AS c USING (ticker)
-        WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.excluded_reason IS NULL
+        WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.snapshot_seq BETWEEN $seq_lo AND $seq_hi AND x.excluded_reason IS NULL
         GROUP BY ALL""",
     # Per forecaster (each model, and the mid on the champion's paired rows), bin and event.
     "reliability": f"""
         WITH r AS (
             SELECT x.model_version AS forecaster, x.p_model AS p, x.y, c.event_ticker AS event
             FROM kalshi_edge_snapshot_scores AS x JOIN kalshi_contracts AS c USING (ticker)
-            WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.excluded_reason IS NULL
+            WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.snapshot_seq BETWEEN $seq_lo AND $seq_hi AND x.excluded_reason IS NULL
             UNION ALL
             SELECT 'market mid', x.p_mid, x.y, c.event_ticker
             FROM kalshi_edge_snapshot_scores AS x JOIN kalshi_contracts AS c USING (ticker)
-            WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.excluded_reason IS NULL AND x.model_version = $champion
+            WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.snapshot_seq BETWEEN $seq_lo AND $seq_hi AND x.excluded_reason IS NULL AND x.model_version = $champion
         )
         SELECT forecaster, event, least(floor(p * {N_BINS}), {N_BINS - 1})::INTEGER AS bin, count(*) AS n,
                sum(p) AS sum_p, sum(y) AS sum_y, sum((p - y) ^ 2) AS sum_brier
@@ -141,11 +141,11 @@ SQL: dict[str, str] = {
             SELECT x.model_version AS model, 'yes' AS side, x.ev_yes AS ev, x.pnl_yes AS pnl, c.event_ticker AS event,
                    len(x.reasons) = 0 AS tradable
             FROM kalshi_edge_snapshot_scores AS x JOIN kalshi_contracts AS c USING (ticker)
-            WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.outcome <> 'void' AND x.ev_yes IS NOT NULL AND x.pnl_yes IS NOT NULL
+            WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.snapshot_seq BETWEEN $seq_lo AND $seq_hi AND x.outcome <> 'void' AND x.ev_yes IS NOT NULL AND x.pnl_yes IS NOT NULL
             UNION ALL
             SELECT x.model_version, 'no', x.ev_no, x.pnl_no, c.event_ticker, len(x.reasons) = 0
             FROM kalshi_edge_snapshot_scores AS x JOIN kalshi_contracts AS c USING (ticker)
-            WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.outcome <> 'void' AND x.ev_no IS NOT NULL AND x.pnl_no IS NOT NULL
+            WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.snapshot_seq BETWEEN $seq_lo AND $seq_hi AND x.outcome <> 'void' AND x.ev_no IS NOT NULL AND x.pnl_no IS NOT NULL
         )
         SELECT model, event, (SELECT count(*) FROM unnest($edges::DOUBLE[]) AS e(v) WHERE r.ev > e.v)::INTEGER AS bucket,
                count(*) AS n, sum(ev) AS sum_ev, sum(pnl) AS sum_pnl, count(*) FILTER (WHERE tradable) AS n_tradable
@@ -172,7 +172,7 @@ SQL: dict[str, str] = {
                {HORIZON.format(t='tau_seconds')} AS horizon, count(*) AS n, avg(p_model - p_mid) AS mean_diff,
                avg(abs(p_model - p_mid)) AS mean_abs_diff
         FROM kalshi_edge_snapshots
-        WHERE quote_date >= $lo AND quote_date < $hi AND p_model IS NOT NULL AND p_mid IS NOT NULL
+        WHERE quote_date >= $lo AND quote_date < $hi AND snapshot_seq BETWEEN $seq_lo AND $seq_hi AND p_model IS NOT NULL AND p_mid IS NOT NULL
         GROUP BY ALL ORDER BY 1, 2, 3""",
     "disagreements": """
         SELECT s.model_version AS model, s.quote_ts, s.ticker, s.tau_seconds, s.p_model, s.p_mid, s.p_model - s.p_mid AS diff,
@@ -180,7 +180,7 @@ SQL: dict[str, str] = {
                    CASE WHEN abs(s.p_model - c.settlement_value::DOUBLE) < abs(s.p_mid - c.settlement_value::DOUBLE) THEN 'model'
                         ELSE 'mid' END END AS closer
         FROM kalshi_edge_snapshots AS s LEFT JOIN kalshi_contracts AS c USING (ticker)
-        WHERE s.quote_date >= $lo AND s.quote_date < $hi AND s.p_model IS NOT NULL AND s.p_mid IS NOT NULL
+        WHERE s.quote_date >= $lo AND s.quote_date < $hi AND s.snapshot_seq BETWEEN $seq_lo AND $seq_hi AND s.p_model IS NOT NULL AND s.p_mid IS NOT NULL
         ORDER BY abs(s.p_model - s.p_mid) DESC, s.quote_ts LIMIT 12""",
     # ---- the settlement index (issue 16) ---------------------------------------------------------------------------
     # Each index source's 60-s mean before each settled contract's close, from the index grid (`spot_index`: the
@@ -255,7 +255,8 @@ SQL: dict[str, str] = {
                    avg(brier_model) AS brier_model, avg(brier_mid) AS brier_mid,
                    avg(logloss_model) AS logloss_model, avg(logloss_mid) AS logloss_mid
             FROM kalshi_edge_snapshot_scores
-            WHERE excluded_reason IS NULL AND quote_date < $hi AND quote_date >= $trend_lo GROUP BY ALL
+            WHERE excluded_reason IS NULL AND quote_date < $hi AND quote_date >= $trend_lo AND snapshot_seq BETWEEN $seq_lo AND $seq_hi
+            GROUP BY ALL
         ), tk AS (  -- per rule set *version*: an edited set's replayed log is another version, never summed with the old
             SELECT date_trunc($unit, decision_date)::DATE AS period, rule_set_version, count(*) AS takes,
                    sum(realised_pnl) AS realised_pnl, count(realised_pnl) AS settled_takes
@@ -281,7 +282,8 @@ def collect(query: Query, period: Period, *, champion: str | None = None) -> Rep
     from kalshi_shadow.pricing.probability import CHAMPION
 
     p = period.params
-    extra = {"champion": champion or CHAMPION, "edges": EV_EDGES, "bucket_seconds": 3600 if period.kind == "daily" else 6 * 3600}
+    extra = {"champion": champion or CHAMPION, "edges": EV_EDGES, "bucket_seconds": 3600 if period.kind == "daily" else 6 * 3600,
+             **_seqs(query, p["lo"], p["hi"])}
     frames: dict[str, pl.DataFrame] = {}
     for name, sql in SQL.items():
         if name == "trend":
@@ -290,9 +292,21 @@ def collect(query: Query, period: Period, *, champion: str | None = None) -> Rep
         frames[name] = query(sql, used)
     data = ReportData(period, frames)
     if period.kind == "weekly":
-        data.daily_trend = query(SQL["trend"], {"unit": "day", "hi": period.end, "trend_lo": period.start})
-        data.weekly_trend = query(SQL["trend"], {"unit": "week", "hi": period.end, "trend_lo": period.start - timedelta(weeks=12)})
+        for unit, lo in (("day", period.start), ("week", period.start - timedelta(weeks=12))):
+            frame = query(SQL["trend"], {"unit": unit, "hi": period.end, "trend_lo": lo, **_seqs(query, lo, period.end)})
+            if unit == "day":
+                data.daily_trend = frame
+            else:
+                data.weekly_trend = frame
     return data
+
+
+def _seqs(query: Query, lo, hi) -> dict:
+    """The snapshot_seq range of the quote days [lo, hi): every snapshot query filters on it too, which prunes the
+    view's model rows (`pricing/snapshots.py: seq_range`)."""
+    r = query("SELECT coalesce(min(snapshot_seq), 0) AS a, coalesce(max(snapshot_seq), -1) AS b FROM kalshi_edge_snapshot_quotes "
+              "WHERE quote_date >= $lo AND quote_date < $hi", {"lo": lo, "hi": hi}).row(0)
+    return {"seq_lo": r[0], "seq_hi": r[1]}
 
 
 def duckdb_query(conn) -> Query:

@@ -17,6 +17,8 @@ from datetime import date
 
 import duckdb
 
+from kalshi_shadow.pricing.snapshots import seq_range
+
 EPS = 1e-6  # log loss clips p to [EPS, 1 - EPS] (in the view's SQL)
 
 DAY_SQL = """
@@ -27,13 +29,14 @@ SELECT count(*) AS rows,
        count(DISTINCT ticker) AS settled_contracts,
        avg(brier_model) FILTER (WHERE excluded_reason IS NULL) AS paired_brier_model,
        avg(brier_mid) FILTER (WHERE excluded_reason IS NULL) AS paired_brier_mid
-FROM kalshi_edge_snapshot_scores WHERE quote_date = $day
+FROM kalshi_edge_snapshot_scores WHERE quote_date = $day AND snapshot_seq BETWEEN $seq_lo AND $seq_hi
 """
 
 
 def score_day(conn: duckdb.DuckDBPyConnection, day: date) -> dict[str, float | int | None]:
     """The day's scores in figures: rows, paired rows, rows out of range (must be 0), settled contracts, and the
     model's and the mid's Brier on the paired rows."""
-    cur = conn.execute(DAY_SQL, {"day": day})
+    lo, hi = seq_range(conn, "quote_date = $day", {"day": day})
+    cur = conn.execute(DAY_SQL, {"day": day, "seq_lo": lo, "seq_hi": hi})
     names = [d[0] for d in cur.description]
     return dict(zip(names, cur.fetchall()[0]))

@@ -23,6 +23,7 @@ import duckdb
 from kalshi_shadow.config import env_number
 from kalshi_shadow.kalshi.client import KalshiClient
 from kalshi_shadow.kalshi.models import Market
+from kalshi_shadow.pricing.snapshots import seq_range
 from kalshi_shadow.warehouse.connection import transaction
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ INSERT INTO kalshi_model_errors
 SELECT c.ticker, s.model_version, c.outcome_known_ts, count(*), sum(abs(s.p_model - c.first_settlement_value::DOUBLE))
 FROM kalshi_contracts AS c JOIN kalshi_edge_snapshots AS s USING (ticker)
 WHERE c.ticker IN (SELECT unnest($tickers::VARCHAR[])) AND c.first_outcome <> 'void' AND s.p_model IS NOT NULL
-  AND s.quote_date BETWEEN $lo AND $hi
+  AND s.quote_date BETWEEN $lo AND $hi AND s.snapshot_seq BETWEEN $seq_lo AND $seq_hi
 GROUP BY ALL
 """
 
@@ -221,7 +222,12 @@ def record_model_errors(conn: duckdb.DuckDBPyConnection, tickers: list[str]) -> 
     days = snapshot_days(conn, tickers) if tickers else None
     if days is None:
         return 0
-    return conn.execute(MODEL_ERRORS_SQL, {"tickers": tickers, "lo": days[0], "hi": days[1]}).fetchall()[0][0]
+    params = {"tickers": tickers, "lo": days[0], "hi": days[1]}
+    params["seq_lo"], params["seq_hi"] = seq_range(conn, TICKER_DAYS, params)
+    return conn.execute(MODEL_ERRORS_SQL, params).fetchall()[0][0]
+
+
+TICKER_DAYS = "quote_date BETWEEN $lo AND $hi AND ticker IN (SELECT unnest($tickers::VARCHAR[]))"  # the snapshots of tickers
 
 
 @dataclass(frozen=True)
@@ -312,7 +318,7 @@ def quote_dates_of(conn: duckdb.DuckDBPyConnection, tickers: list[str]) -> list[
     if days is None:
         return []
     rows = conn.execute("""
-        SELECT DISTINCT quote_date FROM kalshi_edge_snapshots
+        SELECT DISTINCT quote_date FROM kalshi_edge_snapshot_quotes
         WHERE quote_date BETWEEN $lo AND $hi AND ticker IN (SELECT unnest($tickers::VARCHAR[]))
         ORDER BY 1
     """, {"tickers": tickers, "lo": days[0], "hi": days[1]}).fetchall()
