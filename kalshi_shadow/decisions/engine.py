@@ -78,12 +78,12 @@ WITH s AS (
 SELECT c.*, {first_blocking} AS reason FROM c
 """
 
-# The candidates that pass every stateless rule, in seen order, with their contract's outcome as first recorded and,
-# where the quote carries depth (the book stream), the asks of the side bought: a YES buyer takes the NO bids at
-# 1 - price, a NO buyer the YES bids.
 # The quotes a chunk decides on: seen in it (a quote is sent before it is seen: the quote_ts bound prunes by date).
 CHUNK_ROWS = "seen_ts > $lo AND seen_ts <= $hi AND quote_ts > $lo - INTERVAL 1 DAY AND quote_ts <= $hi"
 
+# The candidates that pass every stateless rule, in seen order, with their contract's outcome as first recorded and,
+# where the quote carries depth (the book stream), the asks of the side bought: a YES buyer takes the NO bids at
+# 1 - price, a NO buyer the YES bids.
 CANDIDATE_ROWS_SQL = """
 SELECT c.snapshot_id::VARCHAR AS snapshot_id, c.seen_ts, c.decision_date, c.ticker, c.event_ticker, c.side, c.p_side,
        c.ask, c.ask_size, c.haircut, c.ev_per_contract, c.fee_type, c.fee_multiplier,

@@ -487,6 +487,13 @@ def _price_chunk(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, lo: d
     conn.execute("DROP TABLE _base")
 
 
+RUN_ROWS = "quote_date BETWEEN $d0 AND $d1 AND quote_ts BETWEEN $lo AND $hi"  # a run's quote times (constants: zone maps)
+
+
+def run_params(run: SnapshotRun) -> dict:
+    return {"d0": min(run.days), "d1": max(run.days), "lo": run.quote_ts_range[0], "hi": run.quote_ts_range[1]}
+
+
 def _duplicates(conn: duckdb.DuckDBPyConnection, run: SnapshotRun) -> int:
     """Snapshot ids stored more than once among the quote times this run wrote (must be 0: a blocking check).
     An id encodes its quote's time, so a duplicate of a new row can only lie in that range."""
@@ -496,13 +503,6 @@ def _duplicates(conn: duckdb.DuckDBPyConnection, run: SnapshotRun) -> int:
     return conn.execute(f"""SELECT count(*) - count(DISTINCT snapshot_id) FROM kalshi_edge_snapshots
                             WHERE {RUN_ROWS} AND snapshot_seq BETWEEN $seq_lo AND $seq_hi""",
                         {**run_params(run), "seq_lo": lo, "seq_hi": hi}).fetchall()[0][0]
-
-
-RUN_ROWS = "quote_date BETWEEN $d0 AND $d1 AND quote_ts BETWEEN $lo AND $hi"  # a run's quote times (constants: zone maps)
-
-
-def run_params(run: SnapshotRun) -> dict:
-    return {"d0": min(run.days), "d1": max(run.days), "lo": run.quote_ts_range[0], "hi": run.quote_ts_range[1]}
 
 
 def _capped(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, frontier: datetime) -> datetime:

@@ -147,7 +147,7 @@ SQL: dict[str, str] = {
             FROM kalshi_edge_snapshot_scores AS x JOIN kalshi_contracts AS c USING (ticker)
             WHERE x.quote_date >= $lo AND x.quote_date < $hi AND x.snapshot_seq BETWEEN $seq_lo AND $seq_hi AND x.outcome <> 'void' AND x.ev_no IS NOT NULL AND x.pnl_no IS NOT NULL
         )
-        SELECT model, event, (SELECT count(*) FROM unnest($edges::DOUBLE[]) AS e(v) WHERE r.ev > e.v)::INTEGER AS bucket,
+        SELECT model, event, len(list_filter($edges::DOUBLE[], lambda v: r.ev > v))::INTEGER AS bucket,
                count(*) AS n, sum(ev) AS sum_ev, sum(pnl) AS sum_pnl, count(*) FILTER (WHERE tradable) AS n_tradable
         FROM r GROUP BY ALL""",
     # ---- decisions ----------------------------------------------------------------------------------------------
