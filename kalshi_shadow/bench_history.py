@@ -6,7 +6,9 @@ data costs. So the bench builds a warehouse of D days at the default synthetic d
 ladder, a quote every 5 s: 1.75M quotes a day) with the pipeline's own steps (priced, settled, decided by every rule
 set of the rules file; scores are a view), ending 20 minutes before now so that wall-clock windows look at real
 data. Then, for each of `--ticks` ticks, it writes the next 5 minutes as raw files the way the collectors do (a file
-per table every 5 s) and runs `live_job` in process with Dagster, timing each step from the run's own events; then
+per table every 5 s) and runs `live_job` in process with Dagster, timing each step from the run's own events, the
+way `up` runs a tick (inline, its steps sharing one open database); as many ticks again run as a launched run would
+(each step opening and closing the file, which checkpoints: a cost that grows with the file), reported apart; then
 one run of each scheduled job, the settlements step's warehouse work, and `kalshi-shadow status`'s reads. The
 figures of two histories (default 1 and 30 days) are printed side by side with their ratio.
 
@@ -178,6 +180,7 @@ def ticks(data_dir: Path, days: int, strikes: int, quote_every: int, end: dateti
 
     from kalshi_shadow import status
     from kalshi_shadow.defs.pricing import LIVE_TAG
+    from kalshi_shadow.defs.resources import resources, warehouse_from_settings
     from kalshi_shadow.definitions import defs
     from kalshi_shadow.pricing.synthetic import generate
     from kalshi_shadow.reports.synthetic_history import RECENTRE_SQL, REDRAW_MIDS_SQL
@@ -196,29 +199,36 @@ def ticks(data_dir: Path, days: int, strikes: int, quote_every: int, end: dateti
     seqs = {t: first * TICK_MINUTES * 60 // SLOT_SECONDS for t in RAW_WRITERS}
     instance = dg.DagsterInstance.ephemeral()
     live = defs.resolve_job_def("live_job")
-    per_tick: list[dict[str, float]] = []
+    per_tick: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     rows: list[int] = []
-    for i in range(n):
+    for i in range(2 * n):
+        # Ticks alternate: as `up` runs them (inline, `defs/inline.py`: one open database for the run's steps), and
+        # as a launched run does when another run holds the queue (each step opens and closes the file).
+        held = i % 2 == 0
         lo = end + timedelta(minutes=TICK_MINUTES * (first + i))
         _write_raw(staged, raw, lo, lo + timedelta(minutes=TICK_MINUTES), seqs)
+        res = resources()
+        res["warehouse"] = warehouse_from_settings(hold_open=held)
         t = time.perf_counter()
         result = live.execute_in_process(instance=instance, partition_key=datetime.now(timezone.utc).date().isoformat(),
-                                         tags={LIVE_TAG: "live"})
+                                         tags={LIVE_TAG: "live"}, resources=res)
         whole = time.perf_counter() - t
         assert result.success, "live_job failed"
         steps = _step_seconds(instance, result.run_id)
         steps["whole tick (run wall time)"] = whole
-        per_tick.append(steps)
-        mat = result.asset_materializations_for_node("kalshi_edge_snapshots")
-        rows.append(int(mat[0].metadata["rows"].value) if mat else 0)
+        per_tick[held].append(steps)
+        rows += [int(m.metadata["rows"].value) for m in result.asset_materializations_for_node("kalshi_edge_snapshots")
+                 if "rows" in m.metadata]  # (a run's other days' events carry no counts)
     staged.close()
+    launched = statistics.median(t["whole tick (run wall time)"] for t in per_tick[False])
+    per_tick = per_tick[True]
     median = {k: statistics.median(t[k] for t in per_tick if k in t) for k in per_tick[0]}
     jobs = scheduled_jobs(defs, instance, data_dir, end + timedelta(minutes=TICK_MINUTES * (first + n)))
     t = time.perf_counter()
     st = status.warehouse(data_dir / "warehouse.duckdb", 10.0, datetime.now(timezone.utc))
     jobs["kalshi-shadow status (warehouse reads)"] = time.perf_counter() - t
     assert "error" not in st, st
-    return {"steps": median, "jobs": jobs, "snapshot_rows_per_tick": statistics.median(rows)}
+    return {"steps": median, "launched_whole": launched, "jobs": jobs, "snapshot_rows_per_tick": statistics.median(rows)}
 
 
 def scheduled_jobs(defs, instance, data_dir: Path, now: datetime) -> dict[str, float]:
@@ -359,6 +369,9 @@ def run(args: argparse.Namespace, figure, note, section) -> None:
     figure(f"history tick {short} day(s)", f"{wa:.2f} s")
     figure(f"history tick {long_} day(s)", f"{wb:.2f} s", f"< {TARGET_TICK_S:g} s")
     figure(f"history tick ratio {long_}/{short} days", f"{wb / wa:.2f}x", f"<= {TARGET_RATIO}x")
+    la, lb = a["launched_whole"], b["launched_whole"]
+    figure("history tick as a launched run (each step opens the file)",
+           f"{la:.2f} s on {short} day(s), {lb:.2f} s on {long_} day(s): {lb / la:.2f}x")
     for days, res in sorted(results.items()):
         st = res["storage"]
         total = st["warehouse_bytes"] + days * st["archive_bytes_per_day"]
