@@ -146,7 +146,7 @@ class Recalibrated(Model):
         """Fit (series, boundary) on what was known before it, store it, return (a, b) or (None, None)."""
         at = datetime.fromtimestamp(boundary, tz=timezone.utc)
         window = window_days() * 86400
-        if window % self.refit_seconds == 0:
+        if self._binned():
             rows = conn.execute(BINS_TRAIN_SQL, {"model": self.name, "series": series, "boundary": at, "window": window}).fetchnumpy()
         else:
             rows = conn.execute(TRAIN_SQL, {"champion": CHAMPION, "series": series, "boundary": at, "window": window}).fetchnumpy()
@@ -158,10 +158,14 @@ class Recalibrated(Model):
                      {"m": self.name, "s": series, "at": at, "a": a, "b": b, "n": int(n.sum()), "e": int(events)})
         return a, b
 
+    def _binned(self) -> bool:
+        """Fits sum the training bins when the window is a whole number of refit intervals (buckets can cut it)."""
+        return (window_days() * 86400) % self.refit_seconds == 0
+
     def bin_settled(self, conn: duckdb.DuckDBPyConnection, boundary: datetime) -> int:
         """Bin the priced snapshots of the contracts settled before `boundary` that no fit has binned yet; returns
         the contracts added. Bins cut at another refit interval are dropped first and rebuilt as fits need them."""
-        from kalshi_shadow.pricing.snapshots import TERMS_LOOKBACK  # here: pricing imports the models
+        from kalshi_shadow.pricing.snapshots import TERMS_LOOKBACK, seq_range  # here: pricing imports the models
 
         step, window = self.refit_seconds, window_days() * 86400
         key = BUCKET_KEY.format(model=self.name)
@@ -179,9 +183,9 @@ class Recalibrated(Model):
         conn.execute("CREATE OR REPLACE TEMP TABLE _bins (ticker VARCHAR, n BIGINT)")
         if seen:  # constant bounds, so the scans prune by zone maps
             lo = min(seen)
-            seq_lo, seq_hi = conn.execute("""SELECT min(snapshot_seq), max(snapshot_seq) FROM kalshi_edge_snapshot_quotes
-                                             WHERE seen_ts >= ? AND ticker IN (SELECT unnest(?::VARCHAR[]))""", [lo, tickers]).fetchall()[0]
-            if seq_lo is not None:
+            seq_lo, seq_hi = seq_range(conn, "seen_ts >= $lo AND ticker IN (SELECT unnest($tickers::VARCHAR[]))",
+                                       {"lo": lo, "tickers": tickers})
+            if seq_hi >= seq_lo:
                 conn.execute(BIN_SQL, {"champion": CHAMPION, "tickers": tickers, "lo": lo, "seq_lo": seq_lo, "seq_hi": seq_hi, "step": step})
                 conn.execute("""INSERT INTO kalshi_model_training_bins
                                 SELECT $model, series_ticker, event_ticker, known_ts, y, seen_bucket, x, sum(n) FROM _bins
@@ -205,7 +209,7 @@ class Recalibrated(Model):
                 "SELECT series_ticker, refit_ts, a, b FROM kalshi_model_fits WHERE model_version = ? AND refit_ts >= to_timestamp(?) AND refit_ts <= to_timestamp(?)",
                 [self.name, min(h for _, h in keys), max(h for _, h in keys)]).fetchall()}
         missing = sorted(k for k in keys if k not in stored)
-        if missing and (window_days() * 86400) % self.refit_seconds == 0:
+        if missing and self._binned():
             self.bin_settled(conn, datetime.fromtimestamp(max(h for _, h in missing), tz=timezone.utc))
         for key in sorted(keys):
             a, b = stored[key] if key in stored else self._fit(conn, *key)
