@@ -199,7 +199,7 @@ def ticks(data_dir: Path, days: int, strikes: int, quote_every: int, end: dateti
     seqs = {t: first * TICK_MINUTES * 60 // SLOT_SECONDS for t in RAW_WRITERS}
     instance = dg.DagsterInstance.ephemeral()
     live = defs.resolve_job_def("live_job")
-    per_tick: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    by_mode: dict[bool, list[dict[str, float]]] = {True: [], False: []}  # held open (inline) or not (launched)
     rows: list[int] = []
     for i in range(2 * n):
         # Ticks alternate: as `up` runs them (inline, `defs/inline.py`: one open database for the run's steps), and
@@ -216,12 +216,12 @@ def ticks(data_dir: Path, days: int, strikes: int, quote_every: int, end: dateti
         assert result.success, "live_job failed"
         steps = _step_seconds(instance, result.run_id)
         steps["whole tick (run wall time)"] = whole
-        per_tick[held].append(steps)
+        by_mode[held].append(steps)
         rows += [int(m.metadata["rows"].value) for m in result.asset_materializations_for_node("kalshi_edge_snapshots")
                  if "rows" in m.metadata]  # (a run's other days' events carry no counts)
     staged.close()
-    launched = statistics.median(t["whole tick (run wall time)"] for t in per_tick[False])
-    per_tick = per_tick[True]
+    launched = statistics.median(t["whole tick (run wall time)"] for t in by_mode[False])
+    per_tick = by_mode[True]
     median = {k: statistics.median(t[k] for t in per_tick if k in t) for k in per_tick[0]}
     jobs = scheduled_jobs(defs, instance, data_dir, end + timedelta(minutes=TICK_MINUTES * (first + n)))
     t = time.perf_counter()

@@ -404,7 +404,7 @@ def _decide_chunk(conn: duckdb.DuckDBPyConnection, rs: RuleSet, st: state.Versio
               "min_tau_seconds": rs.min_tau_seconds, "max_tau_seconds": rs.max_tau_seconds,
               "max_spot_age_seconds": rs.max_spot_age_seconds, "max_quote_age_seconds": rs.max_quote_age_seconds,
               "max_spread": rs.max_spread, "min_ev": rs.min_ev, "min_ask_size": rs.min_ask_size}
-    params["seq_lo"], params["seq_hi"] = seq_range(conn, CHUNK_ROWS, {"lo": lo, "hi": hi})
+    params |= seq_range(conn, CHUNK_ROWS, {"lo": lo, "hi": hi})
     conn.execute(CANDIDATES_SQL.format(first_blocking=rules.first_blocking_sql(), chunk_rows=CHUNK_ROWS), params)
     qlo, qhi = conn.execute("SELECT min(quote_ts), max(quote_ts) FROM _cand WHERE reason IS NULL").fetchall()[0]
     cands = [dict(zip(CANDIDATE_COLUMNS, c))

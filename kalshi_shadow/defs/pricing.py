@@ -119,7 +119,7 @@ def kalshi_edge_snapshots(context: dg.AssetExecutionContext, warehouse: Warehous
         p50 = p95 = None
         if run.quote_ts_range:
             params = run_params(run)
-            params["seq_lo"], params["seq_hi"] = seq_range(conn, RUN_ROWS, params)
+            params |= seq_range(conn, RUN_ROWS, params)
             bad_p, future_spot, p50, p95 = conn.execute("""
                 SELECT count(*) FILTER (WHERE p_model < 0 OR p_model > 1 OR isnan(p_model)),
                        count(*) FILTER (WHERE spot_age_seconds < 0),

@@ -183,10 +183,10 @@ class Recalibrated(Model):
         conn.execute("CREATE OR REPLACE TEMP TABLE _bins (ticker VARCHAR, n BIGINT)")
         if seen:  # constant bounds, so the scans prune by zone maps
             lo = min(seen)
-            seq_lo, seq_hi = seq_range(conn, "seen_ts >= $lo AND ticker IN (SELECT unnest($tickers::VARCHAR[]))",
-                                       {"lo": lo, "tickers": tickers})
-            if seq_hi >= seq_lo:
-                conn.execute(BIN_SQL, {"champion": CHAMPION, "tickers": tickers, "lo": lo, "seq_lo": seq_lo, "seq_hi": seq_hi, "step": step})
+            params = {"lo": lo, "tickers": tickers}
+            params |= seq_range(conn, "seen_ts >= $lo AND ticker IN (SELECT unnest($tickers::VARCHAR[]))", params)
+            if params["seq_hi"] >= params["seq_lo"]:
+                conn.execute(BIN_SQL, {**params, "champion": CHAMPION, "step": step})
                 conn.execute("""INSERT INTO kalshi_model_training_bins
                                 SELECT $model, series_ticker, event_ticker, known_ts, y, seen_bucket, x, sum(n) FROM _bins
                                 GROUP BY ALL ORDER BY known_ts, seen_bucket, x  -- in known order: fits prune by zone maps""",

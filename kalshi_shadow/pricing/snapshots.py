@@ -352,13 +352,19 @@ def insert_wide_snapshots(conn: duckdb.DuckDBPyConnection, insert_sql: str, para
         conn.execute("DROP TABLE IF EXISTS _wide_q")
 
 
-def seq_range(conn: duckdb.DuckDBPyConnection, where: str, params: list | dict | None = None) -> tuple[int, int]:
-    """The snapshot_seq range of the stored quotes matching `where` (over `kalshi_edge_snapshot_quotes`; give it
-    constant time bounds, so zone maps prune); (0, -1) when there are none. Filter `kalshi_edge_snapshots` on it too:
-    DuckDB pushes a filter on snapshot_seq into both of the view's tables, while the join's own filter does not prune
-    the model rows, so a time filter alone reads every model row ever stored (migration 018)."""
-    lo, hi = conn.execute(f"SELECT min(snapshot_seq), max(snapshot_seq) FROM kalshi_edge_snapshot_quotes WHERE {where}", params).fetchall()[0]
-    return (0, -1) if lo is None else (lo, hi)
+# The snapshot_seq range of the stored quotes matching {where} (over `kalshi_edge_snapshot_quotes`, with constant
+# time bounds, so zone maps prune); 0..-1, an empty range, when there are none.
+SEQ_RANGE_SQL = """SELECT coalesce(min(snapshot_seq), 0) AS seq_lo, coalesce(max(snapshot_seq), -1) AS seq_hi
+                   FROM kalshi_edge_snapshot_quotes WHERE {where}"""
+
+
+def seq_range(conn: duckdb.DuckDBPyConnection, where: str, params: dict) -> dict[str, int]:
+    """`{"seq_lo", "seq_hi"}` of the quotes matching `where` (SEQ_RANGE_SQL), to add to a query's parameters that
+    filters `kalshi_edge_snapshots` on `snapshot_seq BETWEEN $seq_lo AND $seq_hi` too: DuckDB pushes that filter into
+    both of the view's tables, while the join's own filter does not prune the model rows, so a time filter alone
+    reads every model row ever stored (migration 018)."""
+    lo, hi = conn.execute(SEQ_RANGE_SQL.format(where=where), params).fetchall()[0]
+    return {"seq_lo": lo, "seq_hi": hi}
 
 
 def delete_snapshots(conn: duckdb.DuckDBPyConnection, where: str, params: list) -> int:
@@ -499,10 +505,10 @@ def _duplicates(conn: duckdb.DuckDBPyConnection, run: SnapshotRun) -> int:
     An id encodes its quote's time, so a duplicate of a new row can only lie in that range."""
     if run.quote_ts_range is None:
         return 0
-    lo, hi = seq_range(conn, RUN_ROWS, run_params(run))
+    params = run_params(run)
     return conn.execute(f"""SELECT count(*) - count(DISTINCT snapshot_id) FROM kalshi_edge_snapshots
                             WHERE {RUN_ROWS} AND snapshot_seq BETWEEN $seq_lo AND $seq_hi""",
-                        {**run_params(run), "seq_lo": lo, "seq_hi": hi}).fetchall()[0][0]
+                        params | seq_range(conn, RUN_ROWS, params)).fetchall()[0][0]
 
 
 def _capped(conn: duckdb.DuckDBPyConnection, pred: str, params: dict, frontier: datetime) -> datetime:

@@ -304,9 +304,9 @@ def collect(query: Query, period: Period, *, champion: str | None = None) -> Rep
 def _seqs(query: Query, lo, hi) -> dict:
     """The snapshot_seq range of the quote days [lo, hi): every snapshot query filters on it too, which prunes the
     view's model rows (`pricing/snapshots.py: seq_range`)."""
-    r = query("SELECT coalesce(min(snapshot_seq), 0) AS a, coalesce(max(snapshot_seq), -1) AS b FROM kalshi_edge_snapshot_quotes "
-              "WHERE quote_date >= $lo AND quote_date < $hi", {"lo": lo, "hi": hi}).row(0)
-    return {"seq_lo": r[0], "seq_hi": r[1]}
+    from kalshi_shadow.pricing.snapshots import SEQ_RANGE_SQL
+
+    return query(SEQ_RANGE_SQL.format(where="quote_date >= $lo AND quote_date < $hi"), {"lo": lo, "hi": hi}).row(0, named=True)
 
 
 def duckdb_query(conn) -> Query:

@@ -36,7 +36,6 @@ FROM kalshi_edge_snapshot_scores WHERE quote_date = $day AND snapshot_seq BETWEE
 def score_day(conn: duckdb.DuckDBPyConnection, day: date) -> dict[str, float | int | None]:
     """The day's scores in figures: rows, paired rows, rows out of range (must be 0), settled contracts, and the
     model's and the mid's Brier on the paired rows."""
-    lo, hi = seq_range(conn, "quote_date = $day", {"day": day})
-    cur = conn.execute(DAY_SQL, {"day": day, "seq_lo": lo, "seq_hi": hi})
+    cur = conn.execute(DAY_SQL, {"day": day} | seq_range(conn, "quote_date = $day", {"day": day}))
     names = [d[0] for d in cur.description]
     return dict(zip(names, cur.fetchall()[0]))

@@ -223,7 +223,7 @@ def record_model_errors(conn: duckdb.DuckDBPyConnection, tickers: list[str]) -> 
     if days is None:
         return 0
     params = {"tickers": tickers, "lo": days[0], "hi": days[1]}
-    params["seq_lo"], params["seq_hi"] = seq_range(conn, TICKER_DAYS, params)
+    params |= seq_range(conn, TICKER_DAYS, params)
     return conn.execute(MODEL_ERRORS_SQL, params).fetchall()[0][0]
 
 
